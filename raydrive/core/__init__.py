@@ -1,0 +1,1 @@
+"""raydrive's core: action model, executor protocols, registry, runtime-env builder, errors."""

@@ -1,0 +1,55 @@
+"""What every executor shares: validated options, ``close()`` / ``with``, and lifecycle events.
+
+The protocols (:mod:`raydrive.core.protocols`) say what an executor can do; this base class is
+the convenient way to write one, and the way the built-in drivers are written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from raydrive.core.options import DriverOptions, validate_options
+from raydrive.core.plugins import PluginManager, get_plugin_manager
+from raydrive.core.policy_types import JobEvent
+
+__all__ = ["BaseExecutor"]
+
+
+class BaseExecutor:
+    """Base class of drivers: ``Options`` validates the constructor's keyword arguments.
+
+    :cvar name: the driver's registered name (used in events and errors).
+    :cvar Options: the pydantic model of the driver's options.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[DriverOptions]] = DriverOptions
+
+    def __init__(self, *, plugins: PluginManager | None = None, **options: Any) -> None:
+        self.options = validate_options(self.name or type(self).__name__, self.Options, options)
+        self._plugins = plugins
+
+    @property
+    def plugins(self) -> PluginManager:
+        return self._plugins or get_plugin_manager()
+
+    def close(self) -> None:
+        """Release what the executor holds. The executor may be used again afterwards."""
+
+    def __enter__(self) -> BaseExecutor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options!r})"
+
+    # lifecycle hooks: one place, so every driver reports events the same way
+    def _emit_submitted(self, job_id: str, action: str) -> None:
+        self.plugins.job_submitted(JobEvent(driver=self.name, job_id=job_id, action=action))
+
+    def _emit_finished(self, job_id: str, action: str, status: str, error: str | None = None) -> None:
+        self.plugins.job_finished(
+            JobEvent(driver=self.name, job_id=job_id, action=action, status=str(status), error=error)
+        )

@@ -1,0 +1,83 @@
+"""Driver options as pydantic models: code, environment and config files are validated alike.
+
+A driver declares ``Options = SomeModel``; unknown keys are refused (``extra='forbid'``), so a
+misspelt option fails in ``get_executor`` naming the field, before anything reaches Ray.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from raydrive.core.errors import InvalidOptionsError
+
+__all__ = ["DriverOptions", "RayOptions", "validate_options"]
+
+
+class DriverOptions(BaseModel):
+    """Options every driver accepts."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+    env: dict[str, str] | None = Field(
+        default=None,
+        description="Environment for the action; None takes SYNAPSE_* and RAY_* from os.environ.",
+    )
+    job_id: str | None = Field(default=None, description="Default job identifier.")
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_from_mapping(cls, value: Any) -> Any:
+        # The guide's PluginEnvironment (anything with to_dict/dict) is accepted as a mapping.
+        for attr in ("to_dict", "model_dump"):
+            if value is not None and hasattr(value, attr) and not isinstance(value, dict):
+                return getattr(value, attr)()
+        return value
+
+    def __repr__(self) -> str:
+        shown = self.model_dump(exclude={"env"})
+        env = None if self.env is None else sorted(self.env)
+        args = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+        return f"{type(self).__name__}({args}, env_keys={env!r})"
+
+    __str__ = __repr__
+
+
+class RayOptions(DriverOptions):
+    """Options shared by every Ray driver (the guide's BaseRayExecutor parameters and more)."""
+
+    ray_address: str = Field(
+        default="auto",
+        description="'auto' (running cluster), 'host:port', 'ray://host:port' or 'local'.",
+    )
+    runtime_env: dict[str, Any] | None = Field(default=None, description="Ray runtime env to merge.")
+    working_dir: Path | None = Field(default=None, description="Plugin directory shipped to Ray.")
+    requirements_file: Path | None = Field(default=None, description="requirements.txt to install.")
+    package_manager: Literal["pip", "uv"] = "pip"
+    package_manager_options: list[str] | None = None
+    wheels_dir: str = Field(default="wheels", description="Wheels directory, under working_dir.")
+    excludes: list[str] | None = Field(default=None, description="Extra working-dir excludes.")
+    num_cpus: float | None = Field(default=None, ge=0)
+    num_gpus: float | None = Field(default=None, ge=0)
+    memory: int | None = Field(default=None, ge=0, description="Memory in bytes.")
+    resources: dict[str, float] | None = Field(default=None, description="Custom resources.")
+    include_sdk: bool = Field(default=False, description="Ship the local raydrive package too.")
+    connect_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for the cluster before giving up."
+    )
+
+
+def validate_options(driver: str, model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
+    """Validate ``values`` against ``model``; raise InvalidOptionsError naming each bad field."""
+    try:
+        return model.model_validate(values)
+    except PydanticValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "<options>"
+            problem = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+            errors.append((field, problem))
+        raise InvalidOptionsError(driver, errors) from None

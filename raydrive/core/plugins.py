@@ -1,0 +1,176 @@
+"""The plugin manager: loads hook implementations and is the one place that calls hooks.
+
+Operator switches:
+
+- ``RAYDRIVE_DISABLE_PLUGINS=a,b`` blocks the named plugins (entry-point names, built-ins too).
+- ``RAYDRIVE_TRACE_PLUGINS=1`` logs every hook call and its result under ``raydrive.plugins``
+  (values of credentials are masked).
+- ``RAYDRIVE_DISABLE_PLUGIN_AUTOLOAD=1`` loads no entry point at all (tests register their own).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pluggy
+
+from raydrive import hookspecs
+from raydrive.core.policy_types import (
+    EnvironmentRequest,
+    JobEvent,
+    PackageSet,
+    PackagingRequest,
+    ResourceRequest,
+    merge_options,
+)
+
+__all__ = ["PLUGIN_GROUP", "PluginManager", "get_plugin_manager", "reset_plugin_manager"]
+
+PLUGIN_GROUP = "raydrive.plugins"
+_log = logging.getLogger("raydrive.plugins")
+
+
+def _env_list(name: str) -> set[str]:
+    return {part.strip() for part in os.environ.get(name, "").split(",") if part.strip()}
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class PluginManager:
+    """A typed wrapper around pluggy's manager: one method per hook, nothing else calls hooks."""
+
+    def __init__(self, *, autoload: bool | None = None) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        if autoload is None:
+            autoload = not _truthy("RAYDRIVE_DISABLE_PLUGIN_AUTOLOAD")
+        blocked = _env_list("RAYDRIVE_DISABLE_PLUGINS")
+        for name in blocked:
+            self._pm.set_blocked(name)
+        if autoload:
+            self._pm.load_setuptools_entrypoints(PLUGIN_GROUP)
+        # A misspelt hook name in a plugin fails here rather than being silently ignored.
+        self._pm.check_pending()
+        if _truthy("RAYDRIVE_TRACE_PLUGINS"):
+            self._pm.add_hookcall_monitoring(self._trace_before, self._trace_after)
+
+    # --- registration -----------------------------------------------------------------------
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """Register a plugin object or module (e.g. from a test); returns its name."""
+        registered = self._pm.register(plugin, name=name)
+        self._pm.check_pending()
+        return registered
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> None:
+        self._pm.unregister(plugin=plugin, name=name)
+
+    def plugins(self) -> list[tuple[str, object]]:
+        """``(name, plugin)`` for every registered plugin."""
+        return [(name, plugin) for name, plugin in self._pm.list_name_plugin() if plugin]
+
+    def blocked(self) -> set[str]:
+        return _env_list("RAYDRIVE_DISABLE_PLUGINS")
+
+    def distinfo(self) -> dict[str, str]:
+        """Plugin name -> distribution ``name version`` for plugins loaded from entry points."""
+        return {
+            self._pm.get_name(plugin) or "": f"{dist.project_name} {dist.version}"
+            for plugin, dist in self._pm.list_plugin_distinfo()
+        }
+
+    def hook_names(self, plugin: object) -> list[str]:
+        return [caller.name for caller in self._pm.get_hookcallers(plugin) or []]
+
+    # --- typed hook calls ---------------------------------------------------------------------
+    def collect_packages(self, request: PackagingRequest) -> PackageSet:
+        merged = PackageSet()
+        # pluggy calls the last registered first; reverse so that contributions keep
+        # registration order (requirements before wheels, built-ins before third parties).
+        for part in reversed(self._pm.hook.raydrive_collect_packages(request=request)):
+            _extend_unique(merged.packages, part.packages)
+            merged.options = merge_options(merged.options, part.options)
+        return merged
+
+    def package_manager_options(self, manager: str, packages: list[str]) -> list[str]:
+        parts = self._pm.hook.raydrive_package_manager_options(manager=manager, packages=packages)
+        return merge_options(*reversed(parts))
+
+    def working_dir_excludes(self, request: PackagingRequest) -> list[str]:
+        patterns: list[str] = []
+        for part in reversed(self._pm.hook.raydrive_working_dir_excludes(request=request)):
+            _extend_unique(patterns, part)
+        return patterns
+
+    def environment(self, request: EnvironmentRequest) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for part in reversed(self._pm.hook.raydrive_environment(request=request)):
+            env.update(part)
+        return env
+
+    def credentials(self, request: EnvironmentRequest, env: Mapping[str, str]) -> dict[str, str]:
+        creds: dict[str, str] = {}
+        for part in reversed(self._pm.hook.raydrive_credentials(request=request, env=env)):
+            creds.update(part)
+        # The caller's own values win over any plugin's.
+        return {k: v for k, v in creds.items() if k not in env}
+
+    def adjust_resources(self, action: str, request: ResourceRequest) -> ResourceRequest:
+        # pluggy's order: the last registered runs first; plugins order themselves with
+        # tryfirst/trylast (a cap that must see everyone's changes uses trylast=True).
+        self._pm.hook.raydrive_adjust_resources(action=action, request=request)
+        return request
+
+    def job_submitted(self, event: JobEvent) -> None:
+        self._pm.hook.raydrive_job_submitted(event=event)
+
+    def job_finished(self, event: JobEvent) -> None:
+        self._pm.hook.raydrive_job_finished(event=event)
+
+    # --- tracing ------------------------------------------------------------------------------
+    def _trace_before(self, hook_name: str, hook_impls: list[Any], kwargs: Mapping[str, Any]) -> None:
+        _log.info(
+            "hook %s called with %s on %s",
+            hook_name,
+            sorted(kwargs),
+            [impl.plugin_name for impl in hook_impls],
+        )
+
+    def _trace_after(
+        self, outcome: Any, hook_name: str, hook_impls: list[Any], kwargs: Mapping[str, Any]
+    ) -> None:
+        result = outcome.get_result() if outcome.exception is None else outcome.exception
+        if hook_name in {"raydrive_credentials", "raydrive_environment"} and isinstance(result, list):
+            result = [sorted(part) for part in result]  # keys only: values may be secrets
+        _log.info("hook %s returned %r", hook_name, result)
+
+
+def _extend_unique(target: list[str], items: Iterable[str]) -> None:
+    for item in items:
+        if item not in target:
+            target.append(item)
+
+
+_manager: PluginManager | None = None
+_lock = threading.Lock()
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide plugin manager, created (and plugins loaded) on first use."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            _manager = PluginManager()
+        return _manager
+
+
+def reset_plugin_manager(manager: PluginManager | None = None) -> None:
+    """Replace the process-wide manager (None: rebuild from entry points on next use)."""
+    global _manager
+    with _lock:
+        _manager = manager

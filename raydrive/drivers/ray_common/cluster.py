@@ -1,0 +1,191 @@
+"""A local Ray cluster bound to loopback: for ``ray_address='local'``, ``raydrive cluster up``, the
+demo and the tests.
+
+Every process of the cluster gets ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (without it Ray binds to
+the machine's network address instead of ``127.0.0.1``); clients of it must have it too, which
+:func:`loopback_client_env` sets. Never set it for a cluster someone else started: it would break
+a multi-node cluster.
+
+The head runs as ``ray start --head --block`` in its own process group, so stopping it stops
+exactly this cluster and leaves any other Ray on the machine alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raydrive.core.errors import ClusterUnreachableError
+
+__all__ = ["LOOPBACK", "LocalCluster", "free_port", "loopback_client_env"]
+
+LOOPBACK = "127.0.0.1"
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+_log = logging.getLogger("raydrive.cluster")
+
+
+def loopback_client_env() -> None:
+    """Make this process a loopback client of a cluster raydrive started (see module docstring)."""
+    os.environ.update(LOOPBACK_ENV)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+def _ray_executable() -> str:
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
+
+
+@dataclass
+class LocalCluster:
+    """A single-node Ray cluster on loopback, started and stopped by this object.
+
+    Ports left as None are chosen free at start. ``temp_dir`` None gives the cluster a private
+    temp dir (so it never becomes the machine's "current" cluster); ``default_temp=True`` uses
+    Ray's default, so ``ray_address='auto'`` finds it (``raydrive cluster up``).
+    """
+
+    num_cpus: int | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    gcs_port: int | None = None
+    dashboard_port: int | None = None
+    client_port: int | None = None
+    temp_dir: str | None = None
+    default_temp: bool = False
+    log_file: str | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _owned_temp: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def address(self) -> str:
+        """GCS address for ``ray.init`` / ``ray_address``."""
+        return f"{LOOPBACK}:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.dashboard_port}"
+
+    @property
+    def client_address(self) -> str:
+        """Ray client address (``ray://``) for remote mode."""
+        return f"ray://{LOOPBACK}:{self.client_port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _command(self) -> list[str]:
+        # Worker ports get a private window so two clusters on one machine never collide.
+        base = random.randrange(20000, 60000, 500)
+        cmd = [
+            _ray_executable(), "start", "--head", "--block", "--disable-usage-stats",
+            f"--node-ip-address={LOOPBACK}", f"--port={self.gcs_port}",
+            f"--dashboard-host={LOOPBACK}", f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={self.client_port}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--min-worker-port={base}", f"--max-worker-port={base + 499}",
+            "--include-dashboard=true",
+        ]  # fmt: skip
+        if self.num_cpus is not None:
+            cmd.append(f"--num-cpus={self.num_cpus}")
+        if self.resources:
+            cmd.append(f"--resources={json.dumps(self.resources)}")
+        if not self.default_temp:
+            cmd.append(f"--temp-dir={self.temp_dir}")
+        return cmd
+
+    def start(self, timeout: float = 90.0) -> LocalCluster:
+        """Start the head and wait until its GCS, dashboard and client server answer."""
+        if self.running:
+            return self
+        self.gcs_port = self.gcs_port or free_port()
+        self.dashboard_port = self.dashboard_port or free_port()
+        self.client_port = self.client_port or free_port()
+        if not self.default_temp and self.temp_dir is None:
+            # Short path: Ray's unix sockets live under it and have a ~107 character limit.
+            self._owned_temp = self.temp_dir = tempfile.mkdtemp(prefix="rd", dir="/tmp")
+        env = {**os.environ, **LOOPBACK_ENV}
+        env.pop("RAY_ADDRESS", None)
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        _log.info("starting a local Ray cluster on %s (dashboard %s)", self.address,
+                  self.dashboard_url)
+        self._proc = subprocess.Popen(
+            self._command(), env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise ClusterUnreachableError(
+                    f"local Ray cluster exited during start (code {self._proc.returncode})"
+                    + (f"; see {self.log_file}" if self.log_file else ""),
+                    address=self.address,
+                )
+            if self._ready():
+                return self
+            time.sleep(0.25)
+        self.stop()
+        raise ClusterUnreachableError(
+            f"local Ray cluster on {self.address} did not come up within {timeout:.0f} s",
+            address=self.address,
+        )
+
+    def _ready(self) -> bool:
+        if not (_port_open(self.gcs_port or 0) and _port_open(self.client_port or 0)):
+            return False
+        try:
+            with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop every process of this cluster (and only this cluster)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(timeout=timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        if self._owned_temp:
+            shutil.rmtree(self._owned_temp, ignore_errors=True)
+            self._owned_temp = self.temp_dir = None
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,28 @@
+"""Environment policy: what of the submitter's environment travels with the job.
+
+An explicit ``env`` travels as given. With ``env=None`` only keys starting with ``SYNAPSE_`` or
+``RAY_`` travel, never the whole environment; Ray's own connection settings (``RAY_ADDRESS``
+and friends) stay behind, since they describe how the submitter reaches the cluster, not what
+the job needs.
+"""
+
+from __future__ import annotations
+
+from raydrive.core.policy_types import EnvironmentRequest
+from raydrive.hookspecs import hookimpl
+
+PREFIXES = ("SYNAPSE_", "RAY_")
+SUBMITTER_ONLY = frozenset(
+    {"RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_JOB_HEADERS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+)
+
+
+@hookimpl
+def raydrive_environment(request: EnvironmentRequest) -> dict[str, str] | None:
+    if request.env is not None:
+        return {str(k): str(v) for k, v in request.env.items()}
+    return {
+        key: value
+        for key, value in request.os_environ.items()
+        if key.startswith(PREFIXES) and key not in SUBMITTER_ONLY
+    }
