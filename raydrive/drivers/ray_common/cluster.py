@@ -12,6 +12,7 @@ exactly this cluster and leaves any other Ray on the machine alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -134,10 +135,12 @@ class LocalCluster:
         env = {**os.environ, **LOOPBACK_ENV}
         env.pop("RAY_ADDRESS", None)
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        _log.info("starting a local Ray cluster on %s (dashboard %s)", self.address,
-                  self.dashboard_url)
+        _log.info("starting a local Ray cluster on %s (dashboard %s)", self.address, self.dashboard_url)
         self._proc = subprocess.Popen(
-            self._command(), env=env, stdout=out, stderr=subprocess.STDOUT,
+            self._command(),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -171,14 +174,13 @@ class LocalCluster:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             try:
+                # SIGINT: `ray start --block` then stops its processes cleanly (SIGTERM is slow).
                 os.killpg(proc.pid, signal.SIGINT)
                 proc.wait(timeout=timeout)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
         if self._owned_temp:
             shutil.rmtree(self._owned_temp, ignore_errors=True)
