@@ -182,11 +182,9 @@ def resolve_action(action: type[BaseAction] | str) -> type[BaseAction]:
     obj = getattr(module, attr, None)
     if obj is None:
         raise ActionImportError(action, f"module {module_name!r} has no attribute {attr!r}")
-    return resolve_action(obj) if isinstance(obj, type) else _not_action(action)
-
-
-def _not_action(entrypoint: str) -> type[BaseAction]:
-    raise ActionImportError(entrypoint, "not a BaseAction subclass")
+    if not (isinstance(obj, type) and issubclass(obj, BaseAction)):
+        raise ActionImportError(action, "not a BaseAction subclass")
+    return obj
 
 
 def try_resolve_action(action: type[BaseAction] | str) -> type[BaseAction] | None:

@@ -60,6 +60,13 @@ class DriverRegistry:
             found.setdefault(ep.name, ep)  # first on sys.path wins, as for imports
         return found
 
+    @staticmethod
+    def refresh() -> None:
+        """Forget entry points read so far (after installing a driver package at run time)."""
+        from stevedore import ExtensionManager
+
+        ExtensionManager.ENTRY_POINT_CACHE.clear()
+
     def names(self) -> list[str]:
         if self._classes is not None:
             return sorted(self._classes)

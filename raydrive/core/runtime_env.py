@@ -175,4 +175,7 @@ class RuntimeEnvBuilder:
             user_section.pop(options_key, []),
             self.options.package_manager_options or [],
         )
-        runtime_env[manager] = {**user_section, "packages": packages, options_key: options}
+        section = {**user_section, "packages": packages}
+        if options:  # none at all: leave Ray's own defaults in place
+            section[options_key] = options
+        runtime_env[manager] = section

@@ -1,0 +1,1 @@
+raise RuntimeError("this driver is broken on purpose")
