@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import io
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,18 +42,27 @@ class PackagedDir:
         return f"PackagedDir(uri={self.uri!r}, files={self.file_count}, size={self.size})"
 
 
-def _compile(patterns: list[str]) -> tuple[list[str], list[str]]:
-    """Split gitignore-style patterns into name patterns and relative-path patterns."""
+def _compile(patterns: list[str]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    """Gitignore-style patterns as two regexes: one for names, one for relative paths.
+
+    One regex per kind (not one ``fnmatch`` per pattern) keeps a walk of thousands of files to
+    a few milliseconds.
+    """
     names, paths = [], []
     for raw in patterns:
         pat = raw.strip().rstrip("/")
         if not pat or pat.startswith("#"):
             continue
         if "/" in pat:
-            paths.append(pat.lstrip("/"))
+            pat = pat.lstrip("/")
+            # the path itself, or anything below it
+            paths.append(f"(?:{fnmatch.translate(pat)[:-2]}(?:/.*)?\\Z)")
         else:
-            names.append(pat)
-    return names, paths
+            names.append(f"(?:{fnmatch.translate(pat)})")
+    return (
+        re.compile("|".join(names)) if names else None,
+        re.compile("|".join(paths)) if paths else None,
+    )
 
 
 class WorkingDirPackager:
@@ -66,9 +76,10 @@ class WorkingDirPackager:
         self._package: PackagedDir | None = None
 
     def _excluded(self, rel: str, name: str) -> bool:
-        if any(fnmatch.fnmatchcase(name, pat) for pat in self._names):
-            return True
-        return any(fnmatch.fnmatchcase(rel, pat) or rel.startswith(pat + "/") for pat in self._paths)
+        return bool(
+            (self._names is not None and self._names.match(name))
+            or (self._paths is not None and self._paths.match(rel))
+        )
 
     def scan(self) -> list[tuple[str, int, int]]:
         """``(relative path, size, mtime_ns)`` of every file that goes in, sorted by path."""
