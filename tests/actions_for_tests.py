@@ -47,3 +47,14 @@ class EnvAction(BaseAction[EnvParams]):
             "ctx": {k: self.ctx.env.get(k) for k in self.params.keys},
             "os": {k: os.environ.get(k) for k in self.params.keys},
         }
+
+
+class ExitParams(BaseModel):
+    code: int = 3
+
+
+class ExitAction(BaseAction[ExitParams]):
+    """Kills its own process without cleanup, as a segfault or OOM kill would."""
+
+    def execute(self) -> None:
+        os._exit(self.params.code)
