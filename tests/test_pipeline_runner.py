@@ -19,7 +19,9 @@ NAMES = ["LoadAction", "ScaleAction", "SumAction"]
 
 
 def new_run(client, params):
-    pipeline = client.create_pipeline("p", [{"name": n, "entrypoint": e} for n, e in zip(NAMES, ACTIONS)])
+    pipeline = client.create_pipeline(
+        "p", [{"name": n, "entrypoint": e} for n, e in zip(NAMES, ACTIONS, strict=True)]
+    )
     return client.create_run(pipeline.id, params=params)
 
 
