@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -183,23 +182,21 @@ def run(
     from raydrive.core.action import ensure_on_path
 
     ensure_on_path(str(working_dir.resolve()) if working_dir else None)
-    with make_executor(executor, parse_options(option, working_dir)) as ex:
-        with console.status(f"running {action}...", spinner="dots") if sys.stderr.isatty() else _null():
-            if hasattr(ex, "execute"):
-                result = ex.execute(action, parse_params(params))
-            elif hasattr(ex, "get_result"):
-                result = ex.get_result(ex.submit(action, parse_params(params)))
-            else:
-                raise typer.BadParameter(f"driver {executor!r} cannot run a single action")
+    with make_executor(executor, parse_options(option, working_dir)) as ex, _spinner(f"running {action}..."):
+        if hasattr(ex, "execute"):
+            result = ex.execute(action, parse_params(params))
+        elif hasattr(ex, "get_result"):
+            result = ex.get_result(ex.submit(action, parse_params(params)))
+        else:
+            raise typer.BadParameter(f"driver {executor!r} cannot run a single action")
     _print_json(result)
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
+def _spinner(message: str) -> Any:
+    """A spinner on a terminal; nothing when output is captured."""
+    import contextlib
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    return console.status(message, spinner="dots") if console.is_terminal else contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,6 +283,237 @@ def cluster_status() -> None:
         f"running (pid {pid}): address {info['address']}, dashboard {info['dashboard']}, "
         f"client {info['client']}"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# job drivers: submit, status, logs, result, stop
+# --------------------------------------------------------------------------------------------
+
+JobExecutorOpt = typer.Option(None, "--executor", "-e", help="Job driver (ray-job, ray-jobs-api...).")
+
+
+@app.command()
+@user_errors
+def submit(
+    action: str = typer.Argument(..., help="The action as module.Class."),
+    params: str | None = ParamsOpt,
+    executor: str | None = JobExecutorOpt,
+    working_dir: Path | None = WorkingDirOpt,
+    option: list[str] = OptionOpt,
+    job_id: str | None = typer.Option(None, "--job-id", help="Job id (default: generated)."),
+) -> None:
+    """Submit an action to a job driver and print the job id."""
+    with make_executor(executor, parse_options(option, working_dir)) as ex:
+        typer.echo(ex.submit(action, parse_params(params), job_id=job_id))
+
+
+@app.command()
+@user_errors
+def status(job_id: str, executor: str | None = JobExecutorOpt, option: list[str] = OptionOpt) -> None:
+    """Print a job's status."""
+    with make_executor(executor, parse_options(option, None)) as ex:
+        typer.echo(str(ex.get_status(job_id)))
+
+
+@app.command()
+@user_errors
+def logs(
+    job_id: str,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends."),
+    executor: str | None = JobExecutorOpt,
+    option: list[str] = OptionOpt,
+) -> None:
+    """Print a job's logs (drivers with log streaming, e.g. ray-jobs-api)."""
+    with make_executor(executor, parse_options(option, None)) as ex:
+        if not hasattr(ex, "get_logs"):
+            raise typer.BadParameter(f"driver {ex.name!r} keeps no logs; use ray-jobs-api")
+        if follow:
+            for line in ex.stream_logs(job_id):
+                typer.echo(line, nl=False)
+        else:
+            typer.echo(ex.get_logs(job_id), nl=False)
+
+
+@app.command()
+@user_errors
+def result(
+    job_id: str,
+    timeout: float | None = typer.Option(None, help="Seconds to wait for the job."),
+    executor: str | None = JobExecutorOpt,
+    option: list[str] = OptionOpt,
+) -> None:
+    """Wait for a job and print its result as JSON."""
+    with make_executor(executor, parse_options(option, None)) as ex:
+        _print_json(ex.get_result(job_id, timeout=timeout))
+
+
+@app.command()
+@user_errors
+def stop(job_id: str, executor: str | None = JobExecutorOpt, option: list[str] = OptionOpt) -> None:
+    """Stop a running job."""
+    with make_executor(executor, parse_options(option, None)) as ex:
+        stopped = ex.stop(job_id) if hasattr(ex, "stop") else ex.cancel(job_id)
+        typer.echo("stopped" if stopped is not False else "not running")
+
+
+# --------------------------------------------------------------------------------------------
+# pipeline service and pipelines
+# --------------------------------------------------------------------------------------------
+
+DEFAULT_SERVICE_URL = os.environ.get("RAYDRIVE_SERVICE_URL", "http://127.0.0.1:8100")
+ServiceUrlOpt = typer.Option(DEFAULT_SERVICE_URL, "--service-url", help="Pipeline service URL.")
+
+
+@app.command()
+def service(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
+    port: int = typer.Option(8100, help="TCP port."),
+    db: Path | None = typer.Option(None, help="SQLite file (default ~/.raydrive/pipelines.db)."),
+) -> None:
+    """Run the pipeline service in the foreground (token: RAYDRIVE_SERVICE_TOKEN)."""
+    from raydrive.service.server import serve
+
+    serve(host=host, port=port, db=db)
+
+
+def watch_run(client: Any, run_id: str, *, timeout: float = 3600.0) -> Any:
+    """Draw one live progress bar per action from the run's SSE stream; return the final view."""
+    from rich.live import Live
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    bars = Progress(
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[status]:<10}"),
+        TextColumn("{task.fields[step]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    tasks: dict[str, Any] = {}
+    final = None
+    with Live(bars, console=console, refresh_per_second=8, transient=False):
+        for event in client.stream_events(run_id, timeout=timeout):
+            final = event.progress
+            for entry in final.progress:
+                if entry.name not in tasks:
+                    tasks[entry.name] = bars.add_task(entry.name, total=1.0, status="", step="", start=False)
+                task = tasks[entry.name]
+                if entry.status.value != "pending":
+                    bars.start_task(task)
+                done = entry.status.value in ("completed", "skipped")
+                bars.update(
+                    task,
+                    completed=1.0 if done else entry.progress,
+                    status=entry.status.value,
+                    step=entry.progress_step or entry.error or "",
+                )
+                if entry.status.value in ("completed", "skipped", "failed"):
+                    bars.stop_task(task)
+    return final
+
+
+def _service_client(url: str) -> Any:
+    from raydrive.service.client import PipelineServiceClient
+
+    return PipelineServiceClient(url)
+
+
+def _pipeline_executor(service_url: str, working_dir: Path | None, option: list[str]) -> Any:
+    options = parse_options(option, working_dir)
+    options.setdefault("pipeline_service_url", service_url)
+    return make_executor("ray-pipeline", options)
+
+
+def _finish_run(client: Any, run_id: str, watch: bool) -> None:
+    if not watch:
+        typer.echo(run_id)
+        return
+    final = watch_run(client, run_id)
+    console.print(f"run {run_id}: [bold]{final.status.value}[/]")
+    if final.status.value == "completed":
+        _print_json(client.get_run(run_id).result)
+    else:
+        if final.error:
+            err_console.print(f"error: {final.error.splitlines()[0]}", highlight=False)
+        raise typer.Exit(1)
+
+
+@pipeline_app.command("run")
+@user_errors
+def pipeline_run(
+    actions: list[str] = typer.Argument(..., help="Actions in order, as module.Class."),
+    name: str = typer.Option("pipeline", "--name", "-n", help="Pipeline name."),
+    params: str | None = ParamsOpt,
+    working_dir: Path | None = WorkingDirOpt,
+    option: list[str] = OptionOpt,
+    service_url: str = ServiceUrlOpt,
+    watch: bool = typer.Option(True, "--watch/--no-watch", help="Draw live progress until the end."),
+) -> None:
+    """Run actions as a checkpointed pipeline on Ray (needs `raydrive service`)."""
+    with _pipeline_executor(service_url, working_dir, option) as ex, _service_client(service_url) as client:
+        run_id = ex.submit(list(actions), parse_params(params), name=name)
+        _finish_run(client, run_id, watch)
+
+
+@pipeline_app.command("resume")
+@user_errors
+def pipeline_resume(
+    run_id: str = typer.Argument(..., help="The failed or cancelled run to resume."),
+    working_dir: Path | None = WorkingDirOpt,
+    option: list[str] = OptionOpt,
+    service_url: str = ServiceUrlOpt,
+    watch: bool = typer.Option(True, "--watch/--no-watch", help="Draw live progress until the end."),
+) -> None:
+    """Resume a run from its latest checkpoint, skipping the actions already done."""
+    from raydrive.core.pipeline import PipelineDefinition
+
+    with _service_client(service_url) as client, _pipeline_executor(service_url, working_dir, option) as ex:
+        run = client.get_run(run_id)
+        stored = client.get_pipeline(run.pipeline_id)
+        definition = PipelineDefinition(
+            name=stored.name,
+            actions=[a.entrypoint or a.name for a in stored.actions],
+            description=stored.description,
+        )
+        new_id = ex.submit(definition, dict(run.params), resume_from=run_id)
+        _finish_run(client, new_id, watch)
+
+
+@pipeline_app.command("watch")
+@user_errors
+def pipeline_watch(run_id: str, service_url: str = ServiceUrlOpt) -> None:
+    """Draw live progress bars for a run until it ends."""
+    with _service_client(service_url) as client:
+        final = watch_run(client, run_id)
+        console.print(f"run {run_id}: [bold]{final.status.value}[/]")
+
+
+@pipeline_app.command("cancel")
+@user_errors
+def pipeline_cancel(run_id: str, service_url: str = ServiceUrlOpt, option: list[str] = OptionOpt) -> None:
+    """Cancel a run: its actor is stopped and the run is marked cancelled."""
+    with _pipeline_executor(service_url, None, option) as ex:
+        ex.cancel(run_id)
+    typer.echo("cancelled")
+
+
+@pipeline_app.command("list")
+@user_errors
+def pipeline_list(
+    service_url: str = ServiceUrlOpt,
+    status_filter: str | None = typer.Option(None, "--status", help="Only runs with this status."),
+    limit: int = typer.Option(20, help="How many runs."),
+) -> None:
+    """List recent pipeline runs."""
+    with _service_client(service_url) as client:
+        runs = client.list_runs(status_filter, 0, limit)
+        table = Table("run id", "status", "current action", "created", "error")
+        for run in runs:
+            error = (run.error or "").splitlines()[0][:60] if run.error else ""
+            created = str(run.created_at)[:19]
+            table.add_row(run.id, run.status.value, run.current_action or "-", created, error)
+        console.print(table)
 
 
 def main() -> None:
