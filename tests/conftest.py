@@ -11,7 +11,7 @@ import pytest
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.pop("RAY_ADDRESS", None)
 
-from raydrive.core.plugins import PluginManager, reset_plugin_manager  # noqa: E402
+from raydrive.core.plugins import PluginManager, reset_plugin_manager
 
 
 @pytest.fixture(scope="session")
