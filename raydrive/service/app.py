@@ -1,0 +1,377 @@
+"""The pipeline service as a FastAPI application (the HTTP contract of ``PIPELINE_SERVICE_API.md``).
+
+Endpoints are ``async`` and run the blocking store calls in the thread pool, so a write and the
+wake-up of the progress streams waiting on that run happen on the event loop in order, without
+polling: each change notifies an in-process per-run :class:`asyncio.Event`, and the stream then
+reads the new events from the store (which numbered them in the write transaction).
+
+Decisions the contract leaves open:
+
+- a terminal run (completed, failed, cancelled) never changes status again: a progress report or
+  PATCH asking for another status answers **409** and changes nothing; any other progress report
+  to a terminal run is answered 200 with the unchanged run, so late or retried reports are
+  harmless. PATCH may still set ``result`` and ``error`` of a terminal run.
+- a 404 body carries ``missing`` (``pipeline``, ``run`` or ``checkpoint``) besides ``detail``.
+- lists of pipelines and runs are newest first; checkpoints and logs oldest first.
+- deleting a pipeline deletes its runs; deleting a run deletes its checkpoints, logs and events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, TypeAdapter
+from starlette.concurrency import run_in_threadpool as in_thread
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from raydrive.core.pipeline import PipelineProgress, RunStatus
+from raydrive.service.client import TOKEN_ENV
+from raydrive.service.models import (
+    Checkpoint,
+    CheckpointCreate,
+    LogEntry,
+    LogLevel,
+    LogsAppend,
+    Pipeline,
+    PipelineCreate,
+    ProgressReport,
+    Run,
+    RunCreate,
+    RunUpdate,
+)
+from raydrive.service.store import (
+    PipelineStore,
+    RecordNotFoundError,
+    RunEvent,
+    SQLiteStore,
+    TerminalRunError,
+    progress_view,
+)
+
+__all__ = ["TOKEN_ENV", "RunBroker", "create_app", "resolve_token"]
+
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+_PING = b": ping\n\n"
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_LISTS: dict[type, TypeAdapter[Any]] = {
+    model: TypeAdapter(list[model]) for model in (Pipeline, Run, Checkpoint, LogEntry)
+}
+
+
+def _json(value: BaseModel) -> Response:
+    # Serialize with pydantic directly: the values are already validated models, so FastAPI's
+    # second validation pass through the response model would only cost time on the hot path.
+    return Response(value.model_dump_json(), media_type="application/json")
+
+
+def _json_list(model: type[BaseModel], values: list[Any]) -> Response:
+    return Response(_LISTS[model].dump_json(values), media_type="application/json")
+
+
+class RunBroker:
+    """Wakes the progress streams of a run when the run changes (in-process, on the event loop)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self.closed = False
+
+    def waiter(self, run_id: str) -> asyncio.Event:
+        """An event set by the next :meth:`notify` of ``run_id`` (take it before reading)."""
+        event = self._events.get(run_id)
+        if event is None:
+            event = self._events[run_id] = asyncio.Event()
+            if self.closed:
+                event.set()
+        return event
+
+    def notify(self, run_id: str) -> None:
+        """Wake every stream waiting on ``run_id``."""
+        event = self._events.pop(run_id, None)
+        if event is not None:
+            event.set()
+
+    def notify_all(self) -> None:
+        """Wake every waiting stream (after deletes, which may remove many runs at once)."""
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
+
+    def close(self) -> None:
+        """End every stream: the server is shutting down (clients reconnect and resume)."""
+        self.closed = True
+        self.notify_all()
+
+
+class _BearerAuth:
+    """Require ``Authorization: Bearer <token>`` on every path but ``/health``."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" or scope["path"].rstrip("/") == "/health":
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        scheme, _, credentials = header.partition(b" ")
+        # compare_digest runs in time independent of where the values differ.
+        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token):
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse({"detail": "missing or invalid bearer token"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+
+class _Routes:
+    """Registers each path both with and without its trailing slash (no redirect, body kept)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def __call__(self, method: str, path: str, **options: Any) -> Callable[[_Endpoint], _Endpoint]:
+        def register(endpoint: _Endpoint) -> _Endpoint:
+            twin = path[:-1] if path.endswith("/") else f"{path}/"
+            self.app.add_api_route(path, endpoint, methods=[method], **options)
+            self.app.add_api_route(twin, endpoint, methods=[method], include_in_schema=False,
+                                   **options)
+            return endpoint
+
+        return register
+
+
+def resolve_token(token: str | None) -> str | None:
+    """The token in force: ``token`` when given, else ``$RAYDRIVE_SERVICE_TOKEN``; "" means none."""
+    return (token if token is not None else os.environ.get(TOKEN_ENV)) or None
+
+
+def _encode(event: RunEvent) -> bytes:
+    return f"id: {event.seq}\nevent: {event.event}\ndata: {event.data}\n\n".encode()
+
+
+def create_app(store: PipelineStore | None = None, *, db_path: str | os.PathLike[str] | None = None,
+               token: str | None = None, ping_interval: float = 15.0) -> FastAPI:
+    """Build the pipeline service application.
+
+    :param store: the storage; by default a :class:`SQLiteStore` on ``db_path``, which the app
+        closes when it shuts down (a store passed in stays the caller's to close).
+    :param db_path: SQLite file for the default store; defaults to ``$RAYDRIVE_SERVICE_DB`` or
+        ``~/.raydrive/pipelines.db``.
+    :param token: bearer token every request but ``GET /health`` must carry; defaults to
+        ``$RAYDRIVE_SERVICE_TOKEN``; None or empty turns auth off.
+    :param ping_interval: seconds of quiet after which a progress stream sends ``: ping``.
+    :returns: the FastAPI app. ``app.state.store`` is the store, ``app.state.broker`` the
+        :class:`RunBroker`, ``app.state.active_streams`` the number of open progress streams.
+    """
+    owns_store = store is None
+    the_store: PipelineStore = store if store is not None else SQLiteStore(db_path)
+    broker = RunBroker()
+    token = resolve_token(token)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        broker.close()
+        if owns_store:
+            the_store.close()
+
+    app = FastAPI(title="raydrive pipeline service", version="1", lifespan=lifespan,
+                  redirect_slashes=False)
+    app.state.store = the_store
+    app.state.broker = broker
+    app.state.active_streams = 0
+    if token:
+        app.add_middleware(_BearerAuth, token=token)
+
+    @app.exception_handler(RecordNotFoundError)
+    async def _not_found(request: Request, exc: RecordNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "missing": exc.kind}, status_code=404)
+
+    @app.exception_handler(TerminalRunError)
+    async def _conflict(request: Request, exc: TerminalRunError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    route = _Routes(app)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness check; never needs a token."""
+        return {"status": "ok"}
+
+    app.add_api_route("/health/", health, methods=["GET"], include_in_schema=False)
+
+    # -- pipelines
+
+    @route("POST", "/api/v1/pipelines/", response_model=Pipeline)
+    async def create_pipeline(body: PipelineCreate) -> Response:
+        """Store a pipeline definition."""
+        return _json(await in_thread(the_store.create_pipeline, body))
+
+    @route("GET", "/api/v1/pipelines/", response_model=list[Pipeline])
+    async def list_pipelines(skip: int = Query(0, ge=0),
+                             limit: int = Query(100, ge=1, le=1000)) -> Response:
+        """Pipelines, newest first."""
+        return _json_list(Pipeline, await in_thread(the_store.list_pipelines, skip, limit))
+
+    @route("GET", "/api/v1/pipelines/{pipeline_id}", response_model=Pipeline)
+    async def get_pipeline(pipeline_id: str) -> Response:
+        """One pipeline."""
+        return _json(await in_thread(the_store.get_pipeline, pipeline_id))
+
+    @route("DELETE", "/api/v1/pipelines/{pipeline_id}", status_code=204)
+    async def delete_pipeline(pipeline_id: str) -> Response:
+        """Delete a pipeline and its runs."""
+        await in_thread(the_store.delete_pipeline, pipeline_id)
+        broker.notify_all()
+        return Response(status_code=204)
+
+    @route("POST", "/api/v1/pipelines/{pipeline_id}/runs/", response_model=Run)
+    async def create_run(pipeline_id: str, body: RunCreate | None = None) -> Response:
+        """Start a ``pending`` run of the pipeline."""
+        return _json(await in_thread(the_store.create_run, pipeline_id, body or RunCreate()))
+
+    # -- runs
+
+    @route("GET", "/api/v1/runs/", response_model=list[Run])
+    async def list_runs(status_filter: RunStatus | None = None, skip: int = Query(0, ge=0),
+                        limit: int = Query(100, ge=1, le=1000)) -> Response:
+        """Runs, newest first."""
+        return _json_list(Run, await in_thread(the_store.list_runs, status_filter, skip, limit))
+
+    @route("GET", "/api/v1/runs/{run_id}", response_model=Run)
+    async def get_run(run_id: str) -> Response:
+        """One run."""
+        return _json(await in_thread(the_store.get_run, run_id))
+
+    @route("PATCH", "/api/v1/runs/{run_id}", response_model=Run)
+    async def update_run(run_id: str, body: RunUpdate) -> Response:
+        """Change a run's status, result or error (409 for a status change of a finished run)."""
+        run = await in_thread(the_store.update_run, run_id, body)
+        broker.notify(run_id)
+        return _json(run)
+
+    @route("DELETE", "/api/v1/runs/{run_id}", status_code=204)
+    async def delete_run(run_id: str) -> Response:
+        """Delete a run with its checkpoints and logs."""
+        await in_thread(the_store.delete_run, run_id)
+        broker.notify(run_id)
+        return Response(status_code=204)
+
+    @route("POST", "/api/v1/runs/{run_id}/progress", response_model=Run)
+    async def report_progress(run_id: str, body: ProgressReport) -> Response:
+        """Report progress; ``action_progress`` replaces the entry with the same name."""
+        run = await in_thread(the_store.report_progress, run_id, body)
+        broker.notify(run_id)
+        return _json(run)
+
+    @route("GET", "/api/v1/runs/{run_id}/progress", response_model=PipelineProgress)
+    async def get_progress(run_id: str) -> Response:
+        """The run's progress view."""
+        return _json(progress_view(await in_thread(the_store.get_run, run_id)))
+
+    @route("GET", "/api/v1/runs/{run_id}/progress/stream", response_class=StreamingResponse)
+    async def stream_progress(
+        run_id: str,
+        request: Request,
+        last_event_id: int | None = Header(default=None, ge=0),
+    ) -> Response:
+        """Server-Sent Events: every change of the run, numbered; ends after the terminal one.
+
+        Without ``Last-Event-ID`` the first event is the current state; with it, the events after
+        that id are replayed first.
+        """
+        # Read before answering, so that an unknown run gets a 404 rather than an empty stream.
+        if last_event_id is None:
+            first = [await in_thread(the_store.latest_event, run_id)]
+            after = 0
+        else:
+            first = await in_thread(the_store.events_after, run_id, last_event_id)
+            after = last_event_id
+            if not first:
+                latest = await in_thread(the_store.latest_event, run_id)
+                if latest.terminal and latest.seq <= last_event_id:
+                    # The client saw the end already: nothing more will ever come.
+                    return StreamingResponse(iter(()), media_type="text/event-stream",
+                                             headers=_STREAM_HEADERS)
+        return StreamingResponse(_events(request, run_id, first, after),
+                                 media_type="text/event-stream", headers=_STREAM_HEADERS)
+
+    async def _events(request: Request, run_id: str, batch: list[RunEvent],
+                      last: int) -> AsyncIterator[bytes]:
+        app.state.active_streams += 1
+        try:
+            while True:
+                for event in batch:
+                    yield _encode(event)
+                    last = event.seq
+                    if event.terminal:
+                        return
+                # Take the waiter before reading, so a change landing in between still wakes us.
+                waiter = broker.waiter(run_id)
+                try:
+                    batch = await in_thread(the_store.events_after, run_id, last)
+                except RecordNotFoundError:
+                    return  # the run was deleted
+                if batch:
+                    continue
+                if broker.closed:
+                    return
+                try:
+                    await asyncio.wait_for(waiter.wait(), ping_interval)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield _PING
+        finally:
+            # Runs on normal end, on client disconnect (the response cancels us) and on shutdown.
+            app.state.active_streams -= 1
+
+    # -- checkpoints
+
+    @route("POST", "/api/v1/runs/{run_id}/checkpoints/", response_model=Checkpoint)
+    async def create_checkpoint(run_id: str, body: CheckpointCreate) -> Response:
+        """Store a checkpoint of the run."""
+        return _json(await in_thread(the_store.create_checkpoint, run_id, body))
+
+    @route("GET", "/api/v1/runs/{run_id}/checkpoints/", response_model=list[Checkpoint])
+    async def list_checkpoints(run_id: str) -> Response:
+        """The run's checkpoints, oldest first."""
+        return _json_list(Checkpoint, await in_thread(the_store.list_checkpoints, run_id))
+
+    @route("GET", "/api/v1/runs/{run_id}/checkpoints/latest", response_model=Checkpoint)
+    async def latest_checkpoint(run_id: str) -> Response:
+        """The run's newest checkpoint; 404 when it has none."""
+        return _json(await in_thread(the_store.latest_checkpoint, run_id))
+
+    @route("GET", "/api/v1/runs/{run_id}/checkpoints/{action_name}", response_model=Checkpoint)
+    async def action_checkpoint(run_id: str, action_name: str) -> Response:
+        """The newest checkpoint of one action; 404 when it has none."""
+        return _json(await in_thread(the_store.latest_checkpoint, run_id, action_name))
+
+    # -- logs
+
+    @route("POST", "/api/v1/runs/{run_id}/logs/", response_model=list[LogEntry])
+    async def append_logs(run_id: str, body: LogsAppend) -> Response:
+        """Store log entries; each gets an ``id`` and a ``timestamp``."""
+        return _json_list(LogEntry, await in_thread(the_store.append_logs, run_id, body.entries))
+
+    @route("GET", "/api/v1/runs/{run_id}/logs/", response_model=list[LogEntry])
+    async def list_logs(run_id: str, action_name: str | None = None,
+                        level: LogLevel | None = None, since: datetime | None = None,
+                        limit: int = Query(1000, ge=1, le=10_000)) -> Response:
+        """Log entries, oldest first; ``since`` keeps those stamped after that time."""
+        entries = await in_thread(the_store.list_logs, run_id, action_name=action_name,
+                             level=level.value if level else None, since=since, limit=limit)
+        return _json_list(LogEntry, entries)
+
+    return app

@@ -1,0 +1,175 @@
+"""Request and response bodies of the pipeline service HTTP API.
+
+Field names follow ``PIPELINE_SERVICE_API.md`` exactly. Request models ignore unknown fields,
+so clients of the system raydrive replaces that send extra fields keep working; every known
+field is validated, and a bad one answers 422 naming it. Only pydantic is imported here, so the
+client (and a Ray worker using it) does not pull in FastAPI.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from raydrive.core.pipeline import ActionProgress, ActionStatus, RunStatus, Timestamp
+
+__all__ = [
+    "ActionSpec",
+    "Checkpoint",
+    "CheckpointCreate",
+    "LogEntry",
+    "LogEntryCreate",
+    "LogLevel",
+    "LogsAppend",
+    "Pipeline",
+    "PipelineCreate",
+    "ProgressReport",
+    "Run",
+    "RunCreate",
+    "RunUpdate",
+]
+
+_NAME = Field(min_length=1, max_length=512)
+
+
+class ActionSpec(BaseModel):
+    """One action of a pipeline: its name (unique within the pipeline) and entrypoint."""
+
+    name: str = _NAME
+    entrypoint: str | None = Field(default=None, max_length=1024)
+
+
+class PipelineCreate(BaseModel):
+    """Body of ``POST /api/v1/pipelines/``."""
+
+    name: str = _NAME
+    actions: list[ActionSpec] = Field(min_length=1)
+    description: str | None = None
+
+    @field_validator("actions")
+    @classmethod
+    def _unique_names(cls, actions: list[ActionSpec]) -> list[ActionSpec]:
+        # Progress reports address actions by name, so two actions with one name would collide.
+        seen: set[str] = set()
+        for action in actions:
+            if action.name in seen:
+                raise ValueError(f"action names must be unique; {action.name!r} repeats")
+            seen.add(action.name)
+        return actions
+
+
+class Pipeline(PipelineCreate):
+    """A stored pipeline."""
+
+    id: str
+    created_at: Timestamp
+
+
+class RunCreate(BaseModel):
+    """Body of ``POST /api/v1/pipelines/{pipeline_id}/runs/``."""
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    work_dir: str | None = None
+
+
+class Run(BaseModel):
+    """A pipeline run as the service stores it."""
+
+    id: str
+    pipeline_id: str
+    status: RunStatus = RunStatus.PENDING
+    params: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    current_action: str | None = None
+    current_action_index: int | None = None
+    progress: list[ActionProgress] = Field(default_factory=list)
+    work_dir: str | None = None
+    created_at: Timestamp
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+
+
+class RunUpdate(BaseModel):
+    """Body of ``PATCH /api/v1/runs/{run_id}``: only the fields present are changed."""
+
+    status: RunStatus | None = None
+    result: Any = None
+    error: str | None = None
+
+
+class ProgressReport(BaseModel):
+    """Body of ``POST /api/v1/runs/{run_id}/progress``: only the fields present are changed.
+
+    ``action_progress`` replaces the run's entry with the same ``name`` (or is appended when the
+    run has none).
+    """
+
+    current_action: str | None = None
+    current_action_index: int | None = Field(default=None, ge=0)
+    status: RunStatus | None = None
+    action_progress: ActionProgress | None = None
+    error: str | None = None
+
+
+class CheckpointCreate(BaseModel):
+    """Body of ``POST /api/v1/runs/{run_id}/checkpoints/``."""
+
+    action_name: str = _NAME
+    action_index: int = Field(ge=0)
+    status: ActionStatus = ActionStatus.COMPLETED
+    params_snapshot: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+    artifacts_path: str | None = None
+
+
+class Checkpoint(CheckpointCreate):
+    """A stored checkpoint; ``id`` grows with every checkpoint the service stores."""
+
+    id: str
+    run_id: str
+    created_at: Timestamp
+
+
+class LogLevel(str, Enum):
+    """Level of a log entry (the levels of the system raydrive replaces)."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    SUCCESS = "success"
+    WARNING = "warning"
+    DANGER = "danger"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class LogEntryCreate(BaseModel):
+    """One entry of ``POST /api/v1/runs/{run_id}/logs/``."""
+
+    message: str
+    level: LogLevel = LogLevel.INFO
+    action_name: str | None = None
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class LogsAppend(BaseModel):
+    """Body of ``POST /api/v1/runs/{run_id}/logs/``."""
+
+    entries: list[LogEntryCreate] = Field(max_length=10_000)
+
+
+class LogEntry(LogEntryCreate):
+    """A stored log entry; ``id`` grows with every entry the service stores."""
+
+    id: str
+    run_id: str
+    timestamp: Timestamp
