@@ -516,6 +516,17 @@ def pipeline_list(
         console.print(table)
 
 
+@app.command()
+@user_errors
+def demo(
+    num_cpus: int | None = typer.Option(None, help="CPUs for the demo's cluster (default: all)."),
+) -> None:
+    """Run the example plugin through every driver on an embedded loopback cluster."""
+    from raydrive.demo import run_demo
+
+    run_demo(console, num_cpus=num_cpus)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
