@@ -32,7 +32,7 @@ app.add_typer(cluster_app, name="cluster")
 app.add_typer(pipeline_app, name="pipeline")
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 _state = {"verbose": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -181,7 +181,8 @@ def run(
     """Run one action through any driver and print its result as JSON."""
     from raydrive.core.action import ensure_on_path
 
-    ensure_on_path(str(working_dir.resolve()) if working_dir else None)
+    # Like `python -m`: actions of the working dir, else of the current directory, import here.
+    ensure_on_path(str(working_dir.resolve()) if working_dir else os.getcwd())
     with make_executor(executor, parse_options(option, working_dir)) as ex, _spinner(f"running {action}..."):
         if hasattr(ex, "execute"):
             result = ex.execute(action, parse_params(params))
