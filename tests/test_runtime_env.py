@@ -92,10 +92,13 @@ def test_env_none_takes_only_synapse_and_ray_prefixes():
             "GITHUB_TOKEN": "ghp_planted",
             "HOME": "/root",
             "RAY_ADDRESS": "ray://elsewhere:10001",
+            "RAY_AUTH_TOKEN": "ray-token-planted",
+            "RAY_CLIENT_MODE": "0",
         }
     )
     assert built.runtime_env["env_vars"] == {"SYNAPSE_PLUGIN_ID": "7", "RAY_DEDUP_LOGS": "0"}
     assert "ghp_planted" not in repr(built) and "ghp_planted" not in str(built.env)
+    assert "ray-token-planted" not in str(built.env)
 
 
 def test_credentials_present_become_secrets_not_env_vars():

@@ -2,8 +2,8 @@
 
 An explicit ``env`` travels as given. With ``env=None`` only keys starting with ``SYNAPSE_`` or
 ``RAY_`` travel, never the whole environment; Ray's own connection settings (``RAY_ADDRESS``
-and friends) stay behind, since they describe how the submitter reaches the cluster, not what
-the job needs.
+and friends, ``RAY_AUTH_*``) stay behind, since they describe how the submitter reaches the
+cluster, not what the job needs.
 """
 
 from __future__ import annotations
@@ -13,8 +13,16 @@ from raydrive.hookspecs import hookimpl
 
 PREFIXES = ("SYNAPSE_", "RAY_")
 SUBMITTER_ONLY = frozenset(
-    {"RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_JOB_HEADERS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    {
+        "RAY_ADDRESS",
+        "RAY_API_SERVER_ADDRESS",
+        "RAY_JOB_HEADERS",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+        "RAY_CLIENT_MODE",  # set by Ray itself in every process that imports it
+    }
 )
+# The submitter's credentials for the cluster itself (Ray token auth) are not the job's.
+SUBMITTER_ONLY_PREFIXES = ("RAY_AUTH_",)
 
 
 @hookimpl
@@ -24,5 +32,7 @@ def raydrive_environment(request: EnvironmentRequest) -> dict[str, str] | None:
     return {
         key: value
         for key, value in request.os_environ.items()
-        if key.startswith(PREFIXES) and key not in SUBMITTER_ONLY
+        if key.startswith(PREFIXES)
+        and key not in SUBMITTER_ONLY
+        and not key.startswith(SUBMITTER_ONLY_PREFIXES)
     }
