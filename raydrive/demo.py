@@ -137,7 +137,7 @@ def _jobs_api(
     with raydrive.get_executor("ray-jobs-api", dashboard_address=dashboard, **common) as api:
         job_id = api.submit(_action("TrainAction"), {"dataset": prepared["dataset"], "epochs": 100})
         for line in api.stream_logs(job_id, timeout=600):
-            console.print(f"[dim]{job_id}[/] {line.rstrip()}", highlight=False)
+            console.print(f"[dim]{job_id}[/] {line.rstrip()}", highlight=False, soft_wrap=True)
         trained = api.get_result(job_id, timeout=600)
     seconds = time.perf_counter() - start
     return {
