@@ -43,6 +43,10 @@ def loopback_client_env() -> None:
 
 
 def free_port() -> int:
+    return _free_port()
+
+
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
@@ -98,8 +102,19 @@ class LocalCluster:
         return self._proc is not None and self._proc.poll() is None
 
     def _command(self) -> list[str]:
-        # Worker ports get a private window so two clusters on one machine never collide.
+        # Worker ports get a private window so two clusters on one machine never collide; no
+        # other port of this cluster may fall inside it (Ray refuses to start if one does).
+        chosen = {self.gcs_port, self.dashboard_port, self.client_port}
         base = random.randrange(20000, 60000, 500)
+        while any(p is not None and base <= p < base + 500 for p in chosen):
+            base = random.randrange(20000, 60000, 500)
+
+        def free_port() -> int:
+            while True:
+                port = _free_port()
+                if not base <= port < base + 500:
+                    return port
+
         cmd = [
             _ray_executable(), "start", "--head", "--block", "--disable-usage-stats",
             f"--node-ip-address={LOOPBACK}", f"--port={self.gcs_port}",
@@ -134,6 +149,8 @@ class LocalCluster:
             self._owned_temp = self.temp_dir = tempfile.mkdtemp(prefix="rd", dir="/tmp")
         env = {**os.environ, **LOOPBACK_ENV}
         env.pop("RAY_ADDRESS", None)
+        # `python` in a job (a Jobs API entrypoint) is then this interpreter, with raydrive in it.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         _log.info("starting a local Ray cluster on %s (dashboard %s)", self.address, self.dashboard_url)
         self._proc = subprocess.Popen(

@@ -1,0 +1,255 @@
+"""Ray drivers against raw Ray, measured in the same run on a cluster this script starts.
+
+Run: python benchmarks/bench_ray_drivers.py [--calls 2000] [--jobs 200] [--actor-jobs 40] [--rounds 5]
+
+Targets (issue 3), each a ratio raydrive / raw Ray:
+- ray-actor, warm ``execute`` of a trivial action vs a raw actor method call round trip: <= 1.05x
+- ray-actor, first ``execute`` (actor start) vs raw actor creation + first call:        <= 1.1x
+- ray-job pooled mode, per job in a batch of 200 vs a raw ``@ray.remote`` task:         <= 3x
+- ray-job actor mode (fresh actor per job), per job vs a raw actor created per job:    <= 1.2x
+
+Raw and raydrive calls are interleaved in rounds and the median is taken, so load from other
+processes on the machine hits both alike. Timings are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from raydrive import BaseAction
+
+
+class NoopParams(BaseModel):
+    x: int = 0
+
+
+class NoopAction(BaseAction[NoopParams]):
+    """The trivial action: validates one int and returns it."""
+
+    def execute(self) -> dict:
+        return {"x": self.params.x}
+
+
+class RawActor:
+    """Raw Ray's side: an actor that runs the same action by hand, or just echoes."""
+
+    def call(self, params: dict) -> dict:
+        return NoopAction(NoopParams(**params)).execute()
+
+    def echo(self, params: dict) -> dict:
+        return params
+
+
+def raw_task(params: dict) -> dict:
+    """Raw Ray's side for pooled jobs: a plain task running the same action by hand."""
+    return NoopAction(NoopParams(**params)).execute()
+
+
+SECTIONS = ("warm", "first", "pooled", "actor")
+
+
+def _median_us(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6
+
+
+def _line(label: str, ours: float, raw: float, unit: str, target: float) -> None:
+    ratio = ours / raw
+    verdict = "met" if ratio <= target else "MISSED"
+    print(
+        f"{label:<44} {ours:10.1f} {unit}  raw {raw:10.1f} {unit}  {ratio:6.3f}x  (<= {target}x: {verdict})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000, help="warm execute calls per side")
+    parser.add_argument("--jobs", type=int, default=200, help="jobs per pooled batch")
+    parser.add_argument("--actor-jobs", type=int, default=40, help="jobs per fresh-actor batch")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per figure")
+    parser.add_argument("--num-cpus", type=int, default=None, help="cluster CPUs (default: all)")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="figures to measure (default: all)",
+    )
+    args = parser.parse_args()
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # a loopback cluster and client
+    os.environ.pop("RAY_ADDRESS", None)
+    import ray
+
+    from raydrive.drivers.ray_common.cluster import LocalCluster
+
+    cluster = LocalCluster(num_cpus=args.num_cpus).start()
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        print(
+            f"cluster: {cluster.address}, {cpus} CPUs; python {sys.version.split()[0]}, ray {ray.__version__}"
+        )
+        sections = {"warm": bench_warm, "first": bench_first, "pooled": bench_pooled, "actor": bench_actor}
+        for name in SECTIONS:
+            if name in args.only:
+                sections[name](cluster.address, args)
+    finally:
+        ray.shutdown()
+        cluster.stop()
+
+
+def _sides() -> tuple[Any, Any, Any]:
+    """The action and raw Ray's actor and task, all imported from this module by name.
+
+    Workers then import them as ``bench_ray_drivers.*`` (the script's directory is on their path,
+    as Ray gives a driver's workers), so both sides' workers load the same code.
+    """
+    import ray
+    from bench_ray_drivers import NoopAction, RawActor, raw_task
+
+    return NoopAction, ray.remote(RawActor), ray.remote(raw_task)
+
+
+def bench_warm(address: str, args: argparse.Namespace) -> None:
+    import ray
+
+    from raydrive.drivers.ray_actor import RayActorExecutor
+
+    action, raw_actor_cls, _ = _sides()
+    samples: dict[str, list[float]] = {"echo": [], "raw": [], "ours": []}
+    # A fresh pair of actors per round: where the OS happens to run each actor's process shifts
+    # a round trip by a few percent either way, so one pair alone would not be a fair figure.
+    for _ in range(args.rounds):
+        raw_actor = raw_actor_cls.remote()
+        ray.get(raw_actor.call.remote({"x": 0}))
+        executor = RayActorExecutor(ray_address=address)
+        executor.execute(action, {"x": 0})
+        calls = [
+            ("echo", lambda raw_actor=raw_actor: ray.get(raw_actor.echo.remote({"x": 1}))),
+            ("raw", lambda raw_actor=raw_actor: ray.get(raw_actor.call.remote({"x": 1}))),
+            ("ours", lambda executor=executor: executor.execute(action, {"x": 1})),
+        ]
+        for i in range(max(args.calls // args.rounds, 1)):
+            # One call of each side in turn, order rotated: load from elsewhere hits all alike.
+            for name, call in calls[i % 3 :] + calls[: i % 3]:
+                t0 = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - t0)
+        executor.shutdown()
+        ray.kill(raw_actor)
+    ours = _median_us(samples["ours"])
+    _line("ray-actor warm execute (median)", ours, _median_us(samples["raw"]), "us", 1.05)
+    _line("  same, against a bare echo method", ours, _median_us(samples["echo"]), "us", 1.05)
+
+
+def bench_first(address: str, args: argparse.Namespace) -> None:
+    import ray
+
+    from raydrive.drivers.ray_actor import RayActorExecutor
+
+    action, raw_actor_cls, _ = _sides()
+
+    def raw_first() -> float:
+        t0 = time.perf_counter()
+        actor = raw_actor_cls.remote()
+        ray.get(actor.call.remote({"x": 1}))
+        took = time.perf_counter() - t0
+        ray.kill(actor)
+        return took
+
+    def ours_first() -> float:
+        fresh = RayActorExecutor(ray_address=address)
+        t0 = time.perf_counter()
+        fresh.execute(action, {"x": 1})
+        took = time.perf_counter() - t0
+        fresh.shutdown()
+        return took
+
+    raw_f, ours_f = _interleave(raw_first, ours_first, args.rounds, settle=1.0)
+    _line("ray-actor first execute (actor start)", ours_f * 1e3, raw_f * 1e3, "ms", 1.1)
+
+
+def bench_pooled(address: str, args: argparse.Namespace) -> None:
+    import ray
+
+    from raydrive.drivers.ray_job import RayJobExecutor
+
+    action, _, raw_task = _sides()
+    n = args.jobs
+    jobs = RayJobExecutor(ray_address=address)
+
+    def raw_batch() -> float:
+        t0 = time.perf_counter()
+        ray.get([raw_task.remote({"x": i}) for i in range(n)])
+        return (time.perf_counter() - t0) / n
+
+    def ours_batch() -> float:
+        t0 = time.perf_counter()
+        ids = [jobs.submit(action, {"x": i}) for i in range(n)]
+        results = [jobs.get_result(job) for job in ids]
+        took = (time.perf_counter() - t0) / n
+        assert results[-1] == {"x": n - 1}
+        for job in ids:  # keep the registry small between rounds
+            jobs.delete(job)
+        return took
+
+    raw_batch(), ours_batch()  # warm both worker pools
+    raw_p, ours_p = _interleave(raw_batch, ours_batch, args.rounds)
+    _line(f"ray-job pooled, per job in a batch of {n}", ours_p * 1e3, raw_p * 1e3, "ms", 3.0)
+
+
+def bench_actor(address: str, args: argparse.Namespace) -> None:
+    import ray
+
+    from raydrive.drivers.ray_job import RayJobExecutor
+
+    action, raw_actor_cls, _ = _sides()
+    m = args.actor_jobs
+    per_job = RayJobExecutor(ray_address=address, mode="actor", num_cpus=0.01)
+
+    def raw_actors() -> float:
+        t0 = time.perf_counter()
+        actors = [raw_actor_cls.options(num_cpus=0.01).remote() for _ in range(m)]
+        pending = {actor.call.remote({"x": i}): actor for i, actor in enumerate(actors)}
+        while pending:  # each actor goes as soon as its job is done, as raydrive does
+            done, _ = ray.wait(list(pending), num_returns=1)
+            ray.get(done[0])
+            ray.kill(pending.pop(done[0]))
+        return (time.perf_counter() - t0) / m
+
+    def ours_actors() -> float:
+        t0 = time.perf_counter()
+        ids = [per_job.submit(action, {"x": i}) for i in range(m)]
+        results = [per_job.get_result(job) for job in ids]
+        took = (time.perf_counter() - t0) / m
+        assert results[-1] == {"x": m - 1}
+        return took
+
+    raw_a, ours_a = _interleave(raw_actors, ours_actors, max(args.rounds // 2, 1), settle=2.0)
+    _line(f"ray-job fresh actor, per job in a batch of {m}", ours_a * 1e3, raw_a * 1e3, "ms", 1.2)
+
+
+def _interleave(
+    raw: Callable[[], float], ours: Callable[[], float], rounds: int, settle: float = 0.0
+) -> tuple[float, float]:
+    """Median of ``rounds`` alternating runs of each (order swapped every round)."""
+    raw_t: list[float] = []
+    ours_t: list[float] = []
+    for i in range(rounds):
+        first, second = ((raw, raw_t), (ours, ours_t)) if i % 2 == 0 else ((ours, ours_t), (raw, raw_t))
+        for fn, out in (first, second):
+            out.append(fn())
+            time.sleep(settle)  # let killed actors' processes go before the next run
+    return statistics.median(raw_t), statistics.median(ours_t)
+
+
+if __name__ == "__main__":
+    main()

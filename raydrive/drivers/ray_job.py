@@ -1,0 +1,408 @@
+"""``ray-job``: submits actions as asynchronous jobs on a Ray cluster, tracked by job id.
+
+Two modes, same API and semantics (``mode`` option):
+
+``'task'`` (default)
+    Each job is a pooled Ray task: worker processes are reused, a job costs milliseconds. The
+    job's environment (secrets included) is set in ``os.environ`` for the job only and restored
+    after it, since the process serves other jobs.
+``'actor'``
+    Each job runs on a fresh Ray actor, killed as soon as the job ends: process isolation, at the
+    price of a process start per job. The actor holds ``num_cpus`` while it runs; with
+    ``num_cpus=None`` Ray's actor default applies (one CPU to be placed, none held), so many
+    jobs' actors run side by side, each still a process. Give ``num_cpus=1`` for at most one
+    job per CPU, or a small fraction (e.g. 0.01) to bound how many run at once per node.
+
+Jobs are fire-and-forget. They are owned by a detached job registry actor on the cluster
+(:class:`~raydrive.drivers.ray_common.worker.JobRegistry`), not by the submitting process, so
+they keep running after it exits, and any process connected to the same cluster can look a job
+up by id (``get_status``, ``get_result``, ``wait``, ``cancel``, ``delete``). A job id in use
+anywhere on the cluster is refused with DuplicateJobError.
+
+Retention: a finished job's status and result are kept for ``result_ttl`` seconds (default one
+hour) after it finishes, however often they are read, or until ``delete(job_id)``; the id is
+reserved meanwhile. The registry keeps them in memory: they do not survive a cluster restart.
+
+Cost of a burst: jobs with generated ids are sent to the registry in batches by a helper thread
+(whatever was submitted while the previous batch was on its way), and each executor fetches the
+outcomes of its other finished jobs along with the one asked for, so submitting and collecting
+200 jobs costs a few registry round trips, not 400. A job with a chosen id is registered at once,
+so that a taken id is refused by ``submit`` itself. Queued submissions are sent before ``close()``
+returns and at interpreter exit. The runtime env is built once per second of a burst (see
+:meth:`~raydrive.drivers.ray_common.base.BaseRayExecutor.runtime_env`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import hashlib
+import json
+import logging
+import threading
+import uuid
+import weakref
+from collections import OrderedDict
+from typing import Any, Literal, NoReturn
+
+from pydantic import Field
+
+from raydrive.core.errors import (
+    DuplicateJobError,
+    ExecutionError,
+    ExecutionTimeoutError,
+    JobNotFoundError,
+)
+from raydrive.core.options import RayOptions
+from raydrive.core.status import JobState
+from raydrive.drivers.ray_common.base import BaseRayExecutor, wire_params, wire_target
+from raydrive.drivers.ray_common.errors import is_actor_death, to_raydrive_error
+from raydrive.drivers.ray_common.worker import NAMESPACE, REGISTRY_NAME, remote_job_registry
+
+__all__ = ["RayJobExecutor", "RayJobOptions"]
+
+_OUTCOME_CACHE = 10_000  # finished outcomes an executor keeps at hand
+ENV_REUSE_S = 1.0  # a burst of submissions shares one runtime-env build (see BaseRayExecutor.runtime_env)
+_PREFETCH = 1_000  # other jobs' outcomes asked for per round trip
+_OUTBOX_IDLE_S = 30.0  # an executor's submission thread ends after this long without work
+
+
+class RayJobOptions(RayOptions):
+    """Options of ``ray-job``: the Ray options plus the job mode and result retention."""
+
+    mode: Literal["task", "actor"] = Field(
+        default="task", description="'task': pooled Ray tasks; 'actor': a fresh actor per job."
+    )
+    result_ttl: float = Field(
+        default=3600.0, gt=0, description="Seconds a finished job's status and result are kept."
+    )
+
+
+class RayJobExecutor(BaseRayExecutor):
+    """Submits actions as jobs on a Ray cluster: ``submit`` / ``get_status`` / ``wait`` / ``get_result``."""
+
+    name = "ray-job"
+    Options = RayJobOptions
+    options: RayJobOptions
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._registry: Any = None
+        self._lock = threading.Lock()
+        self._mine: dict[str, str] = {}  # job id -> action name, for this executor's unfinished jobs
+        self._outcomes: OrderedDict[str, tuple[str, Any, BaseException | None]] = OrderedDict()
+        # Jobs with generated ids go to the registry in batches, from a helper thread (see _Outbox).
+        self._outbox = _Outbox(self)
+        self._launch: tuple[Any, list[tuple[str, str]], str] | None = None
+
+    # --- the registry -------------------------------------------------------------------------
+    def _registry_handle(self) -> Any:
+        registry = self._registry
+        if registry is not None:
+            return registry
+        self.connect()
+        options: dict[str, Any] = {
+            "name": REGISTRY_NAME,
+            "namespace": NAMESPACE,
+            "lifetime": "detached",
+            "get_if_exists": True,  # atomic in the GCS: concurrent first users share one registry
+            # The head node lives as long as the cluster; the registry holds no CPU.
+            "resources": {"node:__internal_head__": 0.001},
+        }
+        if self.options.include_sdk:
+            sdk = self.runtime_env().runtime_env.get("py_modules")
+            if sdk:
+                options["runtime_env"] = {"py_modules": sdk}
+        with self._errors():
+            self._registry = remote_job_registry().options(**options).remote()
+        return self._registry
+
+    def _call(self, method: str, *args: Any, job_id: str | None = None) -> Any:
+        import ray
+
+        if job_id is not None:
+            self._outbox.settle(job_id)
+        registry = self._registry_handle()
+        try:
+            return ray.get(getattr(registry, method).remote(*args))
+        except Exception as exc:
+            self._raise_mapped(exc, job_id)
+
+    def _raise_mapped(self, exc: Exception, job_id: str | None) -> NoReturn:
+        error = to_raydrive_error(exc, job_id=job_id, address=self.address)
+        if is_actor_death(error):
+            self._registry = None
+            error = ExecutionError(
+                f"the raydrive job registry {REGISTRY_NAME!r} on the cluster died; the records of "
+                "its jobs are lost and its running jobs were stopped. Submit again.",
+                error_type=getattr(error, "error_type", None),
+                error_message=str(error),
+                job_id=job_id,
+            )
+        if error is exc:
+            raise exc
+        raise error from exc
+
+    def _errors(self) -> Any:
+        from raydrive.drivers.ray_common.errors import ray_errors
+
+        return ray_errors(address=self.address)
+
+    # --- the API ------------------------------------------------------------------------------
+    def submit(self, action_cls: Any, params: dict[str, Any], *, job_id: str | None = None) -> str:
+        """Submit the action as a job (non-blocking); return its id.
+
+        :param job_id: the job's id; default the ``job_id`` option, else a new unique id.
+        :raises ValidationError: params fail the action's params model (when importable here).
+        :raises DuplicateJobError: a job with this id exists on the cluster.
+        :raises InfeasibleResourcesError: no node of the cluster can hold the request.
+        """
+        cls, name = self.check_params(action_cls, params)
+        chosen = job_id or self.options.job_id
+        job_id = chosen or uuid.uuid4().hex
+        self._registry_handle()
+        built = self.runtime_env(reuse_s=ENV_REUSE_S)
+        ray_options = self.resources(name).as_ray_options()
+        if built.runtime_env:
+            ray_options["runtime_env"] = built.runtime_env
+        spec = {
+            "mode": self.options.mode,
+            "action": name,
+            "target": wire_target(action_cls, cls),
+            "params": wire_params(params),
+            "env": built.env,
+            "code_paths": self.code_paths,
+            "ray_options": ray_options,
+            "ttl": self.options.result_ttl,
+            "launch": self._launch_key(built, ray_options),
+        }
+        if chosen:
+            # A chosen id may be taken: registered now, refused here and now.
+            with self._lock:
+                self._mine[job_id] = name
+            try:
+                self._call("submit", job_id, spec)
+            except BaseException:
+                with self._lock:
+                    self._mine.pop(job_id, None)
+                raise
+        else:
+            # A fresh uuid cannot be taken: queued for the next batch, settled before any lookup.
+            with self._lock:
+                self._mine[job_id] = name
+            self._outbox.put(job_id, spec)
+        with self._lock:
+            self._outcomes.pop(job_id, None)
+        self._emit_submitted(job_id, name)
+        return job_id
+
+    def _launch_key(self, built: Any, ray_options: dict[str, Any]) -> str:
+        # Names mode + resources + runtime env for the registry's cache of Ray launchers. A burst
+        # of submissions shares one build (the same object) and request: computed once for them.
+        request = sorted((k, repr(v)) for k, v in ray_options.items() if k != "runtime_env")
+        cached = self._launch
+        if cached is None or cached[0] is not built or cached[1] != request:
+            text = json.dumps(ray_options, sort_keys=True, default=str)
+            digest = hashlib.sha1(f"{self.options.mode}:{text}".encode()).hexdigest()
+            self._launch = cached = (built, request, f"{self.options.mode}:{digest}")
+        return cached[2]
+
+    def get_status(self, job_id: str) -> JobState:
+        """The job's state: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED, or UNKNOWN when no job has
+        this id (never submitted, deleted, or expired)."""
+        cached = self._outcomes.get(job_id)
+        if cached is not None:
+            return JobState(cached[0])
+        state = JobState(self._call("status", job_id, job_id=job_id))
+        if state.is_terminal():
+            self._outcome(job_id, 0)  # fetch it once, so the finished event fires and later calls are local
+        return state
+
+    def get_result(self, job_id: str, timeout: float | None = None) -> Any:
+        """Block until the job ends (at most ``timeout`` s) and return its result.
+
+        :raises ExecutionError: the job failed (remote type and traceback kept) or was cancelled.
+        :raises ExecutionTimeoutError: it did not end within ``timeout``.
+        :raises JobNotFoundError: no job has this id.
+        """
+        state, result, error = self._outcome(job_id, timeout)
+        if state == JobState.SUCCEEDED:
+            return result
+        if error is not None:
+            raise copy.copy(error)  # a fresh instance per raise: tracebacks don't pile up on the cached one
+        raise ExecutionError(f"job {job_id!r} ended {state}", job_id=job_id)
+
+    def wait(self, job_id: str, timeout_seconds: float = 300) -> str:
+        """Wait for the job to end; return ``'SUCCEEDED'``.
+
+        :raises ExecutionError: the job failed or was cancelled.
+        :raises ExecutionTimeoutError: it did not end within ``timeout_seconds``.
+        :raises JobNotFoundError: no job has this id.
+        """
+        self.get_result(job_id, timeout=timeout_seconds)
+        return JobState.SUCCEEDED.value
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop a job that has not ended (its task is cancelled, its actor killed). False when the
+        job already ended or is unknown."""
+        return bool(self._call("cancel", job_id, job_id=job_id))
+
+    def delete(self, job_id: str) -> bool:
+        """Forget a finished job now: its status and result go, its id becomes free. False for a
+        job that is still running or unknown."""
+        with self._lock:
+            self._outcomes.pop(job_id, None)
+        return bool(self._call("delete", job_id, job_id=job_id))
+
+    def close(self) -> None:
+        """Forget this executor's handles once every queued submission has reached the registry.
+        Submitted jobs keep running (fire-and-forget)."""
+        self._outbox.drain()
+        with self._lock:
+            self._registry = None
+            self._outcomes.clear()
+            self._mine.clear()
+
+    # --- outcomes -----------------------------------------------------------------------------
+    def _outcome(self, job_id: str, timeout: float | None) -> tuple[str, Any, BaseException | None]:
+        cached = self._outcomes.get(job_id)
+        if cached is not None:
+            return cached
+        with self._lock:
+            also = [j for j in self._mine if j != job_id][:_PREFETCH]
+        # The registry waits at most `timeout`; no client-side timeout is needed on top.
+        found: dict[str, tuple[str, Any, BaseException | None]] = self._call(
+            "outcome", job_id, timeout, also, job_id=job_id
+        )
+        outcome = found[job_id]
+        if outcome[0] == JobState.UNKNOWN:
+            raise JobNotFoundError(
+                f"no job {job_id!r} on the cluster's job registry (never submitted, deleted, or "
+                f"kept past its result_ttl)",
+                job_id=job_id,
+            )
+        if outcome[0] not in _TERMINAL:
+            raise ExecutionTimeoutError(
+                f"job {job_id!r} did not finish within {timeout:g} s (state {outcome[0]})", job_id=job_id
+            )
+        for other, value in found.items():
+            self._remember(other, value)
+        return outcome
+
+    def _remember(self, job_id: str, outcome: tuple[str, Any, BaseException | None]) -> None:
+        if getattr(outcome[2], "error_type", None) == "RuntimeEnvSetupError":
+            self.forget_uploads()  # the package may be gone: check (and upload) again next time
+        with self._lock:
+            self._outcomes[job_id] = outcome
+            while len(self._outcomes) > _OUTCOME_CACHE:
+                self._outcomes.popitem(last=False)
+            name = self._mine.pop(job_id, None)
+        if name is not None:  # lifecycle: once per job, by the executor that submitted it
+            error = outcome[2]
+            self._emit_finished(job_id, name, outcome[0], getattr(error, "message", None) if error else None)
+
+
+_TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED})
+
+
+class _Outbox:
+    """Submissions with generated ids, sent to the registry in batches by a helper thread.
+
+    One message carries every job queued while the previous one was on its way, so a burst of
+    submissions costs a few registry calls, not one each (the registry is a single actor, the
+    bottleneck of a burst). A job is settled (its batch acknowledged, a refusal raised) before
+    this executor looks it up, and everything queued is sent before the executor closes or the
+    interpreter exits, so a job submitted just before exit is not lost.
+    """
+
+    def __init__(self, executor: RayJobExecutor) -> None:
+        # A strong reference: `RayJobExecutor(...).submit(...)` must send its job even though
+        # nothing else keeps the executor (the thread keeps this object while it works).
+        self._executor = executor
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._queued: list[tuple[str, dict[str, Any]]] = []
+        self._batch_sent = threading.Event()  # the event of the batch being filled
+        self._unacked: dict[str, threading.Event] = {}
+        self._failed: dict[str, BaseException] = {}
+        self._thread: threading.Thread | None = None
+
+    def put(self, job_id: str, spec: dict[str, Any]) -> None:
+        with self._lock:
+            self._queued.append((job_id, spec))
+            self._unacked[job_id] = self._batch_sent
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="raydrive-job-outbox", daemon=True)
+                self._thread.start()
+                _OUTBOXES.add(self)
+                _register_atexit()
+        self._wake.set()
+
+    def settle(self, job_id: str) -> None:
+        """Wait until ``job_id``'s batch reached the registry; raise if it was refused."""
+        sent = self._unacked.get(job_id)
+        if sent is not None:
+            self._wake.set()
+            sent.wait()
+        error = self._failed.pop(job_id, None) if self._failed else None
+        if error is not None:
+            raise copy.copy(error)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued was sent and acknowledged; False on timeout."""
+        with self._lock:
+            pending = set(self._unacked.values())
+        self._wake.set()
+        return all(event.wait(timeout) for event in pending)
+
+    def _run(self) -> None:
+        while True:
+            woke = self._wake.wait(_OUTBOX_IDLE_S)
+            self._wake.clear()
+            with self._lock:
+                if not woke and not self._queued:  # idle: the thread goes, put() starts another
+                    self._thread = None
+                    return
+            while True:
+                with self._lock:
+                    batch, sent = self._queued, self._batch_sent
+                    if not batch:
+                        break
+                    self._queued, self._batch_sent = [], threading.Event()
+                self._send(batch)
+                with self._lock:
+                    for job_id, _ in batch:
+                        self._unacked.pop(job_id, None)
+                sent.set()
+
+    def _send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        try:
+            refused = self._executor._call("submit_many", batch)
+        except BaseException as exc:  # the whole batch failed (registry gone...): said at lookup
+            _log.warning("could not submit %d job(s) to the job registry: %s", len(batch), exc)
+            for job_id, _ in batch:
+                self._failed[job_id] = exc
+            return
+        for job_id in refused:  # generated ids are unique: only a broken registry gets here
+            self._failed[job_id] = DuplicateJobError(f"job id {job_id!r} is already in use", job_id=job_id)
+
+
+_log = logging.getLogger("raydrive.ray")
+_OUTBOXES: weakref.WeakSet[_Outbox] = weakref.WeakSet()
+
+
+_atexit_registered = False
+
+
+def _register_atexit() -> None:
+    # On first use, after Ray registered its own handler at import: atexit runs the last
+    # registered first, so queued jobs are sent while the connection is still up.
+    global _atexit_registered
+    if not _atexit_registered:
+        _atexit_registered = True
+        atexit.register(_drain_outboxes)
+
+
+def _drain_outboxes() -> None:
+    for outbox in list(_OUTBOXES):
+        outbox.drain(timeout=30)
