@@ -1,0 +1,217 @@
+"""ray-pipeline on the session's real Ray cluster, reporting to a real service on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import raydrive
+from raydrive import ExecutionError, JobNotFoundError, PipelineDefinition, ServiceUnavailableError
+from raydrive.core.pipeline import ActionStatus, RunStatus
+from raydrive.service.server import ServiceServer
+
+pytestmark = pytest.mark.ray
+HERE = Path(__file__).parent
+MODULE = "rd_pipeline_actions"
+
+
+@pytest.fixture(scope="module")
+def plugin_dir(tmp_path_factory):
+    """A plugin working dir holding the pipeline actions, importable here and in the actor."""
+    root = tmp_path_factory.mktemp("pipeline_plugin")
+    shutil.copy(HERE / "actions_pipeline.py", root / f"{MODULE}.py")
+    sys.path.insert(0, str(root))
+    yield root
+    sys.path.remove(str(root))
+    sys.modules.pop(MODULE, None)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    with ServiceServer(db=tmp_path_factory.mktemp("svc") / "runs.db") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def executor(ray_cluster, service, plugin_dir):
+    with raydrive.get_executor(
+        "ray-pipeline",
+        ray_address=ray_cluster.address,
+        working_dir=plugin_dir,
+        pipeline_service_url=service.url,
+        progress_interval=0.05,
+    ) as ex:
+        yield ex
+
+
+def actions(*names):
+    return [f"{MODULE}.{n}" for n in names]
+
+
+THREE = PipelineDefinition(
+    name="etl", actions=actions("LoadAction", "ScaleAction", "SumAction"), description="three steps"
+)
+
+
+def test_three_actions_end_to_end_with_params_flowing(executor):
+    run_id = executor.submit(THREE, {"source": "s3://bucket/data", "rows": 4})
+    final = executor.wait(run_id, timeout_seconds=120, poll_interval=1.0)
+    assert final.status == RunStatus.COMPLETED
+    assert final.overall_progress == 1.0
+    assert [a.status for a in final.progress] == [ActionStatus.COMPLETED] * 3
+    result = executor.get_result(run_id)
+    assert result["total"] == 60 and result["pid"] != os.getpid()
+    checkpoints = executor.client.list_checkpoints(run_id)
+    assert [c.action_name for c in checkpoints] == ["LoadAction", "ScaleAction", "SumAction"]
+    assert checkpoints[-1].params_snapshot["scaled"] == [0, 10, 20, 30]
+    logs = executor.client.list_logs(run_id)
+    assert any("loading 4 rows from s3://bucket/data" in entry.message for entry in logs)
+    assert executor.get_status(run_id) == RunStatus.COMPLETED
+
+
+def test_plain_list_needs_a_name_and_validates_first_params_locally(executor):
+    with pytest.raises(raydrive.SubmissionError, match="name="):
+        executor.submit(actions("LoadAction"), {"source": "x"})
+    with pytest.raises(raydrive.ValidationError, match="source"):
+        executor.submit(actions("LoadAction"), {"rows": 2}, name="quick")
+
+
+def test_stream_progress_sees_every_state_change_in_order(executor):
+    run_id = executor.submit(THREE, {"source": "x", "rows": 2, "sleep": 0.5})
+    seen = list(executor.stream_progress(run_id, timeout=120))
+    assert seen[-1].status == RunStatus.COMPLETED
+    statuses = [p.status for p in seen]
+    assert statuses.index(RunStatus.RUNNING) < statuses.index(RunStatus.COMPLETED)
+    order = {"pending": 0, "running": 1, "completed": 2}
+    for i in range(3):  # every action moves forward only
+        steps = [order[p.progress[i].status.value] for p in seen]
+        assert steps == sorted(steps) and steps[-1] == 2
+    scale = [p.progress[1].progress for p in seen if p.progress[1].status == ActionStatus.RUNNING]
+    assert len(scale) >= 2 and scale == sorted(scale)  # progress reports arrived, in order
+
+
+def test_failure_then_resume_skips_completed_actions(executor, tmp_path):
+    marker = tmp_path / "fail-now"
+    marker.write_text("x")
+    params = {"source": "db", "rows": 3, "fail_marker": str(marker)}
+    failed_run = executor.submit(THREE, params)
+    with pytest.raises(ExecutionError) as info:
+        executor.wait(failed_run, timeout_seconds=120, poll_interval=1.0)
+    assert "ScaleAction" in str(info.value) and "marker present" in str(info.value)
+    progress = executor.get_progress(failed_run)
+    assert progress.status == RunStatus.FAILED
+    assert [a.status for a in progress.progress] == [
+        ActionStatus.COMPLETED,
+        ActionStatus.FAILED,
+        ActionStatus.PENDING,
+    ]
+    marker.unlink()
+    resumed = executor.submit(THREE, params, resume_from=failed_run)
+    final = executor.wait(resumed, timeout_seconds=120, poll_interval=1.0)
+    assert [a.status for a in final.progress] == [
+        ActionStatus.SKIPPED,
+        ActionStatus.COMPLETED,
+        ActionStatus.COMPLETED,
+    ]
+    assert executor.get_result(resumed)["total"] == 30
+    logs = executor.client.list_logs(resumed)
+    assert not any("loading" in entry.message for entry in logs)  # LoadAction did not run again
+
+
+def test_cancel_mid_action_stops_the_actor_and_freezes_the_run(executor, tmp_path):
+    pid_file = tmp_path / "pid"
+    run_id = executor.submit(
+        PipelineDefinition("slow", actions("SlowAction", "SumAction")),
+        {"seconds": 60, "pid_file": str(pid_file), "scaled": [1]},
+    )
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pid = int(pid_file.read_text())
+    executor.cancel(run_id)
+    progress = executor.get_progress(run_id)
+    assert progress.status == RunStatus.CANCELLED
+    for _ in range(100):  # the action's process goes away
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the cancelled action's process is still alive")
+    assert not executor.actor_exists(f"raydrive-pipeline-{run_id}", "raydrive")
+    time.sleep(1.0)  # a late report cannot change a terminal run
+    assert executor.get_status(run_id) == RunStatus.CANCELLED
+    with pytest.raises(ExecutionError, match="cancelled"):
+        executor.wait(run_id, timeout_seconds=5)
+    resumed = executor.submit(
+        PipelineDefinition("slow", actions("SlowAction", "SumAction")),
+        {"seconds": 0.1, "scaled": [1, 2]},
+        resume_from=run_id,
+    )
+    assert executor.get_result(resumed, timeout=120)["total"] == 3  # no checkpoint: from the start
+
+
+def test_result_from_another_process_through_the_service(executor, service):
+    run_id = executor.submit(THREE, {"source": "x", "rows": 2})
+    executor.wait(run_id, timeout_seconds=120, poll_interval=1.0)
+    code = (
+        "import raydrive, json, sys\n"
+        f"ex = raydrive.get_executor('ray-pipeline', pipeline_service_url={service.url!r})\n"
+        f"print(json.dumps(ex.get_result({run_id!r}, timeout=30)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert '"total": 10' in out.stdout
+
+
+def test_unknown_run_and_unreachable_service(executor, ray_cluster, plugin_dir):
+    with pytest.raises(JobNotFoundError):
+        executor.get_result("no-such-run", timeout=5)
+    with pytest.raises(JobNotFoundError):
+        executor.submit(THREE, {"source": "x"}, resume_from="no-such-run")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    before = _pipeline_actors(ray_cluster)
+    with (
+        raydrive.get_executor(
+            "ray-pipeline", ray_address=ray_cluster.address, working_dir=plugin_dir, pipeline_service_url=dead
+        ) as offline,
+        pytest.raises(ServiceUnavailableError) as info,
+    ):
+        offline.submit(THREE, {"source": "x"})
+    assert dead in str(info.value) and "raydrive service" in str(info.value)
+    assert _pipeline_actors(ray_cluster) == before  # nothing was started on the cluster
+
+
+def _pipeline_actors(cluster) -> set[str]:
+    from ray.util.state import list_actors
+
+    alive = list_actors(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")], limit=1000)
+    return {a.name for a in alive if (a.name or "").startswith("raydrive-pipeline-")}
+
+
+def test_run_whose_actor_dies_is_marked_failed(executor, tmp_path):
+    pid_file = tmp_path / "pid"
+    run_id = executor.submit(
+        PipelineDefinition("doomed", actions("SlowAction")), {"seconds": 60, "pid_file": str(pid_file)}
+    )
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert executor.get_status(run_id) == RunStatus.RUNNING
+    os.kill(int(pid_file.read_text()), 9)  # as the OOM killer would
+    deadline = time.monotonic() + 30
+    while executor.get_status(run_id) == RunStatus.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.5)
+    progress = executor.get_progress(run_id)
+    assert progress.status == RunStatus.FAILED and "actor died" in progress.error
