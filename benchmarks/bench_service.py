@@ -49,10 +49,16 @@ def _service(db: Path, in_process: bool) -> Iterator[str]:
             yield service.url
         return
     port = _free_port()
-    code = ("import sys; from raydrive.service.server import serve; "
-            "serve(port=int(sys.argv[1]), db=sys.argv[2], log_level='warning')")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
-        str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}
+    code = (
+        "import sys; from raydrive.service.server import serve; "
+        "serve(port=int(sys.argv[1]), db=sys.argv[2], log_level='warning')"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+        ),
+    }
     env.pop("RAYDRIVE_SERVICE_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-c", code, str(port), str(db)], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -103,8 +109,15 @@ def bench_latency(url: str, samples: int) -> tuple[float, float]:
         client.report_progress(run.id, status="running")
         for i in range(samples):
             sent[i] = time.perf_counter()
-            client.report_progress(run.id, action_progress={
-                "name": "step", "status": "running", "progress": i / samples, "metrics": {"i": i}})
+            client.report_progress(
+                run.id,
+                action_progress={
+                    "name": "step",
+                    "status": "running",
+                    "progress": i / samples,
+                    "metrics": {"i": i},
+                },
+            )
             time.sleep(0.005)
         client.report_progress(run.id, status="completed")
         follower.join(30)
@@ -126,9 +139,15 @@ def bench_throughput(url: str, reports: int, shared_run: bool) -> float:
             barrier.wait()
             try:
                 for i in range(reports):
-                    reporter.report_progress(run_id, action_progress={
-                        "name": "step", "status": "running", "progress": i / reports,
-                        "metrics": {"thread": n, "i": i}})
+                    reporter.report_progress(
+                        run_id,
+                        action_progress={
+                            "name": "step",
+                            "status": "running",
+                            "progress": i / reports,
+                            "metrics": {"thread": n, "i": i},
+                        },
+                    )
             except BaseException as exc:
                 errors.append(exc)
 
@@ -149,23 +168,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300, help="latency samples")
     parser.add_argument("--reports", type=int, default=250, help="reports per reporter thread")
-    parser.add_argument("--in-process", action="store_true",
-                        help="serve from a thread of this process (shares its GIL)")
+    parser.add_argument(
+        "--in-process", action="store_true", help="serve from a thread of this process (shares its GIL)"
+    )
     args = parser.parse_args()
     where = "in-process thread" if args.in_process else "separate process"
     print(f"pipeline service on loopback ({where}), SQLite store, {os.cpu_count()} CPUs")
-    with tempfile.TemporaryDirectory() as tmp, _service(Path(tmp) / "bench.db",
-                                                        args.in_process) as url:
+    with tempfile.TemporaryDirectory() as tmp, _service(Path(tmp) / "bench.db", args.in_process) as url:
         p50, p95 = bench_latency(url, args.samples)
         met = "met" if p95 <= LATENCY_TARGET_P95_MS else "MISSED"
-        print(f"report -> SSE latency: p50 {p50:.1f} ms, p95 {p95:.1f} ms "
-              f"({args.samples} samples; target p95 <= {LATENCY_TARGET_P95_MS:g} ms: {met})")
+        print(
+            f"report -> SSE latency: p50 {p50:.1f} ms, p95 {p95:.1f} ms "
+            f"({args.samples} samples; target p95 <= {LATENCY_TARGET_P95_MS:g} ms: {met})"
+        )
         for shared in (False, True):
             rate = bench_throughput(url, args.reports, shared)
             met = "met" if rate >= THROUGHPUT_TARGET else "MISSED"
             what = "one shared run" if shared else "one run per thread"
-            print(f"throughput, {THREADS} reporter threads, {what}: {rate:.0f} reports/s "
-                  f"({THREADS * args.reports} reports; target >= {THROUGHPUT_TARGET:g}/s: {met})")
+            print(
+                f"throughput, {THREADS} reporter threads, {what}: {rate:.0f} reports/s "
+                f"({THREADS * args.reports} reports; target >= {THROUGHPUT_TARGET:g}/s: {met})"
+            )
 
 
 if __name__ == "__main__":

@@ -41,9 +41,14 @@ def http(service: ServiceServer) -> Iterator[httpx.Client]:
 
 
 def _pipeline(http: httpx.Client, actions: tuple[str, ...] = ("download", "train")) -> dict:
-    response = http.post("/api/v1/pipelines/", json={
-        "name": "demo", "description": "two steps",
-        "actions": [{"name": name, "entrypoint": f"plugin.{name}.Action"} for name in actions]})
+    response = http.post(
+        "/api/v1/pipelines/",
+        json={
+            "name": "demo",
+            "description": "two steps",
+            "actions": [{"name": name, "entrypoint": f"plugin.{name}.Action"} for name in actions],
+        },
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -71,14 +76,14 @@ def test_pipeline_create_list_get_delete(http: httpx.Client) -> None:
     assert set(created) >= {"id", "name", "actions", "description", "created_at"}
     assert created["actions"] == [
         {"name": "download", "entrypoint": "plugin.download.Action"},
-        {"name": "train", "entrypoint": "plugin.train.Action"}]
+        {"name": "train", "entrypoint": "plugin.train.Action"},
+    ]
     _utc(created["created_at"])
     other = _pipeline(http, ("only",))
 
     listed = http.get("/api/v1/pipelines/").json()
     assert [p["id"] for p in listed[:2]] == [other["id"], created["id"]]  # newest first
-    assert [p["id"] for p in http.get("/api/v1/pipelines/?skip=1&limit=1").json()] == [
-        created["id"]]
+    assert [p["id"] for p in http.get("/api/v1/pipelines/?skip=1&limit=1").json()] == [created["id"]]
     assert http.get(f"/api/v1/pipelines/{created['id']}").json() == created
 
     response = http.delete(f"/api/v1/pipelines/{created['id']}")
@@ -90,13 +95,26 @@ def test_pipeline_create_list_get_delete(http: httpx.Client) -> None:
 
 def test_run_lifecycle_list_get_patch_delete(http: httpx.Client) -> None:
     run = _run(http, params={"epochs": 3}, work_dir="/plugin")
-    assert set(run) == {"id", "pipeline_id", "status", "params", "result", "error",
-                        "current_action", "current_action_index", "progress", "work_dir",
-                        "created_at", "started_at", "completed_at"}
-    assert (run["status"], run["params"], run["work_dir"]) == ("pending", {"epochs": 3},
-                                                               "/plugin")
+    assert set(run) == {
+        "id",
+        "pipeline_id",
+        "status",
+        "params",
+        "result",
+        "error",
+        "current_action",
+        "current_action_index",
+        "progress",
+        "work_dir",
+        "created_at",
+        "started_at",
+        "completed_at",
+    }
+    assert (run["status"], run["params"], run["work_dir"]) == ("pending", {"epochs": 3}, "/plugin")
     assert [(p["name"], p["status"], p["progress"]) for p in run["progress"]] == [
-        ("download", "pending", 0.0), ("train", "pending", 0.0)]
+        ("download", "pending", 0.0),
+        ("train", "pending", 0.0),
+    ]
     assert run["started_at"] is None and run["completed_at"] is None
     _utc(run["created_at"])
 
@@ -113,8 +131,9 @@ def test_run_lifecycle_list_get_patch_delete(http: httpx.Client) -> None:
     assert pending[0] == bare.json()["id"]  # newest first
     assert http.get("/api/v1/runs/?limit=1").json()[0]["id"] == bare.json()["id"]
 
-    done = http.patch(f"/api/v1/runs/{run['id']}",
-                      json={"status": "completed", "result": {"acc": 0.9}}).json()
+    done = http.patch(
+        f"/api/v1/runs/{run['id']}", json={"status": "completed", "result": {"acc": 0.9}}
+    ).json()
     assert (done["status"], done["result"]) == ("completed", {"acc": 0.9})
     assert _utc(done["started_at"]) == started and _utc(done["completed_at"]) >= started
     assert http.get(f"/api/v1/runs/{run['id']}").json() == done
@@ -126,31 +145,58 @@ def test_run_lifecycle_list_get_patch_delete(http: httpx.Client) -> None:
 def test_progress_report_replaces_the_action_entry_and_sets_run_times(http: httpx.Client) -> None:
     run = _run(http)
     url = f"/api/v1/runs/{run['id']}/progress"
-    first = http.post(url, json={
-        "status": "running", "current_action": "download", "current_action_index": 0,
-        "action_progress": {"name": "download", "status": "running", "progress": 0.5,
-                            "progress_step": "file 1/2", "message": "fetching",
-                            "metrics": {"mb": 10}}})
+    first = http.post(
+        url,
+        json={
+            "status": "running",
+            "current_action": "download",
+            "current_action_index": 0,
+            "action_progress": {
+                "name": "download",
+                "status": "running",
+                "progress": 0.5,
+                "progress_step": "file 1/2",
+                "message": "fetching",
+                "metrics": {"mb": 10},
+            },
+        },
+    )
     assert first.status_code == 200, first.text
     body = first.json()
     assert body["status"] == "running" and body["started_at"] is not None
     entry = body["progress"][0]
     assert entry | {"started_at": None} == {
-        "name": "download", "status": "running", "progress": 0.5, "progress_step": "file 1/2",
-        "message": "fetching", "metrics": {"mb": 10}, "started_at": None,
-        "completed_at": None, "error": None}
+        "name": "download",
+        "status": "running",
+        "progress": 0.5,
+        "progress_step": "file 1/2",
+        "message": "fetching",
+        "metrics": {"mb": 10},
+        "started_at": None,
+        "completed_at": None,
+        "error": None,
+    }
     _utc(entry["started_at"])
 
-    http.post(url, json={"action_progress": {"name": "download", "status": "completed",
-                                             "progress": 1.0}})
+    http.post(url, json={"action_progress": {"name": "download", "status": "completed", "progress": 1.0}})
     view = http.get(url).json()
-    assert set(view) == {"run_id", "pipeline_id", "status", "current_action",
-                         "current_action_index", "progress", "started_at", "completed_at",
-                         "error"}
+    assert set(view) == {
+        "run_id",
+        "pipeline_id",
+        "status",
+        "current_action",
+        "current_action_index",
+        "progress",
+        "started_at",
+        "completed_at",
+        "error",
+    }
     assert (view["run_id"], view["pipeline_id"]) == (run["id"], run["pipeline_id"])
     assert view["current_action"] == "download" and view["current_action_index"] == 0
     assert [(p["name"], p["status"]) for p in view["progress"]] == [
-        ("download", "completed"), ("train", "pending")]
+        ("download", "completed"),
+        ("train", "pending"),
+    ]
     assert view["progress"][0]["metrics"] == {}  # replaced, not merged
     assert view["progress"][0]["started_at"] == entry["started_at"]
     _utc(view["progress"][0]["completed_at"])
@@ -167,42 +213,51 @@ def test_a_terminal_run_is_not_changed_by_later_reports(http: httpx.Client) -> N
     cancelled = http.patch(url, json={"status": "cancelled"}).json()
     assert cancelled["status"] == "cancelled"
 
-    late = http.post(f"{url}/progress", json={
-        "status": "running", "action_progress": {"name": "train", "status": "running"}})
+    late = http.post(
+        f"{url}/progress",
+        json={"status": "running", "action_progress": {"name": "train", "status": "running"}},
+    )
     assert late.status_code == 409 and "cancelled" in late.json()["detail"]
-    quiet = http.post(f"{url}/progress", json={
-        "action_progress": {"name": "train", "status": "running", "progress": 0.4}})
+    quiet = http.post(
+        f"{url}/progress", json={"action_progress": {"name": "train", "status": "running", "progress": 0.4}}
+    )
     assert quiet.status_code == 200 and quiet.json() == cancelled
     assert http.post(f"{url}/progress", json={"status": "cancelled"}).json() == cancelled
     assert http.patch(url, json={"status": "completed"}).status_code == 409
     assert http.get(url).json() == cancelled
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/api/v1/pipelines/", {"actions": [{"name": "a"}]}, ["body", "name"]),
-    ("/api/v1/pipelines/", {"name": "p", "actions": []}, ["body", "actions"]),
-    ("/api/v1/pipelines/", {"name": "p", "actions": [{"entrypoint": "m.A"}]},
-     ["body", "actions", 0, "name"]),
-    ("/api/v1/pipelines/", {"name": "p", "actions": [{"name": "a"}, {"name": "a"}]},
-     ["body", "actions"]),
-    ("/api/v1/pipelines/", "not json", ["body", 0]),  # position of the JSON error
-    ("{run}/runs-of-pipeline", {"params": [1, 2]}, ["body", "params"]),
-    ("{run}/progress", {"status": "done"}, ["body", "status"]),
-    ("{run}/progress", {"current_action_index": -1}, ["body", "current_action_index"]),
-    ("{run}/progress", {"action_progress": {"name": "a", "progress": 1.5}},
-     ["body", "action_progress", "progress"]),
-    ("{run}/progress", {"action_progress": {"status": "running"}},
-     ["body", "action_progress", "name"]),
-    ("{run}/checkpoints/", {"action_name": "a"}, ["body", "action_index"]),
-    ("{run}/checkpoints/", {"action_name": "a", "action_index": 0, "status": "nope"},
-     ["body", "status"]),
-    ("{run}/logs/", {"entries": [{"message": "m", "level": "loud"}]},
-     ["body", "entries", 0, "level"]),
-    ("{run}/logs/", {"entries": [{"level": "info"}]}, ["body", "entries", 0, "message"]),
-    ("{run}/logs/", {}, ["body", "entries"]),
-])
-def test_bad_bodies_answer_422_naming_the_field(http: httpx.Client, path: str, body: Any,
-                                                field: list[Any]) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/pipelines/", {"actions": [{"name": "a"}]}, ["body", "name"]),
+        ("/api/v1/pipelines/", {"name": "p", "actions": []}, ["body", "actions"]),
+        (
+            "/api/v1/pipelines/",
+            {"name": "p", "actions": [{"entrypoint": "m.A"}]},
+            ["body", "actions", 0, "name"],
+        ),
+        ("/api/v1/pipelines/", {"name": "p", "actions": [{"name": "a"}, {"name": "a"}]}, ["body", "actions"]),
+        ("/api/v1/pipelines/", "not json", ["body", 0]),  # position of the JSON error
+        ("{run}/runs-of-pipeline", {"params": [1, 2]}, ["body", "params"]),
+        ("{run}/progress", {"status": "done"}, ["body", "status"]),
+        ("{run}/progress", {"current_action_index": -1}, ["body", "current_action_index"]),
+        (
+            "{run}/progress",
+            {"action_progress": {"name": "a", "progress": 1.5}},
+            ["body", "action_progress", "progress"],
+        ),
+        ("{run}/progress", {"action_progress": {"status": "running"}}, ["body", "action_progress", "name"]),
+        ("{run}/checkpoints/", {"action_name": "a"}, ["body", "action_index"]),
+        ("{run}/checkpoints/", {"action_name": "a", "action_index": 0, "status": "nope"}, ["body", "status"]),
+        ("{run}/logs/", {"entries": [{"message": "m", "level": "loud"}]}, ["body", "entries", 0, "level"]),
+        ("{run}/logs/", {"entries": [{"level": "info"}]}, ["body", "entries", 0, "message"]),
+        ("{run}/logs/", {}, ["body", "entries"]),
+    ],
+)
+def test_bad_bodies_answer_422_naming_the_field(
+    http: httpx.Client, path: str, body: Any, field: list[Any]
+) -> None:
     run = _run(http)
     if path == "{run}/runs-of-pipeline":
         path = f"/api/v1/pipelines/{run['pipeline_id']}/runs/"
@@ -218,36 +273,38 @@ def test_bad_bodies_answer_422_naming_the_field(http: httpx.Client, path: str, b
 def test_bad_patch_and_query_values_answer_422(http: httpx.Client) -> None:
     run = _run(http)
     response = http.patch(f"/api/v1/runs/{run['id']}", json={"status": "finished"})
-    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == [
-        "body", "status"]
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "status"]
     response = http.get("/api/v1/runs/?status_filter=bogus")
-    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == [
-        "query", "status_filter"]
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "status_filter"]
     response = http.get("/api/v1/pipelines/?limit=0")
     assert response.json()["detail"][0]["loc"] == ["query", "limit"]
     response = http.get(f"/api/v1/runs/{run['id']}/logs/?since=yesterday")
     assert response.json()["detail"][0]["loc"] == ["query", "since"]
 
 
-@pytest.mark.parametrize(("method", "path", "body"), [
-    ("GET", "/api/v1/pipelines/nope", None),
-    ("DELETE", "/api/v1/pipelines/nope", None),
-    ("POST", "/api/v1/pipelines/nope/runs/", {}),
-    ("GET", "/api/v1/runs/nope", None),
-    ("PATCH", "/api/v1/runs/nope", {"status": "running"}),
-    ("DELETE", "/api/v1/runs/nope", None),
-    ("POST", "/api/v1/runs/nope/progress", {"status": "running"}),
-    ("GET", "/api/v1/runs/nope/progress", None),
-    ("GET", "/api/v1/runs/nope/progress/stream", None),
-    ("POST", "/api/v1/runs/nope/checkpoints/", {"action_name": "a", "action_index": 0}),
-    ("GET", "/api/v1/runs/nope/checkpoints/", None),
-    ("GET", "/api/v1/runs/nope/checkpoints/latest", None),
-    ("GET", "/api/v1/runs/nope/checkpoints/train", None),
-    ("POST", "/api/v1/runs/nope/logs/", {"entries": [{"message": "m"}]}),
-    ("GET", "/api/v1/runs/nope/logs/", None),
-])
-def test_unknown_ids_answer_404_with_json_detail(http: httpx.Client, method: str, path: str,
-                                                 body: Any) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/api/v1/pipelines/nope", None),
+        ("DELETE", "/api/v1/pipelines/nope", None),
+        ("POST", "/api/v1/pipelines/nope/runs/", {}),
+        ("GET", "/api/v1/runs/nope", None),
+        ("PATCH", "/api/v1/runs/nope", {"status": "running"}),
+        ("DELETE", "/api/v1/runs/nope", None),
+        ("POST", "/api/v1/runs/nope/progress", {"status": "running"}),
+        ("GET", "/api/v1/runs/nope/progress", None),
+        ("GET", "/api/v1/runs/nope/progress/stream", None),
+        ("POST", "/api/v1/runs/nope/checkpoints/", {"action_name": "a", "action_index": 0}),
+        ("GET", "/api/v1/runs/nope/checkpoints/", None),
+        ("GET", "/api/v1/runs/nope/checkpoints/latest", None),
+        ("GET", "/api/v1/runs/nope/checkpoints/train", None),
+        ("POST", "/api/v1/runs/nope/logs/", {"entries": [{"message": "m"}]}),
+        ("GET", "/api/v1/runs/nope/logs/", None),
+    ],
+)
+def test_unknown_ids_answer_404_with_json_detail(
+    http: httpx.Client, method: str, path: str, body: Any
+) -> None:
     response = http.request(method, path, json=body)
     assert response.status_code == 404, response.text
     assert response.headers["content-type"] == "application/json"
@@ -262,13 +319,30 @@ def test_checkpoints_create_list_latest_and_by_action(http: httpx.Client) -> Non
     assert http.get(f"{url}/").json() == []
 
     bodies = [
-        {"action_name": "download", "action_index": 0, "status": "completed",
-         "params_snapshot": {"dataset": 1}, "result": {"path": "/d"}, "artifacts_path": "/a"},
-        {"action_name": "train", "action_index": 1, "status": "failed",
-         "params_snapshot": {"dataset": 1, "path": "/d"}, "result": None,
-         "artifacts_path": None},
-        {"action_name": "download", "action_index": 0, "status": "completed",
-         "params_snapshot": {"dataset": 2}, "result": None, "artifacts_path": None},
+        {
+            "action_name": "download",
+            "action_index": 0,
+            "status": "completed",
+            "params_snapshot": {"dataset": 1},
+            "result": {"path": "/d"},
+            "artifacts_path": "/a",
+        },
+        {
+            "action_name": "train",
+            "action_index": 1,
+            "status": "failed",
+            "params_snapshot": {"dataset": 1, "path": "/d"},
+            "result": None,
+            "artifacts_path": None,
+        },
+        {
+            "action_name": "download",
+            "action_index": 0,
+            "status": "completed",
+            "params_snapshot": {"dataset": 2},
+            "result": None,
+            "artifacts_path": None,
+        },
     ]
     created = []
     for body in bodies:
@@ -288,32 +362,36 @@ def test_checkpoints_create_list_latest_and_by_action(http: httpx.Client) -> Non
 def test_logs_append_and_filter(http: httpx.Client) -> None:
     run = _run(http)
     url = f"/api/v1/runs/{run['id']}/logs/"
-    first = http.post(url, json={"entries": [
-        {"message": "start", "level": "info", "action_name": "download"},
-        {"message": "slow", "level": "WARNING", "action_name": "download"}]})
+    first = http.post(
+        url,
+        json={
+            "entries": [
+                {"message": "start", "level": "info", "action_name": "download"},
+                {"message": "slow", "level": "WARNING", "action_name": "download"},
+            ]
+        },
+    )
     assert first.status_code == 200, first.text
     stored = first.json()
-    assert [(e["message"], e["level"]) for e in stored] == [("start", "info"),
-                                                            ("slow", "warning")]
+    assert [(e["message"], e["level"]) for e in stored] == [("start", "info"), ("slow", "warning")]
     assert all(set(e) >= {"id", "timestamp"} for e in stored)
     cutoff = stored[-1]["timestamp"]
-    http.post(url, json={"entries": [{"message": "fit", "action_name": "train"},
-                                     {"message": "run-level"}]})
+    http.post(url, json={"entries": [{"message": "fit", "action_name": "train"}, {"message": "run-level"}]})
 
     every = http.get(url).json()
     assert [e["message"] for e in every] == ["start", "slow", "fit", "run-level"]
     assert [int(e["id"]) for e in every] == sorted(int(e["id"]) for e in every)
     assert [e["message"] for e in http.get(url, params={"action_name": "download"}).json()] == [
-        "start", "slow"]
+        "start",
+        "slow",
+    ]
     assert [e["message"] for e in http.get(url, params={"level": "warning"}).json()] == ["slow"]
-    assert [e["message"] for e in http.get(url, params={"since": cutoff}).json()] == [
-        "fit", "run-level"]
+    assert [e["message"] for e in http.get(url, params={"since": cutoff}).json()] == ["fit", "run-level"]
     assert [e["message"] for e in http.get(url, params={"limit": 1}).json()] == ["start"]
 
 
 @pytest.mark.parametrize("slash", [True, False])
-def test_trailing_slash_is_accepted_in_both_forms_without_redirect(http: httpx.Client,
-                                                                   slash: bool) -> None:
+def test_trailing_slash_is_accepted_in_both_forms_without_redirect(http: httpx.Client, slash: bool) -> None:
     def path(p: str) -> str:
         return p.rstrip("/") + ("/" if slash else "")
 
@@ -332,8 +410,7 @@ def test_trailing_slash_is_accepted_in_both_forms_without_redirect(http: httpx.C
         http.patch(path(f"/api/v1/runs/{rid}"), json={"status": "running"}),
         http.post(path(f"/api/v1/runs/{rid}/progress"), json={"current_action": "a"}),
         http.get(path(f"/api/v1/runs/{rid}/progress")),
-        http.post(path(f"/api/v1/runs/{rid}/checkpoints/"),
-                  json={"action_name": "a", "action_index": 0}),
+        http.post(path(f"/api/v1/runs/{rid}/checkpoints/"), json={"action_name": "a", "action_index": 0}),
         http.get(path(f"/api/v1/runs/{rid}/checkpoints/")),
         http.get(path(f"/api/v1/runs/{rid}/checkpoints/latest")),
         http.get(path(f"/api/v1/runs/{rid}/checkpoints/a")),
@@ -341,7 +418,8 @@ def test_trailing_slash_is_accepted_in_both_forms_without_redirect(http: httpx.C
         http.get(path(f"/api/v1/runs/{rid}/logs/")),
     ]
     assert [a.status_code for a in answers] == [200] * len(answers), [
-        (a.request.url.path, a.status_code) for a in answers if a.status_code != 200]
+        (a.request.url.path, a.status_code) for a in answers if a.status_code != 200
+    ]
     assert http.get(path(f"/api/v1/runs/{rid}/progress")).json()["current_action"] == "a"
     with http.stream("GET", path(f"/api/v1/runs/{rid}/progress/stream")) as stream:
         assert stream.status_code == 200
@@ -355,8 +433,7 @@ def test_service_restart_keeps_runs_checkpoints_logs_and_event_ids(tmp_path: Pat
         run = _run(http)
         rid = run["id"]
         http.post(f"/api/v1/runs/{rid}/progress", json={"status": "running"})
-        http.post(f"/api/v1/runs/{rid}/checkpoints/", json={"action_name": "download",
-                                                           "action_index": 0})
+        http.post(f"/api/v1/runs/{rid}/checkpoints/", json={"action_name": "download", "action_index": 0})
         http.post(f"/api/v1/runs/{rid}/logs/", json={"entries": [{"message": "before"}]})
         before = http.get(f"/api/v1/runs/{rid}").json()
         latest_id = first.app.state.store.latest_event(rid).seq
@@ -364,12 +441,12 @@ def test_service_restart_keeps_runs_checkpoints_logs_and_event_ids(tmp_path: Pat
 
     with start_service(db=db) as second, httpx.Client(base_url=second.url) as http:
         assert http.get(f"/api/v1/runs/{rid}").json() == before
-        assert http.get(f"/api/v1/runs/{rid}/checkpoints/latest").json()["action_name"] == (
-            "download")
+        assert http.get(f"/api/v1/runs/{rid}/checkpoints/latest").json()["action_name"] == ("download")
         assert [e["message"] for e in http.get(f"/api/v1/runs/{rid}/logs/").json()] == ["before"]
         http.post(f"/api/v1/runs/{rid}/progress", json={"status": "completed"})
-        with http.stream("GET", f"/api/v1/runs/{rid}/progress/stream",
-                         headers={"Last-Event-ID": str(latest_id)}) as stream:
+        with http.stream(
+            "GET", f"/api/v1/runs/{rid}/progress/stream", headers={"Last-Event-ID": str(latest_id)}
+        ) as stream:
             lines = list(stream.iter_lines())
         assert lines[:2] == [f"id: {latest_id + 1}", "event: completed"]
 
@@ -385,24 +462,22 @@ def test_auth_on_requires_the_bearer_token_except_for_health(tmp_path: Path) -> 
             assert secret not in denied.text
             assert anonymous.get("/api/v1/runs/x/progress/stream").status_code == 401
             assert anonymous.post("/api/v1/pipelines/", json={}).status_code == 401
-            wrong = anonymous.get("/api/v1/pipelines/",
-                                  headers={"Authorization": "Bearer s3cret-token-valuX"})
+            wrong = anonymous.get(
+                "/api/v1/pipelines/", headers={"Authorization": "Bearer s3cret-token-valuX"}
+            )
             assert wrong.status_code == 401
             basic = anonymous.get("/api/v1/pipelines/", headers={"Authorization": secret})
             assert basic.status_code == 401
-        with httpx.Client(base_url=svc.url,
-                          headers={"Authorization": f"Bearer {secret}"}) as authorized:
+        with httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {secret}"}) as authorized:
             assert authorized.get("/api/v1/pipelines/").status_code == 200
             assert authorized.get("/health").status_code == 200
 
 
-def test_auth_token_comes_from_the_environment(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auth_token_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAYDRIVE_SERVICE_TOKEN", "from-env")
     with start_service(db=tmp_path / "env.db") as svc, httpx.Client(base_url=svc.url) as http:
         assert http.get("/api/v1/runs/").status_code == 401
-        assert http.get("/api/v1/runs/",
-                        headers={"Authorization": "Bearer from-env"}).status_code == 200
+        assert http.get("/api/v1/runs/", headers={"Authorization": "Bearer from-env"}).status_code == 200
 
 
 def test_auth_off_needs_no_header(http: httpx.Client) -> None:
@@ -410,29 +485,41 @@ def test_auth_off_needs_no_header(http: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("shared_run", [True, False], ids=["one-run", "run-per-thread"])
-def test_concurrent_reporters_all_succeed_and_are_all_stored(service: ServiceServer,
-                                                             shared_run: bool) -> None:
+def test_concurrent_reporters_all_succeed_and_are_all_stored(
+    service: ServiceServer, shared_run: bool
+) -> None:
     threads_n, reports = 8, 50
     actions = tuple(f"a{n}" for n in range(threads_n))
     with httpx.Client(base_url=service.url) as http:
         # Every run has one action per thread, so each thread owns one entry.
         pipeline = _pipeline(http, actions)
-        run_ids = [http.post(f"/api/v1/pipelines/{pipeline['id']}/runs/").json()["id"]
-                   for _ in range(1 if shared_run else threads_n)]
+        run_ids = [
+            http.post(f"/api/v1/pipelines/{pipeline['id']}/runs/").json()["id"]
+            for _ in range(1 if shared_run else threads_n)
+        ]
     failures: list[str] = []
 
     def report(n: int) -> None:
         run_id = run_ids[0 if shared_run else n]
         with httpx.Client(base_url=service.url, timeout=30) as http:
             for i in range(reports):
-                answer = http.post(f"/api/v1/runs/{run_id}/progress", json={
-                    "action_progress": {"name": f"a{n}", "status": "running",
-                                        "progress": i / reports, "metrics": {"i": i}}})
+                answer = http.post(
+                    f"/api/v1/runs/{run_id}/progress",
+                    json={
+                        "action_progress": {
+                            "name": f"a{n}",
+                            "status": "running",
+                            "progress": i / reports,
+                            "metrics": {"i": i},
+                        }
+                    },
+                )
                 if answer.status_code != 200:
                     failures.append(f"{answer.status_code}: {answer.text}")
                 if i % 10 == 0:
-                    logged = http.post(f"/api/v1/runs/{run_id}/logs/",
-                                       json={"entries": [{"message": f"{n}:{i}"}]})
+                    logged = http.post(
+                        f"/api/v1/runs/{run_id}/logs/", json={"entries": [{"message": f"{n}:{i}"}]}
+                    )
                     if logged.status_code != 200:
                         failures.append(f"{logged.status_code}: {logged.text}")
 
@@ -454,7 +541,8 @@ def test_concurrent_reporters_all_succeed_and_are_all_stored(service: ServiceSer
                 assert view["progress"][n]["metrics"] == {"i": reports - 1}
             logs = http.get(f"/api/v1/runs/{run_id}/logs/", params={"limit": 10_000}).json()
             assert sorted(e["message"] for e in logs) == sorted(
-                f"{n}:{i}" for n in writers for i in range(0, reports, 10))
+                f"{n}:{i}" for n in writers for i in range(0, reports, 10)
+            )
 
 
 def test_serve_runs_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
@@ -464,12 +552,22 @@ def test_serve_runs_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path: Path
         port = probe.getsockname()[1]
     secret = "cli-secret-token"
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "RAYDRIVE_SERVICE_TOKEN": secret,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    code = ("import sys; from raydrive.service.server import serve; "
-            "serve(port=int(sys.argv[1]), db=sys.argv[2], access_log=True)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(port), str(tmp_path / "cli.db")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "RAYDRIVE_SERVICE_TOKEN": secret,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    code = (
+        "import sys; from raydrive.service.server import serve; "
+        "serve(port=int(sys.argv[1]), db=sys.argv[2], access_log=True)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(port), str(tmp_path / "cli.db")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         auth = {"Authorization": f"Bearer {secret}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=5) as http:

@@ -47,8 +47,10 @@ def client(service: ServiceServer) -> Iterator[PipelineServiceClient]:
         yield c
 
 
-ACTIONS = [{"name": "download", "entrypoint": "plugin.Download"},
-           {"name": "train", "entrypoint": "plugin.Train"}]
+ACTIONS = [
+    {"name": "download", "entrypoint": "plugin.Download"},
+    {"name": "train", "entrypoint": "plugin.Train"},
+]
 
 
 def _free_port() -> int:
@@ -70,28 +72,38 @@ def test_every_endpoint_through_the_sync_client(client: PipelineServiceClient) -
     assert client.get_run(run.id) == run
 
     running = client.report_progress(
-        run.id, status=RunStatus.RUNNING, current_action="download", current_action_index=0,
-        action_progress=ActionProgress(name="download", status="running", progress=0.5))
+        run.id,
+        status=RunStatus.RUNNING,
+        current_action="download",
+        current_action_index=0,
+        action_progress=ActionProgress(name="download", status="running", progress=0.5),
+    )
     assert running.status is RunStatus.RUNNING and running.started_at is not None
-    client.report_progress(run.id, action_progress={"name": "download", "status": "completed",
-                                                    "progress": 1.0})
+    client.report_progress(
+        run.id, action_progress={"name": "download", "status": "completed", "progress": 1.0}
+    )
     progress = client.get_progress(run.id)
     assert isinstance(progress, PipelineProgress)
     assert progress.overall_progress == 0.5 and progress.actions[0].completed_at is not None
     assert run.id in [r.id for r in client.list_runs(RunStatus.RUNNING)]
 
     assert client.get_latest_checkpoint(run.id) is None
-    first = client.create_checkpoint(run.id, "download", 0, params_snapshot={"path": "/d"},
-                                     result={"files": 3}, artifacts_path="/a")
+    first = client.create_checkpoint(
+        run.id, "download", 0, params_snapshot={"path": "/d"}, result={"files": 3}, artifacts_path="/a"
+    )
     assert (first.action_name, first.params_snapshot, first.result) == (
-        "download", {"path": "/d"}, {"files": 3})
+        "download",
+        {"path": "/d"},
+        {"files": 3},
+    )
     assert client.list_checkpoints(run.id) == [first]
     assert client.get_latest_checkpoint(run.id) == first
     assert client.get_checkpoint(run.id, "download") == first
     assert client.get_checkpoint(run.id, "train") is None
 
-    stored = client.append_logs(run.id, [{"message": "hello", "action_name": "download"},
-                                         {"message": "careful", "level": "warning"}])
+    stored = client.append_logs(
+        run.id, [{"message": "hello", "action_name": "download"}, {"message": "careful", "level": "warning"}]
+    )
     assert [e.message for e in stored] == ["hello", "careful"]
     assert [e.message for e in client.list_logs(run.id, level="warning")] == ["careful"]
     assert [e.message for e in client.list_logs(run.id, action_name="download")] == ["hello"]
@@ -102,8 +114,7 @@ def test_every_endpoint_through_the_sync_client(client: PipelineServiceClient) -
     assert (done.status, done.result, done.error) == (RunStatus.COMPLETED, {"acc": 0.9}, None)
     cleared = client.update_run(run.id, error=None)
     assert cleared.status is RunStatus.COMPLETED
-    assert [p.status for p in client.stream_progress(run.id, timeout=5)] == [
-        RunStatus.COMPLETED]
+    assert [p.status for p in client.stream_progress(run.id, timeout=5)] == [RunStatus.COMPLETED]
 
     client.delete_run(run.id)
     with pytest.raises(JobNotFoundError):
@@ -133,8 +144,7 @@ def test_every_endpoint_through_the_async_client(service: ServiceServer) -> None
 
             follower = asyncio.create_task(follow())
             await client.report_progress(run.id, status="running", current_action="download")
-            await client.report_progress(run.id, action_progress={"name": "download",
-                                                                  "status": "completed"})
+            await client.report_progress(run.id, action_progress={"name": "download", "status": "completed"})
             assert (await client.get_progress(run.id)).completed_actions == 1
             checkpoint = await client.create_checkpoint(run.id, "download", 0)
             assert await client.list_checkpoints(run.id) == [checkpoint]
@@ -148,8 +158,7 @@ def test_every_endpoint_through_the_async_client(service: ServiceServer) -> None
             ids = [e.id for e in events]
             assert ids == sorted(set(ids)) and ids[-1] == 4
             assert (events[-1].event, events[-1].progress.error) == ("failed", "oom")
-            assert [p.status async for p in client.stream_progress(run.id)] == [
-                RunStatus.FAILED]
+            assert [p.status async for p in client.stream_progress(run.id)] == [RunStatus.FAILED]
 
             await client.delete_run(run.id)
             with pytest.raises(JobNotFoundError):
@@ -193,8 +202,7 @@ def test_an_unreachable_service_says_where_and_how_to_start_one() -> None:
     assert isinstance(unavailable.value, ConnectionError)
 
 
-def test_the_token_is_sent_but_never_shown(tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_token_is_sent_but_never_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "tok-123-secret"
     with start_service(db=tmp_path / "auth.db", token=secret) as svc:
         with PipelineServiceClient(svc.url, token="wrong-token-456") as wrong:
@@ -220,12 +228,11 @@ def test_close_and_context_manager(service: ServiceServer) -> None:
 
 # -- streams ----------------------------------------------------------------------------------
 
-def test_stream_resumes_across_a_service_restart_delivering_each_event_once(
-        tmp_path: Path) -> None:
+
+def test_stream_resumes_across_a_service_restart_delivering_each_event_once(tmp_path: Path) -> None:
     db = tmp_path / "restart.db"
     first = start_service(db=db)
-    client = PipelineServiceClient(first.url, backoff=0.05, max_backoff=0.2,
-                                   reconnect_timeout=15)
+    client = PipelineServiceClient(first.url, backoff=0.05, max_backoff=0.2, reconnect_timeout=15)
     pipeline = client.create_pipeline("p", ACTIONS)
     run_id = client.create_run(pipeline.id).id
     received: list[ProgressEvent] = []
@@ -250,20 +257,24 @@ def test_stream_resumes_across_a_service_restart_delivering_each_event_once(
     try:
         wait_for_id(1)
         client.report_progress(run_id, status="running", current_action="download")
-        client.report_progress(run_id, action_progress={"name": "download", "progress": 0.5,
-                                                        "status": "running"})
+        client.report_progress(
+            run_id, action_progress={"name": "download", "progress": 0.5, "status": "running"}
+        )
         wait_for_id(3)
         first.stop()
         # While no service runs, two changes land in the database (as from another process).
         offline = SQLiteStore(db)
-        offline.report_progress(run_id, ProgressReport(action_progress=ActionProgress(
-            name="download", status="completed", progress=1.0)))
+        offline.report_progress(
+            run_id,
+            ProgressReport(action_progress=ActionProgress(name="download", status="completed", progress=1.0)),
+        )
         offline.report_progress(run_id, ProgressReport(current_action="train"))
         offline.close()
         second = ServiceServer(port=first.port, db=db).start()
         try:
-            client.report_progress(run_id, action_progress={"name": "train", "progress": 1.0,
-                                                            "status": "completed"})
+            client.report_progress(
+                run_id, action_progress={"name": "train", "progress": 1.0, "status": "completed"}
+            )
             client.update_run(run_id, status="completed")
             follower.join(20)
         finally:
@@ -285,12 +296,10 @@ def test_stream_from_a_given_event_id(client: PipelineServiceClient) -> None:
     client.report_progress(run_id, current_action="train")
     client.update_run(run_id, status="completed")
     events = list(client.stream_events(run_id, last_event_id=2, timeout=5))
-    assert [(e.id, e.event, e.terminal) for e in events] == [(3, "progress", False),
-                                                             (4, "completed", True)]
+    assert [(e.id, e.event, e.terminal) for e in events] == [(3, "progress", False), (4, "completed", True)]
 
 
-def test_stream_timeout_holds_although_pings_keep_the_connection_alive(
-        client: PipelineServiceClient) -> None:
+def test_stream_timeout_holds_although_pings_keep_the_connection_alive(client: PipelineServiceClient) -> None:
     run_id = client.create_run(client.create_pipeline("p", ACTIONS).id).id
     seen: list[ProgressEvent] = []
     started = time.monotonic()
@@ -318,8 +327,12 @@ def test_async_stream_timeout_holds_too(service: ServiceServer) -> None:
 # -- retry policy, with scripted failures -------------------------------------------------------
 
 RUN_JSON = {"id": "r1", "pipeline_id": "p1", "created_at": "2024-01-01T00:00:00+00:00"}
-PIPELINE_JSON = {"id": "p1", "name": "p", "actions": [{"name": "a"}],
-                 "created_at": "2024-01-01T00:00:00+00:00"}
+PIPELINE_JSON = {
+    "id": "p1",
+    "name": "p",
+    "actions": [{"name": "a"}],
+    "created_at": "2024-01-01T00:00:00+00:00",
+}
 
 
 class Script:
@@ -340,8 +353,9 @@ class Script:
         raise step("scripted failure", request=request)
 
     def client(self, **options: object) -> PipelineServiceClient:
-        return PipelineServiceClient("http://service.test", transport=httpx.MockTransport(self),
-                                     backoff=0.001, **options)
+        return PipelineServiceClient(
+            "http://service.test", transport=httpx.MockTransport(self), backoff=0.001, **options
+        )
 
 
 def test_reads_retry_5xx_and_connection_errors_then_succeed() -> None:
@@ -409,8 +423,8 @@ def test_async_client_retries_the_same_way() -> None:
 
     async def scenario() -> str:
         async with AsyncPipelineServiceClient(
-                "http://service.test", transport=httpx.MockTransport(script),
-                backoff=0.001) as client:
+            "http://service.test", transport=httpx.MockTransport(script), backoff=0.001
+        ) as client:
             return (await client.get_run("r1")).id
 
     assert asyncio.run(scenario()) == "r1"

@@ -19,28 +19,35 @@ from raydrive.core.pipeline import (
 
 
 def test_status_words_are_the_contracts() -> None:
-    assert [s.value for s in RunStatus] == ["pending", "running", "completed", "failed",
-                                            "cancelled"]
-    assert [s.value for s in ActionStatus] == ["pending", "running", "completed", "failed",
-                                               "skipped"]
+    assert [s.value for s in RunStatus] == ["pending", "running", "completed", "failed", "cancelled"]
+    assert [s.value for s in ActionStatus] == ["pending", "running", "completed", "failed", "skipped"]
     assert RunStatus("completed") is RunStatus.COMPLETED
     assert RunStatus.RUNNING == "running"
     assert str(RunStatus.FAILED) == "failed"
 
 
-@pytest.mark.parametrize(("status", "terminal"), [
-    (RunStatus.PENDING, False), (RunStatus.RUNNING, False), (RunStatus.COMPLETED, True),
-    (RunStatus.FAILED, True), (RunStatus.CANCELLED, True),
-])
+@pytest.mark.parametrize(
+    ("status", "terminal"),
+    [
+        (RunStatus.PENDING, False),
+        (RunStatus.RUNNING, False),
+        (RunStatus.COMPLETED, True),
+        (RunStatus.FAILED, True),
+        (RunStatus.CANCELLED, True),
+    ],
+)
 def test_run_status_is_terminal(status: RunStatus, terminal: bool) -> None:
     assert status.is_terminal() is terminal
 
 
 def _progress(*entries: tuple[str, float]) -> PipelineProgress:
-    return PipelineProgress(run_id="r", progress=[
-        ActionProgress(name=f"a{i}", status=status, progress=fraction)
-        for i, (status, fraction) in enumerate(entries)
-    ])
+    return PipelineProgress(
+        run_id="r",
+        progress=[
+            ActionProgress(name=f"a{i}", status=status, progress=fraction)
+            for i, (status, fraction) in enumerate(entries)
+        ],
+    )
 
 
 def test_overall_progress_counts_done_actions_whole_and_running_ones_by_fraction() -> None:
@@ -69,8 +76,11 @@ def test_action_progress_bounds_are_validated() -> None:
 
 def test_timestamps_serialize_with_a_utc_offset_and_naive_times_are_utc() -> None:
     local = timezone(timedelta(hours=2))
-    entry = ActionProgress(name="a", started_at=datetime(2024, 5, 1, 12, 0, tzinfo=local),
-                           completed_at=datetime(2024, 5, 1, 12, 30))
+    entry = ActionProgress(
+        name="a",
+        started_at=datetime(2024, 5, 1, 12, 0, tzinfo=local),
+        completed_at=datetime(2024, 5, 1, 12, 30),
+    )
     data = json.loads(entry.model_dump_json())
     assert data["started_at"] == "2024-05-01T10:00:00+00:00"
     assert data["completed_at"] == "2024-05-01T12:30:00+00:00"

@@ -58,8 +58,12 @@ class SSE:
             frame = self.next()
             assert frame is not None, "the stream ended"
             if "comment" not in frame:
-                return {"id": int(frame["id"]), "event": frame["event"],
-                        "data": json.loads(frame["data"]), "raw": frame["data"]}
+                return {
+                    "id": int(frame["id"]),
+                    "event": frame["event"],
+                    "data": json.loads(frame["data"]),
+                    "raw": frame["data"],
+                }
 
     def events_until_end(self) -> list[dict[str, Any]]:
         events = []
@@ -68,13 +72,15 @@ class SSE:
             if frame is None:
                 return events
             if "comment" not in frame:
-                events.append({"id": int(frame["id"]), "event": frame["event"],
-                               "data": json.loads(frame["data"])})
+                events.append(
+                    {"id": int(frame["id"]), "event": frame["event"], "data": json.loads(frame["data"])}
+                )
 
 
 def _run(http: httpx.Client, actions: tuple[str, ...] = ("a", "b")) -> str:
-    pipeline = http.post("/api/v1/pipelines/", json={
-        "name": "p", "actions": [{"name": n} for n in actions]}).json()
+    pipeline = http.post(
+        "/api/v1/pipelines/", json={"name": "p", "actions": [{"name": n} for n in actions]}
+    ).json()
     return http.post(f"/api/v1/pipelines/{pipeline['id']}/runs/", json={}).json()["id"]
 
 
@@ -96,8 +102,13 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 def test_first_event_is_the_current_state_sent_at_once(http: httpx.Client) -> None:
     run_id = _run(http)
-    _report(http, run_id, status="running", current_action="a",
-            action_progress={"name": "a", "status": "running", "progress": 0.25})
+    _report(
+        http,
+        run_id,
+        status="running",
+        current_action="a",
+        action_progress={"name": "a", "status": "running", "progress": 0.25},
+    )
     started = time.monotonic()
     with http.stream("GET", _stream_url(run_id)) as response:
         assert response.status_code == 200
@@ -112,15 +123,18 @@ def test_first_event_is_the_current_state_sent_at_once(http: httpx.Client) -> No
 
 
 def test_every_change_arrives_in_order_and_the_terminal_event_ends_the_stream(
-        http: httpx.Client, service: ServiceServer) -> None:
+    http: httpx.Client, service: ServiceServer
+) -> None:
     run_id = _run(http)
     steps: list[dict[str, Any]] = [
         {"status": "running", "current_action": "a", "current_action_index": 0},
-        *({"action_progress": {"name": "a", "status": "running", "progress": i / 10}}
-          for i in range(1, 10)),
+        *({"action_progress": {"name": "a", "status": "running", "progress": i / 10}} for i in range(1, 10)),
         {"action_progress": {"name": "a", "status": "completed", "progress": 1.0}},
-        {"current_action": "b", "current_action_index": 1,
-         "action_progress": {"name": "b", "status": "running", "progress": 0.5}},
+        {
+            "current_action": "b",
+            "current_action_index": 1,
+            "action_progress": {"name": "b", "status": "running", "progress": 0.5},
+        },
         {"status": "completed"},
     ]
     with http.stream("GET", _stream_url(run_id)) as response:
@@ -145,8 +159,7 @@ def test_every_change_arrives_in_order_and_the_terminal_event_ends_the_stream(
 
 
 @pytest.mark.parametrize("status", ["failed", "cancelled"])
-def test_failed_and_cancelled_runs_end_with_their_own_event_name(http: httpx.Client,
-                                                                 status: str) -> None:
+def test_failed_and_cancelled_runs_end_with_their_own_event_name(http: httpx.Client, status: str) -> None:
     run_id = _run(http)
     with http.stream("GET", _stream_url(run_id)) as response:
         sse = SSE(response)
@@ -154,11 +167,11 @@ def test_failed_and_cancelled_runs_end_with_their_own_event_name(http: httpx.Cli
         http.patch(f"/api/v1/runs/{run_id}", json={"status": status, "error": "why"})
         events = sse.events_until_end()
     assert [(e["event"], e["data"]["status"], e["data"]["error"]) for e in events] == [
-        (status, status, "why")]
+        (status, status, "why")
+    ]
 
 
-def test_reconnecting_with_last_event_id_misses_nothing_and_repeats_nothing(
-        http: httpx.Client) -> None:
+def test_reconnecting_with_last_event_id_misses_nothing_and_repeats_nothing(http: httpx.Client) -> None:
     run_id = _run(http)
     _report(http, run_id, status="running")
     _report(http, run_id, current_action="a")
@@ -168,10 +181,8 @@ def test_reconnecting_with_last_event_id_misses_nothing_and_repeats_nothing(
     assert seen[0]["id"] == 3
     # While disconnected, three changes happen.
     for i in range(3):
-        _report(http, run_id, action_progress={"name": "a", "status": "running",
-                                               "progress": (i + 1) / 4})
-    with http.stream("GET", _stream_url(run_id),
-                     headers={"Last-Event-ID": str(seen[-1]["id"])}) as response:
+        _report(http, run_id, action_progress={"name": "a", "status": "running", "progress": (i + 1) / 4})
+    with http.stream("GET", _stream_url(run_id), headers={"Last-Event-ID": str(seen[-1]["id"])}) as response:
         sse = SSE(response)
         replayed = [sse.next_event() for _ in range(3)]
         _report(http, run_id, status="completed")
@@ -204,8 +215,7 @@ def test_a_quiet_stream_gets_ping_comments(http: httpx.Client) -> None:
     assert PING_INTERVAL * 1.5 < elapsed < PING_INTERVAL * 2 + 1.0
 
 
-def test_the_server_frees_streams_whose_clients_went_away(service: ServiceServer,
-                                                          http: httpx.Client) -> None:
+def test_the_server_frees_streams_whose_clients_went_away(service: ServiceServer, http: httpx.Client) -> None:
     run_id = _run(http)
     state = service.app.state
     _wait_for(lambda: state.active_streams == 0)
@@ -254,8 +264,9 @@ def test_event_ids_continue_after_a_restart(tmp_path: Path) -> None:
             before = SSE(response).next_event()
     with start_service(db=db) as second, httpx.Client(base_url=second.url) as http:
         _report(http, run_id, current_action="b")
-        with http.stream("GET", _stream_url(run_id),
-                         headers={"Last-Event-ID": str(before["id"])}) as response:
+        with http.stream(
+            "GET", _stream_url(run_id), headers={"Last-Event-ID": str(before["id"])}
+        ) as response:
             sse = SSE(response)
             after = sse.next_event()
             http.patch(f"/api/v1/runs/{run_id}", json={"status": "completed"})

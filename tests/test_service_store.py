@@ -38,8 +38,7 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
 
 
 def _run(store: SQLiteStore, actions: tuple[str, ...] = ("a", "b")) -> str:
-    pipeline = store.create_pipeline(
-        PipelineCreate(name="p", actions=[ActionSpec(name=n) for n in actions]))
+    pipeline = store.create_pipeline(PipelineCreate(name="p", actions=[ActionSpec(name=n) for n in actions]))
     return store.create_run(pipeline.id, RunCreate(params={"k": 1})).id
 
 
@@ -76,13 +75,18 @@ def test_a_terminal_run_never_changes_status(store: SQLiteStore) -> None:
 
 def test_action_progress_replaces_by_name_and_keeps_its_times(store: SQLiteStore) -> None:
     run = store.get_run(_run(store))
-    started = apply_progress(run, ProgressReport(
-        action_progress=ActionProgress(name="a", status="running", progress=0.3)), NOW)
+    started = apply_progress(
+        run, ProgressReport(action_progress=ActionProgress(name="a", status="running", progress=0.3)), NOW
+    )
     assert [e.name for e in started.progress] == ["a", "b"]
     assert started.progress[0].started_at == NOW and started.progress[0].progress == 0.3
-    done = apply_progress(started, ProgressReport(
-        action_progress=ActionProgress(name="a", status="completed", progress=1.0,
-                                       metrics={"loss": 0.1})), LATER)
+    done = apply_progress(
+        started,
+        ProgressReport(
+            action_progress=ActionProgress(name="a", status="completed", progress=1.0, metrics={"loss": 0.1})
+        ),
+        LATER,
+    )
     entry = done.progress[0]
     assert (entry.started_at, entry.completed_at, entry.metrics) == (NOW, LATER, {"loss": 0.1})
     # The rules return a new run and leave the one they were given alone.
@@ -90,8 +94,9 @@ def test_action_progress_replaces_by_name_and_keeps_its_times(store: SQLiteStore
     assert started.progress[0].completed_at is None and run.progress[0].started_at is None
     added = apply_progress(done, ProgressReport(action_progress=ActionProgress(name="c")), LATER)
     assert [e.name for e in added.progress] == ["a", "b", "c"]
-    skipped = apply_progress(done, ProgressReport(
-        action_progress=ActionProgress(name="b", status="skipped")), LATER)
+    skipped = apply_progress(
+        done, ProgressReport(action_progress=ActionProgress(name="b", status="skipped")), LATER
+    )
     assert skipped.progress[1].started_at is None and skipped.progress[1].completed_at == LATER
 
 
@@ -100,8 +105,9 @@ def test_runs_checkpoints_logs_and_event_numbers_survive_reopening(tmp_path: Pat
     first = SQLiteStore(path)
     run_id = _run(first)
     first.report_progress(run_id, ProgressReport(status="running"))
-    first.create_checkpoint(run_id, CheckpointCreate(action_name="a", action_index=0,
-                                                     params_snapshot={"x": 1}))
+    first.create_checkpoint(
+        run_id, CheckpointCreate(action_name="a", action_index=0, params_snapshot={"x": 1})
+    )
     first.append_logs(run_id, [LogEntryCreate(message="hello", action_name="a")])
     first.close()
 
@@ -113,7 +119,9 @@ def test_runs_checkpoints_logs_and_event_numbers_survive_reopening(tmp_path: Pat
         assert second.latest_event(run_id).seq == 2
         second.report_progress(run_id, ProgressReport(status="completed"))
         assert [(e.seq, e.event) for e in second.events_after(run_id, 1)] == [
-            (2, "progress"), (3, "completed")]
+            (2, "progress"),
+            (3, "completed"),
+        ]
     finally:
         second.close()
 
@@ -139,8 +147,12 @@ def test_concurrent_writers_in_two_stores_on_one_file_never_hit_locked(tmp_path:
         store = stores[n % 2]
         try:
             for i in range(50):
-                store.report_progress(run_id, ProgressReport(action_progress=ActionProgress(
-                    name=f"a{n}", status="running", metrics={"i": i})))
+                store.report_progress(
+                    run_id,
+                    ProgressReport(
+                        action_progress=ActionProgress(name=f"a{n}", status="running", metrics={"i": i})
+                    ),
+                )
                 store.append_logs(run_id, [LogEntryCreate(message=f"{n}-{i}")])
         except BaseException as exc:
             errors.append(exc)
@@ -200,8 +212,7 @@ def test_deleting_a_pipeline_deletes_its_runs_and_their_data(store: SQLiteStore)
     assert rows == 0
 
 
-def test_latest_checkpoint_tells_a_missing_run_from_a_missing_checkpoint(
-        store: SQLiteStore) -> None:
+def test_latest_checkpoint_tells_a_missing_run_from_a_missing_checkpoint(store: SQLiteStore) -> None:
     run_id = _run(store)
     with pytest.raises(RecordNotFoundError) as none_yet:
         store.latest_checkpoint(run_id)
@@ -210,15 +221,17 @@ def test_latest_checkpoint_tells_a_missing_run_from_a_missing_checkpoint(
         store.latest_checkpoint("nope")
     assert no_run.value.kind == "run"
     first = store.create_checkpoint(run_id, CheckpointCreate(action_name="a", action_index=0))
-    second = store.create_checkpoint(run_id, CheckpointCreate(action_name="b", action_index=1,
-                                                              status=ActionStatus.FAILED))
+    second = store.create_checkpoint(
+        run_id, CheckpointCreate(action_name="b", action_index=1, status=ActionStatus.FAILED)
+    )
     assert int(second.id) > int(first.id)
     assert store.latest_checkpoint(run_id).id == second.id
     assert store.latest_checkpoint(run_id, "a").id == first.id
 
 
 def test_default_db_path_is_under_home_unless_overridden(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("RAYDRIVE_SERVICE_DB", raising=False)
     assert default_db_path() == Path.home() / ".raydrive" / "pipelines.db"
     monkeypatch.setenv("RAYDRIVE_SERVICE_DB", str(tmp_path / "x.db"))

@@ -128,8 +128,11 @@ class _BearerAuth:
         if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token):
             await self.app(scope, receive, send)
             return
-        response = JSONResponse({"detail": "missing or invalid bearer token"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
+        response = JSONResponse(
+            {"detail": "missing or invalid bearer token"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
         await response(scope, receive, send)
 
 
@@ -143,8 +146,7 @@ class _Routes:
         def register(endpoint: _Endpoint) -> _Endpoint:
             twin = path[:-1] if path.endswith("/") else f"{path}/"
             self.app.add_api_route(path, endpoint, methods=[method], **options)
-            self.app.add_api_route(twin, endpoint, methods=[method], include_in_schema=False,
-                                   **options)
+            self.app.add_api_route(twin, endpoint, methods=[method], include_in_schema=False, **options)
             return endpoint
 
         return register
@@ -159,8 +161,13 @@ def _encode(event: RunEvent) -> bytes:
     return f"id: {event.seq}\nevent: {event.event}\ndata: {event.data}\n\n".encode()
 
 
-def create_app(store: PipelineStore | None = None, *, db_path: str | os.PathLike[str] | None = None,
-               token: str | None = None, ping_interval: float = 15.0) -> FastAPI:
+def create_app(
+    store: PipelineStore | None = None,
+    *,
+    db_path: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+    ping_interval: float = 15.0,
+) -> FastAPI:
     """Build the pipeline service application.
 
     :param store: the storage; by default a :class:`SQLiteStore` on ``db_path``, which the app
@@ -185,8 +192,7 @@ def create_app(store: PipelineStore | None = None, *, db_path: str | os.PathLike
         if owns_store:
             the_store.close()
 
-    app = FastAPI(title="raydrive pipeline service", version="1", lifespan=lifespan,
-                  redirect_slashes=False)
+    app = FastAPI(title="raydrive pipeline service", version="1", lifespan=lifespan, redirect_slashes=False)
     app.state.store = the_store
     app.state.broker = broker
     app.state.active_streams = 0
@@ -218,8 +224,7 @@ def create_app(store: PipelineStore | None = None, *, db_path: str | os.PathLike
         return _json(await in_thread(the_store.create_pipeline, body))
 
     @route("GET", "/api/v1/pipelines/", response_model=list[Pipeline])
-    async def list_pipelines(skip: int = Query(0, ge=0),
-                             limit: int = Query(100, ge=1, le=1000)) -> Response:
+    async def list_pipelines(skip: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> Response:
         """Pipelines, newest first."""
         return _json_list(Pipeline, await in_thread(the_store.list_pipelines, skip, limit))
 
@@ -243,8 +248,11 @@ def create_app(store: PipelineStore | None = None, *, db_path: str | os.PathLike
     # -- runs
 
     @route("GET", "/api/v1/runs/", response_model=list[Run])
-    async def list_runs(status_filter: RunStatus | None = None, skip: int = Query(0, ge=0),
-                        limit: int = Query(100, ge=1, le=1000)) -> Response:
+    async def list_runs(
+        status_filter: RunStatus | None = None,
+        skip: int = Query(0, ge=0),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> Response:
         """Runs, newest first."""
         return _json_list(Run, await in_thread(the_store.list_runs, status_filter, skip, limit))
 
@@ -301,13 +309,16 @@ def create_app(store: PipelineStore | None = None, *, db_path: str | os.PathLike
                 latest = await in_thread(the_store.latest_event, run_id)
                 if latest.terminal and latest.seq <= last_event_id:
                     # The client saw the end already: nothing more will ever come.
-                    return StreamingResponse(iter(()), media_type="text/event-stream",
-                                             headers=_STREAM_HEADERS)
-        return StreamingResponse(_events(request, run_id, first, after),
-                                 media_type="text/event-stream", headers=_STREAM_HEADERS)
+                    return StreamingResponse(
+                        iter(()), media_type="text/event-stream", headers=_STREAM_HEADERS
+                    )
+        return StreamingResponse(
+            _events(request, run_id, first, after), media_type="text/event-stream", headers=_STREAM_HEADERS
+        )
 
-    async def _events(request: Request, run_id: str, batch: list[RunEvent],
-                      last: int) -> AsyncIterator[bytes]:
+    async def _events(
+        request: Request, run_id: str, batch: list[RunEvent], last: int
+    ) -> AsyncIterator[bytes]:
         app.state.active_streams += 1
         try:
             while True:
@@ -366,12 +377,22 @@ def create_app(store: PipelineStore | None = None, *, db_path: str | os.PathLike
         return _json_list(LogEntry, await in_thread(the_store.append_logs, run_id, body.entries))
 
     @route("GET", "/api/v1/runs/{run_id}/logs/", response_model=list[LogEntry])
-    async def list_logs(run_id: str, action_name: str | None = None,
-                        level: LogLevel | None = None, since: datetime | None = None,
-                        limit: int = Query(1000, ge=1, le=10_000)) -> Response:
+    async def list_logs(
+        run_id: str,
+        action_name: str | None = None,
+        level: LogLevel | None = None,
+        since: datetime | None = None,
+        limit: int = Query(1000, ge=1, le=10_000),
+    ) -> Response:
         """Log entries, oldest first; ``since`` keeps those stamped after that time."""
-        entries = await in_thread(the_store.list_logs, run_id, action_name=action_name,
-                             level=level.value if level else None, since=since, limit=limit)
+        entries = await in_thread(
+            the_store.list_logs,
+            run_id,
+            action_name=action_name,
+            level=level.value if level else None,
+            since=since,
+            limit=limit,
+        )
         return _json_list(LogEntry, entries)
 
     return app

@@ -107,6 +107,7 @@ class ProgressEvent:
 
 # -- the requests, built once for both clients -------------------------------------------------
 
+
 @dataclass
 class _Call:
     method: str
@@ -163,15 +164,15 @@ class _Api:
         return _Call("GET", "/health", json.loads)
 
     @staticmethod
-    def create_pipeline(name: str, actions: Sequence[ActionSpec | Mapping[str, Any]],
-                        description: str | None) -> _Call:
+    def create_pipeline(
+        name: str, actions: Sequence[ActionSpec | Mapping[str, Any]], description: str | None
+    ) -> _Call:
         body = _body(name=name, actions=list(actions), description=description)
         return _Call("POST", "/api/v1/pipelines/", _PIPELINE, body, idempotent=False)
 
     @staticmethod
     def list_pipelines(skip: int, limit: int) -> _Call:
-        return _Call("GET", "/api/v1/pipelines/", _PIPELINES,
-                     params={"skip": skip, "limit": limit})
+        return _Call("GET", "/api/v1/pipelines/", _PIPELINES, params={"skip": skip, "limit": limit})
 
     @staticmethod
     def get_pipeline(pipeline_id: str) -> _Call:
@@ -182,12 +183,13 @@ class _Api:
         return _Call("DELETE", f"/api/v1/pipelines/{_q(pipeline_id)}")
 
     @staticmethod
-    def create_run(pipeline_id: str, params: Mapping[str, Any] | None,
-                   work_dir: str | os.PathLike[str] | None) -> _Call:
-        body = _body(params=dict(params or {}),
-                     work_dir=os.fspath(work_dir) if work_dir is not None else None)
-        return _Call("POST", f"/api/v1/pipelines/{_q(pipeline_id)}/runs/", _RUN, body,
-                     idempotent=False)
+    def create_run(
+        pipeline_id: str, params: Mapping[str, Any] | None, work_dir: str | os.PathLike[str] | None
+    ) -> _Call:
+        body = _body(
+            params=dict(params or {}), work_dir=os.fspath(work_dir) if work_dir is not None else None
+        )
+        return _Call("POST", f"/api/v1/pipelines/{_q(pipeline_id)}/runs/", _RUN, body, idempotent=False)
 
     @staticmethod
     def list_runs(status: RunStatus | str | None, skip: int, limit: int) -> _Call:
@@ -211,8 +213,7 @@ class _Api:
     @staticmethod
     def report_progress(run_id: str, **fields: Any) -> _Call:
         # Idempotent: a report sets fields and replaces an action entry by name.
-        return _Call("POST", _run_path(run_id, "/progress"), _RUN, _body(**fields),
-                     run_id=run_id)
+        return _Call("POST", _run_path(run_id, "/progress"), _RUN, _body(**fields), run_id=run_id)
 
     @staticmethod
     def get_progress(run_id: str) -> _Call:
@@ -220,8 +221,14 @@ class _Api:
 
     @staticmethod
     def create_checkpoint(run_id: str, **fields: Any) -> _Call:
-        return _Call("POST", _run_path(run_id, "/checkpoints/"), _CHECKPOINT, _body(**fields),
-                     idempotent=False, run_id=run_id)
+        return _Call(
+            "POST",
+            _run_path(run_id, "/checkpoints/"),
+            _CHECKPOINT,
+            _body(**fields),
+            idempotent=False,
+            run_id=run_id,
+        )
 
     @staticmethod
     def list_checkpoints(run_id: str) -> _Call:
@@ -230,25 +237,44 @@ class _Api:
     @staticmethod
     def latest_checkpoint(run_id: str, action_name: str | None) -> _Call:
         tail = "latest" if action_name is None else _q(action_name)
-        return _Call("GET", _run_path(run_id, f"/checkpoints/{tail}"), _CHECKPOINT,
-                     run_id=run_id, absent_ok="checkpoint")
+        return _Call(
+            "GET",
+            _run_path(run_id, f"/checkpoints/{tail}"),
+            _CHECKPOINT,
+            run_id=run_id,
+            absent_ok="checkpoint",
+        )
 
     @staticmethod
     def append_logs(run_id: str, entries: Sequence[LogEntryCreate | Mapping[str, Any]]) -> _Call:
-        return _Call("POST", _run_path(run_id, "/logs/"), _LOGS, _body(entries=list(entries)),
-                     idempotent=False, run_id=run_id)
+        return _Call(
+            "POST",
+            _run_path(run_id, "/logs/"),
+            _LOGS,
+            _body(entries=list(entries)),
+            idempotent=False,
+            run_id=run_id,
+        )
 
     @staticmethod
-    def list_logs(run_id: str, action_name: str | None, level: str | None,
-                  since: datetime | None, limit: int | None) -> _Call:
-        params = {key: value for key, value in (
-            ("action_name", action_name), ("level", str(level) if level else None),
-            ("since", since.isoformat() if since else None), ("limit", limit),
-        ) if value is not None}
+    def list_logs(
+        run_id: str, action_name: str | None, level: str | None, since: datetime | None, limit: int | None
+    ) -> _Call:
+        params = {
+            key: value
+            for key, value in (
+                ("action_name", action_name),
+                ("level", str(level) if level else None),
+                ("since", since.isoformat() if since else None),
+                ("limit", limit),
+            )
+            if value is not None
+        }
         return _Call("GET", _run_path(run_id, "/logs/"), _LOGS, params=params, run_id=run_id)
 
 
 # -- what both clients share: configuration, retry policy, answers, stream bookkeeping ----------
+
 
 def _detail(response: httpx.Response) -> Any:
     try:
@@ -281,10 +307,19 @@ def _describe(detail: Any) -> str:
 
 
 class _ClientBase:
-    def __init__(self, base_url: str, token: str | None, timeout: float, retries: int,
-                 backoff: float, max_backoff: float, stream_read_timeout: float,
-                 reconnect_timeout: float, http_factory: Callable[..., Any],
-                 transport: Any) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        timeout: float,
+        retries: int,
+        backoff: float,
+        max_backoff: float,
+        stream_read_timeout: float,
+        reconnect_timeout: float,
+        http_factory: Callable[..., Any],
+        transport: Any,
+    ) -> None:
         self.base_url = str(base_url).rstrip("/")
         self.retries = max(0, retries)
         self.backoff = backoff
@@ -295,8 +330,11 @@ class _ClientBase:
         self._stream_timeout = httpx.Timeout(timeout, read=stream_read_timeout)
         # The token goes straight into the httpx client's default headers and nowhere else.
         self._http = http_factory(
-            base_url=self.base_url, transport=transport, timeout=httpx.Timeout(timeout),
-            headers={"Authorization": f"Bearer {token}"} if token else {})
+            base_url=self.base_url,
+            transport=transport,
+            timeout=httpx.Timeout(timeout),
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+        )
 
     def __repr__(self) -> str:
         auth = ", token=<set>" if self._authenticated else ""
@@ -306,8 +344,9 @@ class _ClientBase:
         # Jitter spreads the retries of many reporters that failed at the same moment.
         return min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
 
-    def _retryable(self, call: _Call, attempt: int, *, error: Exception | None = None,
-                   status: int | None = None) -> bool:
+    def _retryable(
+        self, call: _Call, attempt: int, *, error: Exception | None = None, status: int | None = None
+    ) -> bool:
         if attempt >= self.retries:
             return False
         if error is not None:
@@ -337,23 +376,26 @@ class _ClientBase:
             if call.parse is None or response.status_code == 204:
                 return None
             return call.parse(response.content)
-        if (call.absent_ok and response.status_code == 404
-                and _missing(response) == call.absent_ok):
+        if call.absent_ok and response.status_code == 404 and _missing(response) == call.absent_ok:
             return None  # e.g. "this run has no checkpoint yet"
         raise self._error(call.method, call.path, response, call.run_id)
 
-    def _error(self, method: str, path: str, response: httpx.Response,
-               run_id: str | None = None) -> ServiceError | JobNotFoundError:
+    def _error(
+        self, method: str, path: str, response: httpx.Response, run_id: str | None = None
+    ) -> ServiceError | JobNotFoundError:
         status = response.status_code
         if status == 404 and run_id is not None and _missing(response) in (None, "run"):
             return JobNotFoundError(
-                f"no pipeline run {run_id!r} on the pipeline service at {self.base_url}",
-                job_id=run_id)
+                f"no pipeline run {run_id!r} on the pipeline service at {self.base_url}", job_id=run_id
+            )
         detail = _detail(response)
         hint = f" (set {TOKEN_ENV} or pass token= to the client)" if status == 401 else ""
         return ServiceError(
             f"pipeline service answered {status} to {method} {path}: {_describe(detail)}{hint}",
-            status_code=status, detail=detail, url=f"{self.base_url}{path}")
+            status_code=status,
+            detail=detail,
+            url=f"{self.base_url}{path}",
+        )
 
 
 class _Reconnect(Exception):
@@ -367,8 +409,7 @@ class _Reconnect(Exception):
 class _Stream:
     """Bookkeeping of one progress stream across reconnects (no I/O)."""
 
-    def __init__(self, client: _ClientBase, run_id: str, timeout: float,
-                 last_event_id: int | None) -> None:
+    def __init__(self, client: _ClientBase, run_id: str, timeout: float, last_event_id: int | None) -> None:
         self.client = client
         self.run_id = run_id
         self.timeout = timeout
@@ -386,8 +427,8 @@ class _Stream:
 
     def timed_out(self) -> ExecutionTimeoutError:
         return ExecutionTimeoutError(
-            f"progress stream of run {self.run_id!r} did not end within {self.timeout:g}s",
-            job_id=self.run_id)
+            f"progress stream of run {self.run_id!r} did not end within {self.timeout:g}s", job_id=self.run_id
+        )
 
     def check(self, response: httpx.Response) -> None:
         """Raise unless the stream is open: _Reconnect for a 5xx, the error for others.
@@ -433,8 +474,12 @@ class _Stream:
             raise self.client._unavailable(self.path, error) from error
         delay = min(self.client._delay(self.attempt), self.remaining())
         self.attempt += 1
-        _log.debug("progress stream of run %r lost (%s); reconnecting in %.2fs",
-                    self.run_id, error or "ended early", delay)
+        _log.debug(
+            "progress stream of run %r lost (%s); reconnecting in %.2fs",
+            self.run_id,
+            error or "ended early",
+            delay,
+        )
         return delay
 
 
@@ -479,13 +524,31 @@ class PipelineServiceClient(_ClientBase):
     __doc__ = "Synchronous client of the pipeline service.\n" + _CLIENT_DOC
     _http: httpx.Client
 
-    def __init__(self, base_url: str = DEFAULT_URL, *, token: str | None = None,
-                 timeout: float = 10.0, retries: int = 3, backoff: float = 0.1,
-                 max_backoff: float = 2.0, stream_read_timeout: float = 45.0,
-                 reconnect_timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(base_url, token, timeout, retries, backoff, max_backoff,
-                         stream_read_timeout, reconnect_timeout, httpx.Client, transport)
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 2.0,
+        stream_read_timeout: float = 45.0,
+        reconnect_timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            base_url,
+            token,
+            timeout,
+            retries,
+            backoff,
+            max_backoff,
+            stream_read_timeout,
+            reconnect_timeout,
+            httpx.Client,
+            transport,
+        )
 
     def close(self) -> None:
         """Close the connections."""
@@ -494,8 +557,9 @@ class PipelineServiceClient(_ClientBase):
     def __enter__(self: _Self) -> _Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def _send(self, call: _Call) -> Any:
@@ -520,8 +584,9 @@ class PipelineServiceClient(_ClientBase):
         """``GET /health``: ``{"status": "ok"}`` when the service is up."""
         return self._send(_Api.health())
 
-    def create_pipeline(self, name: str, actions: Sequence[ActionSpec | Mapping[str, Any]],
-                        description: str | None = None) -> Pipeline:
+    def create_pipeline(
+        self, name: str, actions: Sequence[ActionSpec | Mapping[str, Any]], description: str | None = None
+    ) -> Pipeline:
         """Store a pipeline; ``actions`` are ``{"name", "entrypoint"}`` mappings or ActionSpecs."""
         return self._send(_Api.create_pipeline(name, actions, description))
 
@@ -537,13 +602,16 @@ class PipelineServiceClient(_ClientBase):
         """Delete a pipeline and all its runs."""
         self._send(_Api.delete_pipeline(pipeline_id))
 
-    def create_run(self, pipeline_id: str, params: Mapping[str, Any] | None = None,
-                   work_dir: str | os.PathLike[str] | None = None) -> Run:
+    def create_run(
+        self,
+        pipeline_id: str,
+        params: Mapping[str, Any] | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+    ) -> Run:
         """Start a ``pending`` run of the pipeline."""
         return self._send(_Api.create_run(pipeline_id, params, work_dir))
 
-    def list_runs(self, status: RunStatus | str | None = None, skip: int = 0,
-                  limit: int = 100) -> list[Run]:
+    def list_runs(self, status: RunStatus | str | None = None, skip: int = 0, limit: int = 100) -> list[Run]:
         """Runs, newest first, optionally only those with ``status``."""
         return self._send(_Api.list_runs(status, skip, limit))
 
@@ -551,8 +619,9 @@ class PipelineServiceClient(_ClientBase):
         """One run (JobNotFoundError when unknown)."""
         return self._send(_Api.get_run(run_id))
 
-    def update_run(self, run_id: str, *, status: RunStatus | str = UNSET, result: Any = UNSET,
-                   error: str | None = UNSET) -> Run:
+    def update_run(
+        self, run_id: str, *, status: RunStatus | str = UNSET, result: Any = UNSET, error: str | None = UNSET
+    ) -> Run:
         """Set the run's status, result or error (ServiceError 409 when a finished run would
         change status)."""
         return self._send(_Api.update_run(run_id, status=status, result=result, error=error))
@@ -561,31 +630,56 @@ class PipelineServiceClient(_ClientBase):
         """Delete a run with its checkpoints and logs."""
         self._send(_Api.delete_run(run_id))
 
-    def report_progress(self, run_id: str, *, status: RunStatus | str = UNSET,
-                        current_action: str | None = UNSET,
-                        current_action_index: int | None = UNSET,
-                        action_progress: ActionProgress | Mapping[str, Any] = UNSET,
-                        error: str | None = UNSET) -> Run:
+    def report_progress(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus | str = UNSET,
+        current_action: str | None = UNSET,
+        current_action_index: int | None = UNSET,
+        action_progress: ActionProgress | Mapping[str, Any] = UNSET,
+        error: str | None = UNSET,
+    ) -> Run:
         """Report progress; only the arguments given are changed. ``action_progress`` replaces
         the run's entry with the same name."""
-        return self._send(_Api.report_progress(
-            run_id, status=status, current_action=current_action,
-            current_action_index=current_action_index, action_progress=action_progress,
-            error=error))
+        return self._send(
+            _Api.report_progress(
+                run_id,
+                status=status,
+                current_action=current_action,
+                current_action_index=current_action_index,
+                action_progress=action_progress,
+                error=error,
+            )
+        )
 
     def get_progress(self, run_id: str) -> PipelineProgress:
         """The run's progress view."""
         return self._send(_Api.get_progress(run_id))
 
-    def create_checkpoint(self, run_id: str, action_name: str, action_index: int, *,
-                          status: str = "completed",
-                          params_snapshot: Mapping[str, Any] | None = None, result: Any = None,
-                          artifacts_path: str | None = None) -> Checkpoint:
+    def create_checkpoint(
+        self,
+        run_id: str,
+        action_name: str,
+        action_index: int,
+        *,
+        status: str = "completed",
+        params_snapshot: Mapping[str, Any] | None = None,
+        result: Any = None,
+        artifacts_path: str | None = None,
+    ) -> Checkpoint:
         """Store a checkpoint of the run after ``action_name``."""
-        return self._send(_Api.create_checkpoint(
-            run_id, action_name=action_name, action_index=action_index, status=status,
-            params_snapshot=dict(params_snapshot or {}), result=result,
-            artifacts_path=artifacts_path))
+        return self._send(
+            _Api.create_checkpoint(
+                run_id,
+                action_name=action_name,
+                action_index=action_index,
+                status=status,
+                params_snapshot=dict(params_snapshot or {}),
+                result=result,
+                artifacts_path=artifacts_path,
+            )
+        )
 
     def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
         """The run's checkpoints, oldest first."""
@@ -599,21 +693,29 @@ class PipelineServiceClient(_ClientBase):
         """The newest checkpoint of ``action_name`` in the run, or None."""
         return self._send(_Api.latest_checkpoint(run_id, action_name))
 
-    def append_logs(self, run_id: str,
-                    entries: Sequence[LogEntryCreate | Mapping[str, Any]]) -> list[LogEntry]:
+    def append_logs(
+        self, run_id: str, entries: Sequence[LogEntryCreate | Mapping[str, Any]]
+    ) -> list[LogEntry]:
         """Store log entries (``{"message", "level", "action_name"}``) of the run."""
         return self._send(_Api.append_logs(run_id, entries))
 
-    def list_logs(self, run_id: str, *, action_name: str | None = None,
-                  level: str | None = None, since: datetime | None = None,
-                  limit: int | None = None) -> list[LogEntry]:
+    def list_logs(
+        self,
+        run_id: str,
+        *,
+        action_name: str | None = None,
+        level: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[LogEntry]:
         """The run's log entries, oldest first, filtered by the arguments given."""
         return self._send(_Api.list_logs(run_id, action_name, level, since, limit))
 
     # -- streams
 
-    def stream_events(self, run_id: str, *, timeout: float = 3600.0,
-                      last_event_id: int | None = None) -> Iterator[ProgressEvent]:
+    def stream_events(
+        self, run_id: str, *, timeout: float = 3600.0, last_event_id: int | None = None
+    ) -> Iterator[ProgressEvent]:
         """Yield the run's progress events until its terminal event.
 
         The first event is the current state (or, with ``last_event_id``, the first change after
@@ -626,9 +728,9 @@ class PipelineServiceClient(_ClientBase):
         while True:
             error: Exception | None = None
             try:
-                with httpx_sse.connect_sse(self._http, "GET", stream.path,
-                                           headers=stream.headers(),
-                                           timeout=self._stream_timeout) as source:
+                with httpx_sse.connect_sse(
+                    self._http, "GET", stream.path, headers=stream.headers(), timeout=self._stream_timeout
+                ) as source:
                     if not source.response.is_success:
                         source.response.read()
                     stream.check(source.response)
@@ -654,13 +756,31 @@ class AsyncPipelineServiceClient(_ClientBase):
     __doc__ = "Asynchronous (asyncio) client of the pipeline service.\n" + _CLIENT_DOC
     _http: httpx.AsyncClient
 
-    def __init__(self, base_url: str = DEFAULT_URL, *, token: str | None = None,
-                 timeout: float = 10.0, retries: int = 3, backoff: float = 0.1,
-                 max_backoff: float = 2.0, stream_read_timeout: float = 45.0,
-                 reconnect_timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(base_url, token, timeout, retries, backoff, max_backoff,
-                         stream_read_timeout, reconnect_timeout, httpx.AsyncClient, transport)
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 2.0,
+        stream_read_timeout: float = 45.0,
+        reconnect_timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            base_url,
+            token,
+            timeout,
+            retries,
+            backoff,
+            max_backoff,
+            stream_read_timeout,
+            reconnect_timeout,
+            httpx.AsyncClient,
+            transport,
+        )
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -669,8 +789,9 @@ class AsyncPipelineServiceClient(_ClientBase):
     async def __aenter__(self: _Self) -> _Self:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
     async def _send(self, call: _Call) -> Any:
@@ -695,9 +816,9 @@ class AsyncPipelineServiceClient(_ClientBase):
         """``GET /health``: ``{"status": "ok"}`` when the service is up."""
         return await self._send(_Api.health())
 
-    async def create_pipeline(self, name: str,
-                              actions: Sequence[ActionSpec | Mapping[str, Any]],
-                              description: str | None = None) -> Pipeline:
+    async def create_pipeline(
+        self, name: str, actions: Sequence[ActionSpec | Mapping[str, Any]], description: str | None = None
+    ) -> Pipeline:
         """Store a pipeline; ``actions`` are ``{"name", "entrypoint"}`` mappings or ActionSpecs."""
         return await self._send(_Api.create_pipeline(name, actions, description))
 
@@ -713,13 +834,18 @@ class AsyncPipelineServiceClient(_ClientBase):
         """Delete a pipeline and all its runs."""
         await self._send(_Api.delete_pipeline(pipeline_id))
 
-    async def create_run(self, pipeline_id: str, params: Mapping[str, Any] | None = None,
-                         work_dir: str | os.PathLike[str] | None = None) -> Run:
+    async def create_run(
+        self,
+        pipeline_id: str,
+        params: Mapping[str, Any] | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+    ) -> Run:
         """Start a ``pending`` run of the pipeline."""
         return await self._send(_Api.create_run(pipeline_id, params, work_dir))
 
-    async def list_runs(self, status: RunStatus | str | None = None, skip: int = 0,
-                        limit: int = 100) -> list[Run]:
+    async def list_runs(
+        self, status: RunStatus | str | None = None, skip: int = 0, limit: int = 100
+    ) -> list[Run]:
         """Runs, newest first, optionally only those with ``status``."""
         return await self._send(_Api.list_runs(status, skip, limit))
 
@@ -727,43 +853,67 @@ class AsyncPipelineServiceClient(_ClientBase):
         """One run (JobNotFoundError when unknown)."""
         return await self._send(_Api.get_run(run_id))
 
-    async def update_run(self, run_id: str, *, status: RunStatus | str = UNSET,
-                         result: Any = UNSET, error: str | None = UNSET) -> Run:
+    async def update_run(
+        self, run_id: str, *, status: RunStatus | str = UNSET, result: Any = UNSET, error: str | None = UNSET
+    ) -> Run:
         """Set the run's status, result or error (ServiceError 409 when a finished run would
         change status)."""
-        return await self._send(_Api.update_run(run_id, status=status, result=result,
-                                                error=error))
+        return await self._send(_Api.update_run(run_id, status=status, result=result, error=error))
 
     async def delete_run(self, run_id: str) -> None:
         """Delete a run with its checkpoints and logs."""
         await self._send(_Api.delete_run(run_id))
 
-    async def report_progress(self, run_id: str, *, status: RunStatus | str = UNSET,
-                              current_action: str | None = UNSET,
-                              current_action_index: int | None = UNSET,
-                              action_progress: ActionProgress | Mapping[str, Any] = UNSET,
-                              error: str | None = UNSET) -> Run:
+    async def report_progress(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus | str = UNSET,
+        current_action: str | None = UNSET,
+        current_action_index: int | None = UNSET,
+        action_progress: ActionProgress | Mapping[str, Any] = UNSET,
+        error: str | None = UNSET,
+    ) -> Run:
         """Report progress; only the arguments given are changed. ``action_progress`` replaces
         the run's entry with the same name."""
-        return await self._send(_Api.report_progress(
-            run_id, status=status, current_action=current_action,
-            current_action_index=current_action_index, action_progress=action_progress,
-            error=error))
+        return await self._send(
+            _Api.report_progress(
+                run_id,
+                status=status,
+                current_action=current_action,
+                current_action_index=current_action_index,
+                action_progress=action_progress,
+                error=error,
+            )
+        )
 
     async def get_progress(self, run_id: str) -> PipelineProgress:
         """The run's progress view."""
         return await self._send(_Api.get_progress(run_id))
 
-    async def create_checkpoint(self, run_id: str, action_name: str, action_index: int, *,
-                                status: str = "completed",
-                                params_snapshot: Mapping[str, Any] | None = None,
-                                result: Any = None,
-                                artifacts_path: str | None = None) -> Checkpoint:
+    async def create_checkpoint(
+        self,
+        run_id: str,
+        action_name: str,
+        action_index: int,
+        *,
+        status: str = "completed",
+        params_snapshot: Mapping[str, Any] | None = None,
+        result: Any = None,
+        artifacts_path: str | None = None,
+    ) -> Checkpoint:
         """Store a checkpoint of the run after ``action_name``."""
-        return await self._send(_Api.create_checkpoint(
-            run_id, action_name=action_name, action_index=action_index, status=status,
-            params_snapshot=dict(params_snapshot or {}), result=result,
-            artifacts_path=artifacts_path))
+        return await self._send(
+            _Api.create_checkpoint(
+                run_id,
+                action_name=action_name,
+                action_index=action_index,
+                status=status,
+                params_snapshot=dict(params_snapshot or {}),
+                result=result,
+                artifacts_path=artifacts_path,
+            )
+        )
 
     async def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
         """The run's checkpoints, oldest first."""
@@ -777,30 +927,38 @@ class AsyncPipelineServiceClient(_ClientBase):
         """The newest checkpoint of ``action_name`` in the run, or None."""
         return await self._send(_Api.latest_checkpoint(run_id, action_name))
 
-    async def append_logs(self, run_id: str, entries: Sequence[LogEntryCreate | Mapping[str, Any]]
-                          ) -> list[LogEntry]:
+    async def append_logs(
+        self, run_id: str, entries: Sequence[LogEntryCreate | Mapping[str, Any]]
+    ) -> list[LogEntry]:
         """Store log entries (``{"message", "level", "action_name"}``) of the run."""
         return await self._send(_Api.append_logs(run_id, entries))
 
-    async def list_logs(self, run_id: str, *, action_name: str | None = None,
-                        level: str | None = None, since: datetime | None = None,
-                        limit: int | None = None) -> list[LogEntry]:
+    async def list_logs(
+        self,
+        run_id: str,
+        *,
+        action_name: str | None = None,
+        level: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[LogEntry]:
         """The run's log entries, oldest first, filtered by the arguments given."""
         return await self._send(_Api.list_logs(run_id, action_name, level, since, limit))
 
     # -- streams
 
-    async def stream_events(self, run_id: str, *, timeout: float = 3600.0,
-                            last_event_id: int | None = None) -> AsyncIterator[ProgressEvent]:
+    async def stream_events(
+        self, run_id: str, *, timeout: float = 3600.0, last_event_id: int | None = None
+    ) -> AsyncIterator[ProgressEvent]:
         """Yield the run's progress events until its terminal event (see
         :meth:`PipelineServiceClient.stream_events`)."""
         stream = _Stream(self, run_id, timeout, last_event_id)
         while True:
             error: Exception | None = None
             try:
-                async with httpx_sse.aconnect_sse(self._http, "GET", stream.path,
-                                                  headers=stream.headers(),
-                                                  timeout=self._stream_timeout) as source:
+                async with httpx_sse.aconnect_sse(
+                    self._http, "GET", stream.path, headers=stream.headers(), timeout=self._stream_timeout
+                ) as source:
                     if not source.response.is_success:
                         await source.response.aread()
                     stream.check(source.response)
@@ -809,8 +967,7 @@ class AsyncPipelineServiceClient(_ClientBase):
                         while True:
                             try:
                                 # wait_for bounds each read: pings keep reads alive forever.
-                                sse = await asyncio.wait_for(events.__anext__(),
-                                                             stream.remaining())
+                                sse = await asyncio.wait_for(events.__anext__(), stream.remaining())
                             except StopAsyncIteration:
                                 break
                             except asyncio.TimeoutError:
@@ -826,8 +983,7 @@ class AsyncPipelineServiceClient(_ClientBase):
                 error = exc
             await asyncio.sleep(stream.lost(error))
 
-    async def stream_progress(self, run_id: str,
-                              timeout: float = 3600.0) -> AsyncIterator[PipelineProgress]:
+    async def stream_progress(self, run_id: str, timeout: float = 3600.0) -> AsyncIterator[PipelineProgress]:
         """Yield the run's progress view at every change until it finishes."""
         async for event in self.stream_events(run_id, timeout=timeout):
             yield event.progress

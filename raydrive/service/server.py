@@ -65,18 +65,33 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _config(app: FastAPI, host: str, port: int, log_level: str, access_log: bool, *,
-            configure_logging: bool) -> uvicorn.Config:
+def _config(
+    app: FastAPI, host: str, port: int, log_level: str, access_log: bool, *, configure_logging: bool
+) -> uvicorn.Config:
     # In-process, log_config=None leaves the host program's logging configuration alone
     # (uvicorn's default would replace every handler of the process).
     extra = {} if configure_logging else {"log_config": None}
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                          lifespan="on", timeout_graceful_shutdown=5, **extra)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        **extra,
+    )
 
 
-def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          db: str | os.PathLike[str] | None = None, token: str | None = None, *,
-          log_level: str = "info", access_log: bool = False) -> None:
+def serve(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    db: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+    *,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
     """Run the pipeline service in the foreground until interrupted (``raydrive service``).
 
     Returns after Ctrl+C once the service has shut down gracefully (as ``uvicorn.run`` does);
@@ -95,11 +110,17 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
     app = create_app(db_path=db_path, token=token)
     server = _Server(_config(app, host, port, log_level, access_log, configure_logging=True), app)
     has_token = resolve_token(token) is not None
-    _log.info("raydrive pipeline service: database %s, %s", db_path,
-              "bearer token required" if has_token else "no auth")
+    _log.info(
+        "raydrive pipeline service: database %s, %s",
+        db_path,
+        "bearer token required" if has_token else "no auth",
+    )
     if not has_token and not _is_loopback(host):
-        _log.warning("serving on %s without a token: anyone who can reach this port can read "
-                     "and change runs; set RAYDRIVE_SERVICE_TOKEN", host)
+        _log.warning(
+            "serving on %s without a token: anyone who can reach this port can read "
+            "and change runs; set RAYDRIVE_SERVICE_TOKEN",
+            host,
+        )
     # uvicorn shuts down gracefully on Ctrl+C, then re-raises it; stopping is what was asked.
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
@@ -120,10 +141,18 @@ class ServiceServer:
     :param ping_interval: seconds of quiet after which a progress stream sends ``: ping``.
     """
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = 0, *,
-                 db: str | os.PathLike[str] | None = None, store: PipelineStore | None = None,
-                 token: str | None = None, ping_interval: float = 15.0,
-                 log_level: str = "warning", access_log: bool = False) -> None:
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        *,
+        db: str | os.PathLike[str] | None = None,
+        store: PipelineStore | None = None,
+        token: str | None = None,
+        ping_interval: float = 15.0,
+        log_level: str = "warning",
+        access_log: bool = False,
+    ) -> None:
         self.host = host
         self.port = port
         self._db = db
@@ -157,13 +186,19 @@ class ServiceServer:
             raise RuntimeError("this ServiceServer was started already; create a new one")
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]
-        self.app = create_app(self._store, db_path=self._db, token=self._token,
-                              ping_interval=self._ping_interval)
-        config = _config(self.app, self.host, self.port, self._log_level, self._access_log,
-                         configure_logging=False)
+        self.app = create_app(
+            self._store, db_path=self._db, token=self._token, ping_interval=self._ping_interval
+        )
+        config = _config(
+            self.app, self.host, self.port, self._log_level, self._access_log, configure_logging=False
+        )
         self._server = _Server(config, self.app)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name=f"raydrive-service-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [sock]},
+            name=f"raydrive-service-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -184,16 +219,24 @@ class ServiceServer:
     def __enter__(self) -> ServiceServer:
         return self if self._thread is not None else self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
-def start_service(host: str = DEFAULT_HOST, port: int = 0, *,
-                  db: str | os.PathLike[str] | None = None, store: PipelineStore | None = None,
-                  token: str | None = None, ping_interval: float = 15.0,
-                  log_level: str = "warning") -> ServiceServer:
+def start_service(
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+    *,
+    db: str | os.PathLike[str] | None = None,
+    store: PipelineStore | None = None,
+    token: str | None = None,
+    ping_interval: float = 15.0,
+    log_level: str = "warning",
+) -> ServiceServer:
     """Start the pipeline service in a background thread and return the running
     :class:`ServiceServer` (call ``.stop()``, or use it in a ``with`` block)."""
-    return ServiceServer(host, port, db=db, store=store, token=token,
-                         ping_interval=ping_interval, log_level=log_level).start()
+    return ServiceServer(
+        host, port, db=db, store=store, token=token, ping_interval=ping_interval, log_level=log_level
+    ).start()

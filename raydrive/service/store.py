@@ -125,12 +125,20 @@ class PipelineStore(Protocol):
     def list_checkpoints(self, run_id: str) -> list[Checkpoint]: ...
     def latest_checkpoint(self, run_id: str, action_name: str | None = None) -> Checkpoint: ...
     def append_logs(self, run_id: str, entries: list[LogEntryCreate]) -> list[LogEntry]: ...
-    def list_logs(self, run_id: str, *, action_name: str | None = None, level: str | None = None,
-                  since: datetime | None = None, limit: int = 1000) -> list[LogEntry]: ...
+    def list_logs(
+        self,
+        run_id: str,
+        *,
+        action_name: str | None = None,
+        level: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[LogEntry]: ...
     def close(self) -> None: ...
 
 
 # -- the rules of a run's life, shared by every store ------------------------------------------
+
 
 def progress_view(run: Run) -> PipelineProgress:
     """The progress view of ``run`` (what ``GET .../progress`` and the stream send)."""
@@ -181,8 +189,9 @@ def apply_update(run: Run, body: RunUpdate, now: datetime) -> Run | None:
     return None if new == run else new
 
 
-def _merge_action(entries: list[ActionProgress], report: ActionProgress,
-                  now: datetime) -> list[ActionProgress]:
+def _merge_action(
+    entries: list[ActionProgress], report: ActionProgress, now: datetime
+) -> list[ActionProgress]:
     entry = report.model_copy()
     old = next((e for e in entries if e.name == entry.name), None)
     # The reporter may leave the times out: keep the first start, stamp the first finish.
@@ -289,8 +298,13 @@ class SQLiteStore:
     :param event_retention: run events kept per run for stream replay; older ones are pruned.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0,
-                 event_retention: int = 1000) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        busy_timeout: float = 30.0,
+        event_retention: int = 1000,
+    ) -> None:
         self.path = Path(path).expanduser() if path is not None else default_db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout = busy_timeout
@@ -312,8 +326,9 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), never implicit.
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -353,20 +368,21 @@ class SQLiteStore:
         """Store a new pipeline."""
         pipeline = Pipeline(id=str(uuid.uuid4()), created_at=utcnow(), **body.model_dump())
         with self._write() as conn:
-            conn.execute("INSERT INTO pipelines (id, doc) VALUES (?, ?)",
-                         (pipeline.id, pipeline.model_dump_json()))
+            conn.execute(
+                "INSERT INTO pipelines (id, doc) VALUES (?, ?)", (pipeline.id, pipeline.model_dump_json())
+            )
         return pipeline
 
     def list_pipelines(self, skip: int = 0, limit: int = 100) -> list[Pipeline]:
         """Pipelines, newest first."""
         rows = self._reader().execute(
-            "SELECT doc FROM pipelines ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, skip))
+            "SELECT doc FROM pipelines ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, skip)
+        )
         return [Pipeline.model_validate_json(doc) for (doc,) in rows]
 
     def get_pipeline(self, pipeline_id: str) -> Pipeline:
         """The pipeline, or :class:`RecordNotFoundError`."""
-        row = self._reader().execute(
-            "SELECT doc FROM pipelines WHERE id = ?", (pipeline_id,)).fetchone()
+        row = self._reader().execute("SELECT doc FROM pipelines WHERE id = ?", (pipeline_id,)).fetchone()
         if row is None:
             raise RecordNotFoundError("pipeline", pipeline_id)
         return Pipeline.model_validate_json(row[0])
@@ -394,26 +410,28 @@ class SQLiteStore:
         with self._write() as conn:
             try:
                 conn.execute(
-                    "INSERT INTO runs (id, pipeline_id, status, event_seq, doc)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (run.id, run.pipeline_id, run.status.value, event.seq, run.model_dump_json()))
+                    "INSERT INTO runs (id, pipeline_id, status, event_seq, doc) VALUES (?, ?, ?, ?, ?)",
+                    (run.id, run.pipeline_id, run.status.value, event.seq, run.model_dump_json()),
+                )
             except sqlite3.IntegrityError:
                 # The pipeline was deleted between the read above and this write.
                 raise RecordNotFoundError("pipeline", pipeline_id) from None
-            conn.execute("INSERT INTO run_events (run_id, seq, event, data) VALUES (?, ?, ?, ?)",
-                         (run.id, *event))
+            conn.execute(
+                "INSERT INTO run_events (run_id, seq, event, data) VALUES (?, ?, ?, ?)", (run.id, *event)
+            )
         return run
 
-    def list_runs(self, status: RunStatus | None = None, skip: int = 0,
-                  limit: int = 100) -> list[Run]:
+    def list_runs(self, status: RunStatus | None = None, skip: int = 0, limit: int = 100) -> list[Run]:
         """Runs, newest first, optionally only those with ``status``."""
         if status is None:
             rows = self._reader().execute(
-                "SELECT doc FROM runs ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, skip))
+                "SELECT doc FROM runs ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, skip)
+            )
         else:
             rows = self._reader().execute(
                 "SELECT doc FROM runs WHERE status = ? ORDER BY seq DESC LIMIT ? OFFSET ?",
-                (status.value, limit, skip))
+                (status.value, limit, skip),
+            )
         return [Run.model_validate_json(doc) for (doc,) in rows]
 
     def get_run(self, run_id: str) -> Run:
@@ -425,8 +443,7 @@ class SQLiteStore:
 
     def _change_run(self, run_id: str, change: _RunChange) -> Run:
         with self._write() as conn:
-            row = conn.execute("SELECT doc, event_seq FROM runs WHERE id = ?",
-                               (run_id,)).fetchone()
+            row = conn.execute("SELECT doc, event_seq FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RecordNotFoundError("run", run_id)
             run = Run.model_validate_json(row[0])
@@ -434,14 +451,19 @@ class SQLiteStore:
             if new is None:
                 return run
             event = _event_for(new, row[1] + 1)
-            conn.execute("UPDATE runs SET status = ?, event_seq = ?, doc = ? WHERE id = ?",
-                         (new.status.value, event.seq, new.model_dump_json(), run_id))
-            conn.execute("INSERT INTO run_events (run_id, seq, event, data) VALUES (?, ?, ?, ?)",
-                         (run_id, *event))
+            conn.execute(
+                "UPDATE runs SET status = ?, event_seq = ?, doc = ? WHERE id = ?",
+                (new.status.value, event.seq, new.model_dump_json(), run_id),
+            )
+            conn.execute(
+                "INSERT INTO run_events (run_id, seq, event, data) VALUES (?, ?, ?, ?)", (run_id, *event)
+            )
             # Prune in batches rather than on every write: replay only needs recent events.
             if event.seq % 64 == 0 and event.seq > self._event_retention:
-                conn.execute("DELETE FROM run_events WHERE run_id = ? AND seq <= ?",
-                             (run_id, event.seq - self._event_retention))
+                conn.execute(
+                    "DELETE FROM run_events WHERE run_id = ? AND seq <= ?",
+                    (run_id, event.seq - self._event_retention),
+                )
             return new
 
     def update_run(self, run_id: str, body: RunUpdate) -> Run:
@@ -466,9 +488,14 @@ class SQLiteStore:
 
     def latest_event(self, run_id: str) -> RunEvent:
         """The run's newest event: its current state."""
-        row = self._reader().execute(
-            "SELECT seq, event, data FROM run_events WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
-            (run_id,)).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT seq, event, data FROM run_events WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
+                (run_id,),
+            )
+            .fetchone()
+        )
         if row is None:
             raise RecordNotFoundError("run", run_id)
         return RunEvent(*row)
@@ -477,8 +504,8 @@ class SQLiteStore:
         """The run's events with a number above ``seq``, oldest first."""
         conn = self._reader()
         rows = conn.execute(
-            "SELECT seq, event, data FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq",
-            (run_id, seq)).fetchall()
+            "SELECT seq, event, data FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq", (run_id, seq)
+        ).fetchall()
         if not rows:
             self._require_run(conn, run_id)
         return [RunEvent(*row) for row in rows]
@@ -491,25 +518,25 @@ class SQLiteStore:
         with self._write() as conn:
             self._require_run(conn, run_id)
             cursor = conn.execute(
-                "INSERT INTO checkpoints (run_id, action_name, created_at, doc)"
-                " VALUES (?, ?, ?, ?)",
-                (run_id, body.action_name, _db_time(created_at), body.model_dump_json()))
-        return Checkpoint(id=str(cursor.lastrowid), run_id=run_id, created_at=created_at,
-                          **body.model_dump())
+                "INSERT INTO checkpoints (run_id, action_name, created_at, doc) VALUES (?, ?, ?, ?)",
+                (run_id, body.action_name, _db_time(created_at), body.model_dump_json()),
+            )
+        return Checkpoint(id=str(cursor.lastrowid), run_id=run_id, created_at=created_at, **body.model_dump())
 
     @staticmethod
     def _checkpoint(run_id: str, row: tuple[int, str, str]) -> Checkpoint:
         seq, created_at, doc = row
         return Checkpoint.model_validate(
-            {**json.loads(doc), "id": str(seq), "run_id": run_id, "created_at": created_at})
+            {**json.loads(doc), "id": str(seq), "run_id": run_id, "created_at": created_at}
+        )
 
     def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
         """The run's checkpoints, oldest first."""
         conn = self._reader()
         self._require_run(conn, run_id)
         rows = conn.execute(
-            "SELECT seq, created_at, doc FROM checkpoints WHERE run_id = ? ORDER BY seq",
-            (run_id,))
+            "SELECT seq, created_at, doc FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)
+        )
         return [self._checkpoint(run_id, row) for row in rows]
 
     def latest_checkpoint(self, run_id: str, action_name: str | None = None) -> Checkpoint:
@@ -522,12 +549,15 @@ class SQLiteStore:
         self._require_run(conn, run_id)
         if action_name is None:
             row = conn.execute(
-                "SELECT seq, created_at, doc FROM checkpoints WHERE run_id = ?"
-                " ORDER BY seq DESC LIMIT 1", (run_id,)).fetchone()
+                "SELECT seq, created_at, doc FROM checkpoints WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
+                (run_id,),
+            ).fetchone()
         else:
             row = conn.execute(
                 "SELECT seq, created_at, doc FROM checkpoints WHERE run_id = ? AND action_name = ?"
-                " ORDER BY seq DESC LIMIT 1", (run_id, action_name)).fetchone()
+                " ORDER BY seq DESC LIMIT 1",
+                (run_id, action_name),
+            ).fetchone()
         if row is None:
             raise RecordNotFoundError("checkpoint", action_name or run_id)
         return self._checkpoint(run_id, row)
@@ -544,14 +574,24 @@ class SQLiteStore:
                 cursor = conn.execute(
                     "INSERT INTO logs (run_id, timestamp, level, action_name, message)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (run_id, _db_time(timestamp), entry.level.value, entry.action_name,
-                     entry.message))
-                stored.append(LogEntry(id=str(cursor.lastrowid), run_id=run_id,
-                                       timestamp=timestamp, **entry.model_dump()))
+                    (run_id, _db_time(timestamp), entry.level.value, entry.action_name, entry.message),
+                )
+                stored.append(
+                    LogEntry(
+                        id=str(cursor.lastrowid), run_id=run_id, timestamp=timestamp, **entry.model_dump()
+                    )
+                )
         return stored
 
-    def list_logs(self, run_id: str, *, action_name: str | None = None, level: str | None = None,
-                  since: datetime | None = None, limit: int = 1000) -> list[LogEntry]:
+    def list_logs(
+        self,
+        run_id: str,
+        *,
+        action_name: str | None = None,
+        level: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[LogEntry]:
         """The run's log entries, oldest first; ``since`` keeps entries stamped after it."""
         conn = self._reader()
         self._require_run(conn, run_id)
@@ -568,10 +608,19 @@ class SQLiteStore:
             args.append(_db_time(since if since.tzinfo else since.replace(tzinfo=timezone.utc)))
         rows = conn.execute(
             "SELECT seq, timestamp, level, action_name, message FROM logs WHERE "
-            + " AND ".join(clauses) + " ORDER BY seq LIMIT ?", (*args, limit))
+            + " AND ".join(clauses)
+            + " ORDER BY seq LIMIT ?",
+            (*args, limit),
+        )
         return [
-            LogEntry(id=str(seq), run_id=run_id, timestamp=datetime.fromisoformat(ts),
-                     level=lvl, action_name=action, message=message)
+            LogEntry(
+                id=str(seq),
+                run_id=run_id,
+                timestamp=datetime.fromisoformat(ts),
+                level=lvl,
+                action_name=action,
+                message=message,
+            )
             for seq, ts, lvl, action, message in rows
         ]
 
