@@ -58,7 +58,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import BaseModel, Field, field_validator
 
 from raydrive.core.action import action_entrypoint, action_name, try_resolve_action, validate_params
@@ -83,7 +82,20 @@ from raydrive.drivers.jobs_api_entry import PAYLOAD_FILE, PAYLOAD_PREFIX, PROTOC
 from raydrive.drivers.ray_common.resources import check_feasible, resource_request
 
 if TYPE_CHECKING:
+    import httpx
     from ray.job_submission import JobStatus
+else:
+
+    class _LazyModule:
+        """httpx, imported on first use: listing drivers imports this module, and httpx (which
+        pulls in rich for its CLI) would be most of `available_drivers()`'s time."""
+
+        def __getattr__(self, name: str) -> Any:
+            import httpx as module
+
+            return getattr(module, name)
+
+    httpx = _LazyModule()
 
 __all__ = ["AUTH_TOKEN_ENV", "AUTH_TOKEN_PATH_ENV", "JobsApiOptions", "RayJobsApiExecutor", "auth_headers"]
 
