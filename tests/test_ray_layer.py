@@ -221,8 +221,11 @@ def test_ray_exceptions_become_raydrive_errors_keeping_the_cause(ray_cluster):
     victim = Victim.remote()
     ray.get(victim.pid.remote())
     ray.kill(victim)
+    deadline = time.monotonic() + 30
     with pytest.raises(ActorDiedError) as info, ray_errors(action="victim"):
-        ray.get(victim.pid.remote(), timeout=30)
+        while time.monotonic() < deadline:  # the kill lands asynchronously: a call may still run
+            ray.get(victim.pid.remote(), timeout=30)
+            time.sleep(0.1)
     assert "died" in str(info.value)
 
     plain = ValueError("not Ray's")

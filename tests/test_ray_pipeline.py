@@ -215,3 +215,24 @@ def test_run_whose_actor_dies_is_marked_failed(executor, tmp_path):
         time.sleep(0.5)
     progress = executor.get_progress(run_id)
     assert progress.status == RunStatus.FAILED and "actor died" in progress.error
+
+
+def test_token_protected_service_is_reached_by_executor_and_actor(
+    ray_cluster, plugin_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("RAYDRIVE_SERVICE_TOKEN", "pipeline-token-planted")
+    with (
+        ServiceServer(db=tmp_path / "auth.db") as secured,
+        raydrive.get_executor(
+            "ray-pipeline", ray_address=ray_cluster.address, working_dir=plugin_dir,
+            pipeline_service_url=secured.url,
+        ) as ex,
+    ):  # fmt: skip
+        import httpx
+
+        assert httpx.get(f"{secured.url}/api/v1/runs/").status_code == 401
+        run_id = ex.submit(THREE, {"source": "auth", "rows": 1})
+        assert ex.get_result(run_id, timeout=120)["total"] == 0
+        assert [c.action_name for c in ex.client.list_checkpoints(run_id)] == [
+            "LoadAction", "ScaleAction", "SumAction",
+        ]  # fmt: skip

@@ -18,7 +18,9 @@ SUBMITTER_ONLY = frozenset(
         "RAY_API_SERVER_ADDRESS",
         "RAY_JOB_HEADERS",
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
-        "RAY_CLIENT_MODE",  # set by Ray itself in every process that imports it
+        # Set by `import ray` in every process: it describes the submitter, and shipping it would
+        # give every job a runtime env of its own, which no prestarted worker could serve.
+        "RAY_CLIENT_MODE",
     }
 )
 # The submitter's credentials for the cluster itself (Ray token auth) are not the job's.

@@ -203,7 +203,7 @@ class BaseRayExecutor(BaseExecutor):
                 return cached[2]
         self.connect()
         environ = dict(os.environ)
-        built = self._builder.build(package=True, os_environ=_without_ray_internals(environ))
+        built = self._builder.build(package=True, os_environ=environ)
         if built.package is not None:
             self._ensure_uploaded(built, self.upload_recheck_s if recheck_s is None else recheck_s)
         runtime_env = built.runtime_env
@@ -350,15 +350,6 @@ class BaseRayExecutor(BaseExecutor):
 
 
 _remote_classes: dict[Any, Any] = {}
-
-
-# Set in os.environ by `import ray` itself: they describe this process, never the job. Shipping
-# them would also give every job a runtime env of its own, so no prestarted worker could serve it.
-_RAY_INTERNAL_ENV = frozenset({"RAY_CLIENT_MODE"})
-
-
-def _without_ray_internals(environ: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if k not in _RAY_INTERNAL_ENV}
 
 
 def _ray_initialized() -> bool:
