@@ -25,7 +25,7 @@ from raydrive.core.errors import (
 )
 from raydrive.core.pipeline import ActionProgress, ActionStatus, RunStatus, utcnow
 
-__all__ = ["BufferedReporter", "PipelineSpec", "ServiceSink", "run_pipeline"]
+__all__ = ["BufferedReporter", "PipelineSpec", "ServiceSink", "run_pipeline", "unique_names"]
 
 _log = logging.getLogger("raydrive.pipeline")
 _STOP = object()
@@ -179,7 +179,8 @@ class ServiceSink:
         self.report()
 
 
-def _unique_names(names: list[str]) -> list[str]:
+def unique_names(names: list[str]) -> list[str]:
+    """Action names made unique within a pipeline (the service requires it): ``A, A`` -> ``A, A-2``."""
     seen: dict[str, int] = {}
     out = []
     for name in names:

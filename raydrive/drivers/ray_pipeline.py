@@ -28,7 +28,7 @@ from raydrive.core.errors import (
 )
 from raydrive.core.options import RayOptions
 from raydrive.core.pipeline import PipelineDefinition, PipelineProgress, RunStatus
-from raydrive.drivers.pipeline_runner import PipelineSpec, _unique_names
+from raydrive.drivers.pipeline_runner import PipelineSpec, unique_names
 from raydrive.drivers.ray_common.base import BaseRayExecutor
 
 __all__ = ["PipelineOptions", "RayPipelineExecutor"]
@@ -128,7 +128,7 @@ class RayPipelineExecutor(BaseRayExecutor):
         if not pipeline.actions:
             raise SubmissionError(f"pipeline {pipeline.name!r} has no actions")
         entrypoints = [action_entrypoint(a) for a in pipeline.actions]
-        names = _unique_names([action_name(a) for a in pipeline.actions])
+        names = unique_names([action_name(a) for a in pipeline.actions])
 
         self._check_service()
         start, run_params = 0, dict(params)
