@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("raydrive.ray")
+_CLIENT_SERVER_FAILED = "Starting Ray client server failed"
 _lock = threading.RLock()
 _connection: RayConnection | None = None
 _local: LocalCluster | None = None
@@ -334,10 +335,23 @@ def connect(address: str = "auto", *, timeout: float = 30.0) -> RayConnection:
                 "URL use the ray-jobs-api driver)",
                 address=target,
             )
+        deadline = time.monotonic() + timeout
         ensure_reachable(target, timeout)
         conn = RayConnection(address, target, client_mode)
-        _init(ray, conn, timeout)
-        return conn
+        while True:
+            try:
+                _init(ray, conn, max(1.0, deadline - time.monotonic()))
+                return conn
+            except ClusterUnreachableError as exc:
+                # The Ray client proxy starts a server process per client; on a loaded head that
+                # start can fail once and succeed on the next try, within the same timeout.
+                transient = client_mode and _CLIENT_SERVER_FAILED in str(exc.__cause__)
+                if not transient or time.monotonic() + 2.0 > deadline:
+                    raise
+                _log.warning("the Ray client server at %s failed to start; trying again", target)
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                time.sleep(1.0)
 
 
 def _conflict(requested: str, current: str) -> SubmissionError:
