@@ -47,9 +47,12 @@ class BaseExecutor:
 
     # lifecycle hooks: one place, so every driver reports events the same way
     def _emit_submitted(self, job_id: str, action: str) -> None:
-        self.plugins.job_submitted(JobEvent(driver=self.name, job_id=job_id, action=action))
+        if self.plugins.has_impls("raydrive_job_submitted"):
+            self.plugins.job_submitted(JobEvent(driver=self.name, job_id=job_id, action=action))
 
     def _emit_finished(self, job_id: str, action: str, status: str, error: str | None = None) -> None:
+        if not self.plugins.has_impls("raydrive_job_finished"):
+            return
         self.plugins.job_finished(
             JobEvent(driver=self.name, job_id=job_id, action=action, status=str(status), error=error)
         )

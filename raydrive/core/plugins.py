@@ -84,6 +84,13 @@ class PluginManager:
             for plugin, dist in self._pm.list_plugin_distinfo()
         }
 
+    def has_impls(self, hook_name: str) -> bool:
+        """Whether any registered plugin implements ``hook_name``.
+
+        Lets a hot path skip building an event nobody listens to (a warm Ray call is ~1 ms).
+        """
+        return bool(getattr(self._pm.hook, hook_name).get_hookimpls())
+
     def hook_names(self, plugin: object) -> list[str]:
         return [caller.name for caller in self._pm.get_hookcallers(plugin) or []]
 

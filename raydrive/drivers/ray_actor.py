@@ -20,7 +20,6 @@ import uuid
 from typing import Any
 
 from raydrive.core.action import action_name, validate_params
-from raydrive.core.executor import BaseExecutor
 from raydrive.core.status import JobState
 from raydrive.drivers.ray_common.base import BaseRayExecutor, wire_params, wire_target
 from raydrive.drivers.ray_common.errors import is_actor_death, ray_errors, to_raydrive_error
@@ -83,11 +82,7 @@ class RayActorExecutor(BaseRayExecutor):
             try:
                 wired = params if type(params) is dict else wire_params(params)
                 ref = actor.run.remote([target, wired, job_id, False])
-                # While the call is in flight, so that this costs the caller nothing: which
-                # lifecycle hooks anyone listens to (asked once per call), and the submitted event.
-                hooks = self.lifecycle_hooks()
-                if "raydrive_job_submitted" in hooks:
-                    BaseExecutor._emit_submitted(self, job_id, name)
+                self._emit_submitted(job_id, name)  # while the call is in flight: costs the caller nothing
                 result = self._ray.get(ref)
             except Exception as exc:
                 error = to_raydrive_error(exc, action=name, job_id=job_id, address=self.address)
@@ -100,8 +95,7 @@ class RayActorExecutor(BaseRayExecutor):
                 if error is exc:
                     raise
                 raise error from exc
-            if "raydrive_job_finished" in hooks:
-                BaseExecutor._emit_finished(self, job_id, name, JobState.SUCCEEDED)
+            self._emit_finished(job_id, name, JobState.SUCCEEDED)
             return result
 
     def _prepare(self, action: Any) -> tuple[type | None, str, Any, Any]:

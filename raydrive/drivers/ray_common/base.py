@@ -105,7 +105,6 @@ class BaseRayExecutor(BaseExecutor):
         self._last_build: tuple[float, dict[str, str], BuiltRuntimeEnv] | None = None
         self._code_paths: list[str] | None = None
         self._upload_lock = threading.Lock()
-        self._listeners: tuple[PluginManager, list[tuple[str, object]], frozenset[str]] | None = None
 
     # --- connection -----------------------------------------------------------------------------
     def connect(self) -> RayConnection:
@@ -283,30 +282,6 @@ class BaseRayExecutor(BaseExecutor):
             check_feasible(request, nodes, default_cpus=self.default_cpus, action=action)
             self._feasible.add(key)
         return request
-
-    # --- lifecycle events -----------------------------------------------------------------------
-    def _emit_submitted(self, job_id: str, action: str) -> None:
-        if "raydrive_job_submitted" in self.lifecycle_hooks():
-            super()._emit_submitted(job_id, action)
-
-    def _emit_finished(self, job_id: str, action: str, status: str, error: str | None = None) -> None:
-        if "raydrive_job_finished" in self.lifecycle_hooks():
-            super()._emit_finished(job_id, action, status, error)
-
-    def lifecycle_hooks(self) -> frozenset[str]:
-        """The hook names some registered plugin implements (re-read when the plugins change).
-
-        Building an event and calling pluggy costs tens of microseconds in a process that sleeps
-        in ``ray.get`` between calls (cold caches): about 5% of a warm actor call, so the drivers
-        skip the call when nobody listens.
-        """
-        plugins = self.plugins
-        registered = plugins.plugins()  # [(name, plugin)]: equal lists mean the same plugins
-        known = self._listeners
-        if known is None or known[0] is not plugins or known[1] != registered:
-            hooks = frozenset(h for _, plugin in registered for h in plugins.hook_names(plugin))
-            self._listeners = known = (plugins, registered, hooks)
-        return known[2]
 
     # --- small Ray helpers for drivers ----------------------------------------------------------
     @staticmethod
