@@ -230,3 +230,19 @@ def test_tracing_logs_hook_calls_without_secret_values(monkeypatch, caplog):
     assert "hook raydrive_credentials called" in caplog.text
     assert "SYNAPSE_ACCESS_TOKEN" in caplog.text
     assert "tok-planted-123" not in caplog.text
+
+
+def test_has_impls_follows_registration():
+    pm = PluginManager()
+    assert not pm.has_impls("raydrive_job_finished")
+
+    class Listener:
+        @raydrive.hookimpl
+        def raydrive_job_finished(self, event):
+            pass
+
+    listener = Listener()
+    pm.register(listener, name="listener")
+    assert pm.has_impls("raydrive_job_finished")
+    pm.unregister(listener)
+    assert not pm.has_impls("raydrive_job_finished")
