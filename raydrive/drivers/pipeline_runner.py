@@ -139,13 +139,11 @@ class ServiceSink:
         self,
         reporter: BufferedReporter,
         entry: ActionProgress,
-        index: int,
         interval: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reporter = reporter
         self.entry = entry
-        self._index = index
         self._interval = interval
         self._clock = clock
         self._last = float("-inf")
@@ -219,7 +217,7 @@ def run_pipeline(spec: PipelineSpec, client: Any) -> dict[str, Any]:
                 current_action_index=index,
                 action_progress=entry.model_dump(mode="json"),
             )
-            sink = ServiceSink(reporter, entry, index, spec.progress_interval)
+            sink = ServiceSink(reporter, entry, spec.progress_interval)
             try:
                 result = run_action(
                     spec.entrypoints[index], params, job_id=spec.run_id, env=spec.env, sink=sink
