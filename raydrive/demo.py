@@ -43,8 +43,8 @@ def _action(name: str) -> str:
 def run_demo(console: Console | None = None, *, num_cpus: int | None = None) -> list[dict[str, Any]]:
     """Run the demo; return one summary row per driver."""
     import raydrive
-    from raydrive.cli import watch_run
     from raydrive.drivers.ray_common.cluster import LocalCluster, loopback_client_env
+    from raydrive.progress_view import watch_run
     from raydrive.service.client import PipelineServiceClient
     from raydrive.service.server import ServiceServer
 
@@ -173,7 +173,7 @@ def _pipeline(
         client_cls(service_url) as client,
     ):
         run_id = executor.submit(pipeline, {"n_samples": 512, "epochs": 300, "seed": 1})
-        watch_run(client, run_id, timeout=600)
+        watch_run(client, run_id, timeout=600, console=console)
         evaluation = executor.get_result(run_id, timeout=600)
     seconds = time.perf_counter() - start
     return {

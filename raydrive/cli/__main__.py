@@ -1,0 +1,3 @@
+from raydrive.cli import main
+
+main()

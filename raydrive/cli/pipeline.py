@@ -1,0 +1,130 @@
+"""Pipelines: run, resume, watch, cancel, list (against a pipeline service)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from raydrive.cli._common import (
+    OptionOpt,
+    ParamsOpt,
+    ServiceUrlOpt,
+    WorkingDirOpt,
+    console,
+    err_console,
+    make_executor,
+    parse_options,
+    parse_params,
+    pipeline_app,
+    print_json,
+    user_errors,
+)
+from raydrive.progress_view import watch_run
+
+
+def _service_client(url: str) -> Any:
+    from raydrive.service.client import PipelineServiceClient
+
+    return PipelineServiceClient(url)
+
+
+def _pipeline_executor(service_url: str, working_dir: Path | None, option: list[str]) -> Any:
+    options = parse_options(option, working_dir)
+    options.setdefault("pipeline_service_url", service_url)
+    return make_executor("ray-pipeline", options)
+
+
+def _finish_run(client: Any, run_id: str, watch: bool) -> None:
+    if not watch:
+        typer.echo(run_id)
+        return
+    final = watch_run(client, run_id, console=console)
+    console.print(f"run {run_id}: [bold]{final.status.value}[/]")
+    if final.status.value == "completed":
+        print_json(client.get_run(run_id).result)
+    else:
+        if final.error:
+            err_console.print(f"error: {final.error.splitlines()[0]}", highlight=False)
+        raise typer.Exit(1)
+
+
+@pipeline_app.command("run")
+@user_errors
+def pipeline_run(
+    actions: list[str] = typer.Argument(..., help="Actions in order, as module.Class."),
+    name: str = typer.Option("pipeline", "--name", "-n", help="Pipeline name."),
+    params: str | None = ParamsOpt,
+    working_dir: Path | None = WorkingDirOpt,
+    option: list[str] = OptionOpt,
+    service_url: str = ServiceUrlOpt,
+    watch: bool = typer.Option(True, "--watch/--no-watch", help="Draw live progress until the end."),
+) -> None:
+    """Run actions as a checkpointed pipeline on Ray (needs `raydrive service`)."""
+    with _pipeline_executor(service_url, working_dir, option) as ex, _service_client(service_url) as client:
+        run_id = ex.submit(list(actions), parse_params(params), name=name)
+        _finish_run(client, run_id, watch)
+
+
+@pipeline_app.command("resume")
+@user_errors
+def pipeline_resume(
+    run_id: str = typer.Argument(..., help="The failed or cancelled run to resume."),
+    working_dir: Path | None = WorkingDirOpt,
+    option: list[str] = OptionOpt,
+    service_url: str = ServiceUrlOpt,
+    watch: bool = typer.Option(True, "--watch/--no-watch", help="Draw live progress until the end."),
+) -> None:
+    """Resume a run from its latest checkpoint, skipping the actions already done."""
+    from raydrive.core.pipeline import PipelineDefinition
+
+    with _service_client(service_url) as client, _pipeline_executor(service_url, working_dir, option) as ex:
+        run = client.get_run(run_id)
+        stored = client.get_pipeline(run.pipeline_id)
+        definition = PipelineDefinition(
+            name=stored.name,
+            actions=[a.entrypoint or a.name for a in stored.actions],
+            description=stored.description,
+        )
+        new_id = ex.submit(definition, dict(run.params), resume_from=run_id)
+        _finish_run(client, new_id, watch)
+
+
+@pipeline_app.command("watch")
+@user_errors
+def pipeline_watch(run_id: str, service_url: str = ServiceUrlOpt) -> None:
+    """Draw live progress bars for a run until it ends."""
+    with _service_client(service_url) as client:
+        final = watch_run(client, run_id, console=console)
+        console.print(f"run {run_id}: [bold]{final.status.value}[/]")
+
+
+@pipeline_app.command("cancel")
+@user_errors
+def pipeline_cancel(run_id: str, service_url: str = ServiceUrlOpt, option: list[str] = OptionOpt) -> None:
+    """Cancel a run: its actor is stopped and the run is marked cancelled."""
+    with _pipeline_executor(service_url, None, option) as ex:
+        ex.cancel(run_id)
+    typer.echo("cancelled")
+
+
+@pipeline_app.command("list")
+@user_errors
+def pipeline_list(
+    service_url: str = ServiceUrlOpt,
+    status_filter: str | None = typer.Option(None, "--status", help="Only runs with this status."),
+    limit: int = typer.Option(20, help="How many runs."),
+) -> None:
+    """List recent pipeline runs."""
+    with _service_client(service_url) as client:
+        runs = client.list_runs(status_filter, 0, limit)
+        table = Table("run id", "status", "current action", "created", "error")
+        for run in runs:
+            error = (run.error or "").splitlines()[0][:60] if run.error else ""
+            created = str(run.created_at)[:19]
+            table.add_row(run.id, run.status.value, run.current_action or "-", created, error)
+        console.print(table)
+
+
