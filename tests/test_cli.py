@@ -81,9 +81,17 @@ def test_user_errors_are_one_line_and_exit_2(args, expected):
 
 
 def test_verbose_shows_the_traceback():
+    quiet = cli("run", "tests.actions_for_tests.BoomAction", "-e", "local")
+    assert quiet.returncode == 2
+    assert "run with --verbose" in quiet.stderr
+    assert "Traceback" not in quiet.stderr and "raise RuntimeError" not in quiet.stderr
+
     out = cli("--verbose", "run", "tests.actions_for_tests.BoomAction", "-e", "local")
     assert out.returncode == 2
-    assert "Traceback" in out.stderr or "boom" in out.stderr
+    # The action's own traceback, down to the line that raised, and no hint to do what was done.
+    assert "Remote traceback:" in out.stderr
+    assert "raise RuntimeError(self.params.message)" in out.stderr
+    assert "run with --verbose" not in out.stderr
 
 
 @pytest.fixture(scope="module")

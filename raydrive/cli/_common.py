@@ -53,7 +53,7 @@ def user_errors(func: F) -> F:
                 err_console.print_exception()
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {first}", highlight=False)
-            if isinstance(exc, RaydriveError) and getattr(exc, "remote_traceback", None):
+            if not _state["verbose"] and getattr(exc, "remote_traceback", None):
                 err_console.print("(run with --verbose for the remote traceback)")
             raise typer.Exit(2) from None
 
