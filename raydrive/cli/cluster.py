@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import time
 
 import typer
 
@@ -35,9 +33,8 @@ def cluster_up(
     )  # fmt: skip
     with console.status("starting Ray on 127.0.0.1...", spinner="dots"):
         cluster.start()
-    pid = cluster._proc.pid if cluster._proc else None
     _CLUSTER_FILE.write_text(json.dumps({
-        "pid": pid, "address": cluster.address, "dashboard": cluster.dashboard_url,
+        "pid": cluster.pid, "address": cluster.address, "dashboard": cluster.dashboard_url,
         "client": cluster.client_address,
     }))  # fmt: skip
     console.print(
@@ -66,15 +63,10 @@ def cluster_down() -> None:
         console.print("no raydrive cluster is running")
         _CLUSTER_FILE.unlink(missing_ok=True)
         return
-    os.killpg(pid, signal.SIGINT)
-    for _ in range(120):
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            break
-        time.sleep(0.25)
-    else:
-        os.killpg(pid, signal.SIGKILL)
+    from raydrive.drivers.ray_common.cluster import stop_cluster_process
+
+    with console.status("stopping Ray...", spinner="dots"):
+        stop_cluster_process(pid)
     _CLUSTER_FILE.unlink(missing_ok=True)
     console.print("stopped")
 

@@ -25,8 +25,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from raydrive.core.errors import ClusterUnreachableError
 
@@ -61,6 +63,37 @@ def _port_open(port: int) -> bool:
 def _ray_executable() -> str:
     candidate = Path(sys.executable).with_name("ray")
     return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return True
+    return False
+
+
+def stop_cluster_process(pid: int, timeout: float = 30.0, *, wait: Callable[..., Any] | None = None) -> None:
+    """Stop the cluster whose ``ray start --block`` runs as ``pid`` (a process group leader).
+
+    ``wait`` is the Popen's own wait where this process started it (it also reaps the child);
+    a cluster started by another process (``raydrive cluster up``) is polled until it is gone.
+    """
+    try:
+        # SIGINT: `ray start --block` then stops its processes cleanly (SIGTERM is slow).
+        os.killpg(pid, signal.SIGINT)
+        if wait is not None:
+            wait(timeout=timeout)
+        else:
+            deadline = time.monotonic() + timeout
+            while not _gone(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if wait is not None:
+        wait()
 
 
 @dataclass
@@ -100,6 +133,11 @@ class LocalCluster:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of ``ray start --block`` (its process group holds the whole cluster), while running."""
+        return self._proc.pid if self.running and self._proc else None
 
     def _command(self) -> list[str]:
         # Worker ports get a private window so two clusters on one machine never collide; no
@@ -190,15 +228,7 @@ class LocalCluster:
         """Stop every process of this cluster (and only this cluster)."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            try:
-                # SIGINT: `ray start --block` then stops its processes cleanly (SIGTERM is slow).
-                os.killpg(proc.pid, signal.SIGINT)
-                proc.wait(timeout=timeout)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            stop_cluster_process(proc.pid, timeout, wait=proc.wait)
         if self._owned_temp:
             shutil.rmtree(self._owned_temp, ignore_errors=True)
             self._owned_temp = self.temp_dir = None
