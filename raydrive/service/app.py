@@ -19,9 +19,8 @@ Decisions the contract leaves open:
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -30,10 +29,12 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, TypeAdapter
 from starlette.concurrency import run_in_threadpool as in_thread
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from raydrive.core.pipeline import PipelineProgress, RunStatus
+from raydrive.service import web
+from raydrive.service.auth import AuthMiddleware, HostCheckMiddleware
 from raydrive.service.client import TOKEN_ENV
+from raydrive.service.metrics import ServiceMetrics, TimedStore
 from raydrive.service.models import (
     Checkpoint,
     CheckpointCreate,
@@ -111,31 +112,6 @@ class RunBroker:
         self.notify_all()
 
 
-class _BearerAuth:
-    """Require ``Authorization: Bearer <token>`` on every path but ``/health``."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._token = token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or scope["path"].rstrip("/") == "/health":
-            await self.app(scope, receive, send)
-            return
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        scheme, _, credentials = header.partition(b" ")
-        # compare_digest runs in time independent of where the values differ.
-        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token):
-            await self.app(scope, receive, send)
-            return
-        response = JSONResponse(
-            {"detail": "missing or invalid bearer token"},
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-        await response(scope, receive, send)
-
-
 class _Routes:
     """Registers each path both with and without its trailing slash (no redirect, body kept)."""
 
@@ -167,6 +143,7 @@ def create_app(
     db_path: str | os.PathLike[str] | None = None,
     token: str | None = None,
     ping_interval: float = 15.0,
+    allowed_hosts: Iterable[str] = (),
 ) -> FastAPI:
     """Build the pipeline service application.
 
@@ -177,6 +154,8 @@ def create_app(
     :param token: bearer token every request but ``GET /health`` must carry; defaults to
         ``$RAYDRIVE_SERVICE_TOKEN``; None or empty turns auth off.
     :param ping_interval: seconds of quiet after which a progress stream sends ``: ping``.
+    :param allowed_hosts: ``Host`` names accepted besides the address a request arrived on (and
+        the loopback names on loopback); ``"*"`` accepts any (see :mod:`raydrive.service.auth`).
     :returns: the FastAPI app. ``app.state.store`` is the store, ``app.state.broker`` the
         :class:`RunBroker`, ``app.state.active_streams`` the number of open progress streams.
     """
@@ -196,8 +175,15 @@ def create_app(
     app.state.store = the_store
     app.state.broker = broker
     app.state.active_streams = 0
+    # The store's writes are timed for /metrics; app.state.store stays the store itself.
+    metrics = ServiceMetrics(lambda: app.state.store, lambda: app.state.active_streams)
+    the_store = TimedStore(the_store, metrics)  # type: ignore[assignment]
+    app.state.metrics = metrics
     if token:
-        app.add_middleware(_BearerAuth, token=token)
+        app.add_middleware(AuthMiddleware, token=token)
+    # Added last, so it runs first: a request for another Host is refused before anything else.
+    app.add_middleware(HostCheckMiddleware, allowed_hosts=allowed_hosts)
+    app.add_middleware(metrics.middleware)
 
     @app.exception_handler(RecordNotFoundError)
     async def _not_found(request: Request, exc: RecordNotFoundError) -> JSONResponse:
@@ -395,4 +381,5 @@ def create_app(
         )
         return _json_list(LogEntry, entries)
 
+    web.install(app, token=token, metrics=metrics)
     return app

@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from raydrive.service.app import create_app, resolve_token
+from raydrive.service.auth import extra_allowed_hosts
 from raydrive.service.store import PipelineStore, default_db_path
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServiceServer", "serve", "start_service"]
@@ -107,7 +108,7 @@ def serve(
     :param access_log: log every request (off by default: progress reports are frequent).
     """
     db_path = Path(db).expanduser() if db is not None else default_db_path()
-    app = create_app(db_path=db_path, token=token)
+    app = create_app(db_path=db_path, token=token, allowed_hosts=extra_allowed_hosts(host))
     server = _Server(_config(app, host, port, log_level, access_log, configure_logging=True), app)
     has_token = resolve_token(token) is not None
     _log.info(
@@ -187,7 +188,11 @@ class ServiceServer:
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]
         self.app = create_app(
-            self._store, db_path=self._db, token=self._token, ping_interval=self._ping_interval
+            self._store,
+            db_path=self._db,
+            token=self._token,
+            ping_interval=self._ping_interval,
+            allowed_hosts=extra_allowed_hosts(self.host),
         )
         config = _config(
             self.app, self.host, self.port, self._log_level, self._access_log, configure_logging=False

@@ -1,0 +1,171 @@
+"""The runs page and the run page in a real headless Chromium, against a real service and Ray."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from raydrive import PipelineDefinition
+from raydrive.core.pipeline import RunStatus
+from tests.web.conftest import actions
+
+pytestmark = [pytest.mark.browser, pytest.mark.ray]
+XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _wait(condition, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _bar(page, action: str) -> float:
+    return float(page.eval_on_selector(f'#actions li[data-action="{action}"] progress', "e => e.value"))
+
+
+def test_run_appears_live_bars_advance_and_result_shows(page, web_executor, web_service, tmp_path):
+    page.goto(web_service.url + "/")
+    page.evaluate("window.__sameDocument = true")
+    pipeline = PipelineDefinition(
+        name="web-etl", actions=actions("StepAction", "TotalAction"), description="two steps"
+    )
+    run_id = web_executor.submit(pipeline, {"steps": 12, "pause": 0.25, "message": "stepping along"})
+    row = page.locator(f'tr[data-run-id="{run_id}"]')
+    row.wait_for()  # appears without a reload
+    assert page.evaluate("window.__sameDocument") is True
+    assert row.locator("td.pipeline").inner_text() == "web-etl"
+    page.wait_for_selector(f'tr[data-run-id="{run_id}"][data-status="running"]')
+    page.screenshot(path=str(tmp_path / "runs-page.png"), full_page=True)
+
+    row.get_by_role("link", name=run_id).click()
+    page.wait_for_url(f"**/runs/{run_id}")
+    page.wait_for_selector('#actions li[data-action="StepAction"]')
+    page.evaluate("window.__sameDocument = true")
+    first = _wait(lambda: 0 < _bar(page, "StepAction") < 1 and _bar(page, "StepAction"), what="the bar to move")
+    _wait(lambda: _bar(page, "StepAction") > first, what="the bar to advance")
+    assert page.locator('#actions li[data-action="StepAction"] .step').inner_text().startswith("step ")
+    page.screenshot(path=str(tmp_path / "run-page-running.png"), full_page=True)
+
+    page.wait_for_selector('#run[data-status="completed"]', timeout=120_000)
+    assert page.evaluate("window.__sameDocument") is True  # moved by the stream, not a reload
+    assert page.locator("#run-status").inner_text().strip() == "completed"  # the word, not colour alone
+    assert '"total": 66' in page.locator("#run-result").inner_text()
+    assert [_bar(page, a) for a in ("StepAction", "TotalAction")] == [1.0, 1.0]
+    page.wait_for_function("document.querySelectorAll('#checkpoints details').length === 2")
+    page.locator("#checkpoints summary").first.click()  # collapsible, opens
+    assert '"values"' in page.locator("#checkpoints details").first.inner_text()
+    page.locator("#logs .line", has_text="stepping along").wait_for()
+    assert page.locator("#cancel").is_hidden() and page.locator("#resume").is_hidden()
+    page.screenshot(path=str(tmp_path / "run-page.png"), full_page=True)
+    if os.environ.get("RAYDRIVE_UPDATE_SCREENSHOTS"):
+        DOCS.mkdir(exist_ok=True)
+        (DOCS / "web-run.png").write_bytes((tmp_path / "run-page.png").read_bytes())
+        (DOCS / "web-runs.png").write_bytes((tmp_path / "runs-page.png").read_bytes())
+
+
+def test_failed_run_shows_traceback_and_resume_command(page, web_executor, web_service):
+    pipeline = PipelineDefinition(name="web-fails", actions=actions("FailAction"))
+    run_id = web_executor.submit(pipeline, {"reason": "disk full"})
+    page.goto(f"{web_service.url}/runs/{run_id}")
+    page.wait_for_selector('#run[data-status="failed"]', timeout=120_000)
+    error = page.locator("#run-error").inner_text()
+    assert "Traceback" in error and "web test failure: disk full" in error
+    assert page.locator("#resume-cmd").inner_text() == f"raydrive pipeline resume {run_id}"
+    assert page.locator("#cancel").is_hidden()
+    assert page.locator('#actions li[data-action="FailAction"]').get_attribute("data-status") == "failed"
+
+
+def test_log_filters_by_level_and_action(page, web_service):
+    client = httpx.Client(base_url=web_service.url)
+    pipeline = client.post("/api/v1/pipelines/", json={"name": "logs", "actions": [{"name": "a"}, {"name": "b"}]})
+    run = client.post(f"/api/v1/pipelines/{pipeline.json()['id']}/runs/", json={}).json()
+    client.post(f"/api/v1/runs/{run['id']}/progress", json={"status": "running"})
+    page.goto(f"{web_service.url}/runs/{run['id']}")
+    page.wait_for_selector('#run[data-status="running"]')
+    client.post(
+        f"/api/v1/runs/{run['id']}/logs/",
+        json={"entries": [
+            {"message": "a says hi", "level": "info", "action_name": "a"},
+            {"message": "b warns", "level": "warning", "action_name": "b"},
+        ]},
+    )
+    page.locator("#logs .line", has_text="b warns").wait_for()  # the tail follows live
+    page.select_option("#log-level", "warning")
+    assert page.locator("#logs .line:visible").all_inner_texts()[0].endswith("b warns")
+    page.select_option("#log-level", "")
+    page.select_option("#log-action", "a")
+    visible = page.locator("#logs .line:visible").all_inner_texts()
+    assert len(visible) == 1 and visible[0].endswith("a says hi")
+
+
+def test_cancel_button_stops_a_running_pipeline(page, web_executor, web_service, tmp_path):
+    pid_file = tmp_path / "pid"
+    pipeline = PipelineDefinition(name="web-spin", actions=actions("SpinAction"))
+    run_id = web_executor.submit(pipeline, {"seconds": 90, "pid_file": str(pid_file)})
+    try:
+        page.goto(f"{web_service.url}/runs/{run_id}")
+        page.wait_for_selector('#run[data-status="running"]', timeout=120_000)
+        pid = int(_wait(lambda: pid_file.exists() and pid_file.read_text(), what="the action to start"))
+        page.get_by_role("button", name="Cancel run").click()
+        page.wait_for_selector('#run[data-status="cancelled"]', timeout=10_000)
+        cancelled_at = time.monotonic()
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return True
+            return False
+
+        _wait(gone, timeout=10, what="the cancelled action's process to end")
+        assert time.monotonic() - cancelled_at <= 2.5, "the actor took longer than 2 s to stop"
+        assert page.locator("#resume-cmd").inner_text() == f"raydrive pipeline resume {run_id}"
+    finally:
+        if web_executor.get_status(run_id) is not RunStatus.CANCELLED:
+            web_executor.cancel(run_id)
+
+
+def test_xss_payload_in_names_logs_and_params_shows_as_text(page, dialogs, web_executor, web_service):
+    # Through a real pipeline: the pipeline's name and an action's log line.
+    pipeline = PipelineDefinition(name=XSS, actions=actions("StepAction"))
+    run_id = web_executor.submit(pipeline, {"steps": 1, "pause": 0.0, "message": XSS})
+    # Straight through the API: an action name, its step, message and error, a param value.
+    client = httpx.Client(base_url=web_service.url)
+    made = client.post("/api/v1/pipelines/", json={"name": XSS, "actions": [{"name": XSS}]}).json()
+    other = client.post(f"/api/v1/pipelines/{made['id']}/runs/", json={"params": {"p": XSS}}).json()
+    bad = {"name": XSS, "status": "running", "progress": 0.5, "progress_step": XSS, "message": XSS}
+    client.post(f"/api/v1/runs/{other['id']}/progress", json={"status": "running", "action_progress": bad})
+    client.post(f"/api/v1/runs/{other['id']}/logs/", json={"entries": [{"message": XSS, "action_name": XSS}]})
+
+    page.goto(web_service.url + "/")
+    page.locator(f'tr[data-run-id="{other["id"]}"]').wait_for()
+    assert page.locator(f'tr[data-run-id="{other["id"]}"] td.pipeline').inner_text() == XSS
+
+    page.goto(f"{web_service.url}/runs/{run_id}")
+    page.wait_for_selector('#run[data-status="completed"]', timeout=120_000)
+    assert page.locator("#pipeline-name").inner_text() == XSS
+    page.locator("#logs .line .msg", has_text="<script>").wait_for()
+    assert page.locator("#logs .line .msg").first.inner_text() == XSS
+
+    page.goto(f"{web_service.url}/runs/{other['id']}")
+    page.wait_for_selector(f'#actions li .name:text-is("{XSS}")')
+    assert XSS in page.locator("#actions li .step").inner_text()
+    page.locator("#logs .line .msg", has_text="<script>").wait_for()
+    page.locator("details summary", has_text="Params").click()
+    assert XSS in page.locator("#run-params").inner_text()
+    # Nothing ran: no dialog, no element the payload would have made, only the page's own scripts.
+    assert dialogs.seen == []
+    assert page.locator("img[src=x]").count() == 0
+    assert page.evaluate("[...document.scripts].map(s => new URL(s.src).pathname)") == [
+        "/static/common.js",
+        "/static/run.js",
+    ]
