@@ -50,7 +50,9 @@ def test_run_appears_live_bars_advance_and_result_shows(page, web_executor, web_
     page.wait_for_url(f"**/runs/{run_id}")
     page.wait_for_selector('#actions li[data-action="StepAction"]')
     page.evaluate("window.__sameDocument = true")
-    first = _wait(lambda: 0 < _bar(page, "StepAction") < 1 and _bar(page, "StepAction"), what="the bar to move")
+    first = _wait(
+        lambda: 0 < _bar(page, "StepAction") < 1 and _bar(page, "StepAction"), what="the bar to move"
+    )
     _wait(lambda: _bar(page, "StepAction") > first, what="the bar to advance")
     assert page.locator('#actions li[data-action="StepAction"] .step').inner_text().startswith("step ")
     page.screenshot(path=str(tmp_path / "run-page-running.png"), full_page=True)
@@ -86,17 +88,21 @@ def test_failed_run_shows_traceback_and_resume_command(page, web_executor, web_s
 
 def test_log_filters_by_level_and_action(page, web_service):
     client = httpx.Client(base_url=web_service.url)
-    pipeline = client.post("/api/v1/pipelines/", json={"name": "logs", "actions": [{"name": "a"}, {"name": "b"}]})
+    pipeline = client.post(
+        "/api/v1/pipelines/", json={"name": "logs", "actions": [{"name": "a"}, {"name": "b"}]}
+    )
     run = client.post(f"/api/v1/pipelines/{pipeline.json()['id']}/runs/", json={}).json()
     client.post(f"/api/v1/runs/{run['id']}/progress", json={"status": "running"})
     page.goto(f"{web_service.url}/runs/{run['id']}")
     page.wait_for_selector('#run[data-status="running"]')
     client.post(
         f"/api/v1/runs/{run['id']}/logs/",
-        json={"entries": [
-            {"message": "a says hi", "level": "info", "action_name": "a"},
-            {"message": "b warns", "level": "warning", "action_name": "b"},
-        ]},
+        json={
+            "entries": [
+                {"message": "a says hi", "level": "info", "action_name": "a"},
+                {"message": "b warns", "level": "warning", "action_name": "b"},
+            ]
+        },
     )
     page.locator("#logs .line", has_text="b warns").wait_for()  # the tail follows live
     page.select_option("#log-level", "warning")

@@ -1,0 +1,80 @@
+"""Issue 9 and 11, the service's web side: Host header (DNS rebinding), session cookie, redirects."""
+
+from __future__ import annotations
+
+import http.client
+import time
+
+import pytest
+
+from raydrive.service.auth import HostCheckMiddleware, SessionSigner
+from raydrive.service.server import ServiceServer
+
+
+def _status(url_port: int, path: str, host: str, host_ip: str = "127.0.0.1", **headers: str) -> int:
+    # http.client sends the Host header we name, as a rebinding browser would.
+    conn = http.client.HTTPConnection(host_ip, url_port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": host, **headers})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    with ServiceServer(db=tmp_path_factory.mktemp("hostsvc") / "runs.db", token="") as server:
+        yield server
+
+
+@pytest.mark.parametrize("path", ["/", "/api/v1/runs/", "/metrics", "/health"])
+def test_a_rebound_host_name_is_refused_on_a_loopback_service(service, path):
+    assert _status(service.port, path, "evil.example") == 400
+    assert _status(service.port, path, f"evil.example:{service.port}") == 400
+    assert _status(service.port, path, "127.0.0.1.evil.example") == 400
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LOCALHOST", "[::1]"])
+def test_the_loopback_names_pass(service, host):
+    assert _status(service.port, "/api/v1/runs/", f"{host}:{service.port}") == 200
+
+
+def test_a_host_named_with_host_is_accepted(tmp_path):
+    with ServiceServer("localhost", db=tmp_path / "runs.db", token="") as server:
+        assert _status(server.port, "/health", f"localhost:{server.port}") == 200
+        assert _status(server.port, "/health", "evil.example") == 400
+    middleware = HostCheckMiddleware(None, ["pipelines.internal"])  # type: ignore[arg-type]
+    assert middleware.allows("pipelines.internal:8100", ("10.0.0.5", 8100))
+    assert middleware.allows("10.0.0.5:8100", ("10.0.0.5", 8100))
+    assert not middleware.allows("localhost:8100", ("10.0.0.5", 8100))  # not loopback there
+    assert not middleware.allows("evil.example", ("10.0.0.5", 8100))
+
+
+def test_session_values_are_signed_expire_and_die_with_the_token():
+    signer = SessionSigner("token-one", max_age=60)
+    value = signer.issue()
+    assert signer.valid(value) and "token-one" not in value
+    assert not SessionSigner("token-two").valid(value)
+    assert not signer.valid(value[:-2] + "xx")
+    assert not signer.valid(value, now=time.time() + 61)
+    assert not signer.valid("garbage") and not signer.valid("") and not signer.valid("1.2.3.4")
+
+
+def test_login_redirects_only_to_paths_of_the_service(tmp_path):
+    import httpx
+
+    with ServiceServer(db=tmp_path / "runs.db", token="tok") as server:
+        client = httpx.Client(base_url=server.url)
+        for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+            answer = client.post("/login", data={"token": "tok", "next": target})
+            assert answer.status_code == 303 and answer.headers["location"] == "/"
+        answer = client.post("/login", data={"token": "tok", "next": "/runs/x?y=1"})
+        assert answer.headers["location"] == "/runs/x?y=1"
+        assert (
+            "HttpOnly" in answer.headers["set-cookie"] and "SameSite=strict" in answer.headers["set-cookie"]
+        )
+        big = client.post("/login", content=b"token=" + b"x" * 2_000_000)
+        assert big.status_code == 401
+        fresh = httpx.Client(base_url=server.url)
+        for garbage in ('raydrive_session="\\"; ;;==', "raydrive_session", "=;=;", "raydrive_session=1.2"):
+            assert fresh.get("/api/v1/runs/", headers={"Cookie": garbage}).status_code == 401

@@ -1,0 +1,108 @@
+"""GET /metrics: Prometheus text that prometheus-client's parser reads, and counters that move."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from raydrive.service.server import ServiceServer
+
+TOKEN = "metrics-token"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    with ServiceServer(db=tmp_path_factory.mktemp("metricsvc") / "runs.db", token=TOKEN) as server:
+        yield server
+
+
+def _samples(client: httpx.Client) -> dict[tuple[str, tuple], float]:
+    answer = client.get("/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(answer.text)
+        for s in family.samples
+    }
+
+
+def _wait(condition, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("timed out")
+        time.sleep(0.02)
+
+
+def test_metrics_need_the_token(service):
+    assert httpx.get(service.url + "/metrics").status_code == 401
+
+
+def test_metrics_parse_and_move_after_reports(service):
+    client = httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {TOKEN}"})
+    before = _samples(client)
+    made = client.post("/api/v1/pipelines/", json={"name": "m", "actions": [{"name": "a"}]}).json()
+    run = client.post(f"/api/v1/pipelines/{made['id']}/runs/", json={}).json()
+    for i in range(3):
+        report = {
+            "status": "running",
+            "action_progress": {"name": "a", "status": "running", "progress": i / 4},
+        }
+        assert client.post(f"/api/v1/runs/{run['id']}/progress", json=report).status_code == 200
+    client.post(f"/api/v1/runs/{run['id']}/logs/", json={"entries": [{"message": "x"}]})
+    client.post(f"/api/v1/runs/{run['id']}/checkpoints/", json={"action_name": "a", "action_index": 0})
+    client.patch(f"/api/v1/runs/{run['id']}", json={"status": "completed"})
+    after = _samples(client)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("raydrive_reports_received_total", kind="progress") == 3
+    assert delta("raydrive_reports_received_total", kind="logs") == 1
+    assert delta("raydrive_reports_received_total", kind="checkpoint") == 1
+    assert delta("raydrive_reports_received_total", kind="update") == 1
+    assert delta("raydrive_report_duration_seconds_count", kind="progress") == 3
+    assert delta("raydrive_db_write_duration_seconds_count", operation="report_progress") == 3
+    assert delta("raydrive_db_write_duration_seconds_count", operation="create_run") == 1
+    assert after[("raydrive_runs", (("status", "completed"),))] >= 1
+    route = (("method", "POST"), ("route", "/api/v1/runs/{run_id}/progress"), ("status", "200"))
+    assert delta("raydrive_http_request_duration_seconds_count", **dict(route)) == 3
+    # The route template is the label, never the id: the label set stays small.
+    assert not any(run["id"] in str(key) for key in after)
+    # Refused reports are not counted as received.
+    client.post(f"/api/v1/runs/{run['id']}/progress", json={"status": "running"})
+    assert (
+        _samples(client)[("raydrive_reports_received_total", (("kind", "progress"),))]
+        == after[("raydrive_reports_received_total", (("kind", "progress"),))]
+    )
+
+
+def test_open_streams_gauge_follows_sse_clients(service):
+    client = httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {TOKEN}"})
+    made = client.post("/api/v1/pipelines/", json={"name": "s", "actions": [{"name": "a"}]}).json()
+    run = client.post(f"/api/v1/pipelines/{made['id']}/runs/", json={}).json()
+    gauge = ("raydrive_sse_streams_open", ())
+    base = _samples(client)[gauge]
+    opened = threading.Event()
+
+    def listen() -> None:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        path = f"{service.url}/api/v1/runs/{run['id']}/progress/stream"
+        with httpx.stream("GET", path, headers=auth, timeout=30) as stream:
+            for line in stream.iter_lines():
+                opened.set()
+                if line.startswith("event: completed"):
+                    return
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    assert opened.wait(10)
+    _wait(lambda: _samples(client)[gauge] == base + 1)
+    client.patch(f"/api/v1/runs/{run['id']}", json={"status": "completed"})
+    thread.join(10)
+    _wait(lambda: _samples(client)[gauge] == base)
