@@ -1,6 +1,7 @@
 """``raydrive demo``: the example plugin through every driver, on an embedded loopback cluster.
 
-Starts a local Ray cluster on 127.0.0.1 and the pipeline service in the background, runs the
+Starts a local Ray cluster on 127.0.0.1 and the pipeline service in the background (its web page's
+URL is printed, and the service stays up while the pipeline runs so it can be watched), runs the
 example ML plugin (``examples/ml_plugin``) through ``ray-actor``, ``ray-job``, ``ray-jobs-api``
 (logs streamed) and ``ray-pipeline`` (live progress bars), prints a summary, and stops what it
 started.
@@ -61,6 +62,8 @@ def run_demo(console: Console | None = None, *, num_cpus: int | None = None) -> 
         try:
             with ServiceServer(db=Path(tmp) / "pipelines.db") as service:
                 console.print(f"[green]pipeline service[/] {service.url}")
+                # The page is served by the same service, which stays up until the pipeline ends.
+                console.print(f"[green]web page[/] {service.url}/  (open it to watch the pipeline run)")
                 common = {"working_dir": str(plugin)}
                 rows += _actor_and_job(console, raydrive, cluster.address, common)
                 rows.append(_jobs_api(console, raydrive, cluster.dashboard_url, common, rows))
@@ -173,6 +176,7 @@ def _pipeline(
         client_cls(service_url) as client,
     ):
         run_id = executor.submit(pipeline, {"n_samples": 512, "epochs": 300, "seed": 1})
+        console.print(f"watch it in the browser: {service_url}/runs/{run_id}", highlight=False)
         watch_run(client, run_id, timeout=600, console=console)
         evaluation = executor.get_result(run_id, timeout=600)
     seconds = time.perf_counter() - start

@@ -17,7 +17,9 @@ def service(
 ) -> None:
     """Run the pipeline service in the foreground (token: RAYDRIVE_SERVICE_TOKEN)."""
     from raydrive.service.server import serve
+    from raydrive.service.web import page_url
 
+    console.print(f"web page: {page_url(host, port)}", highlight=False, soft_wrap=True)
     serve(host=host, port=port, db=db)
 
 @app.command()

@@ -16,4 +16,12 @@ from __future__ import annotations
 
 from raydrive.service.web.router import install
 
-__all__ = ["install"]
+__all__ = ["install", "page_url"]
+
+
+def page_url(host: str, port: int) -> str:
+    """The page's URL for a service bound to ``host``:``port`` (loopback for a wildcard bind)."""
+    host = host.strip("[]") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"

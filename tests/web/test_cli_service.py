@@ -1,0 +1,45 @@
+"""``raydrive service`` prints its page's URL, and the page is there."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+RAYDRIVE = str(Path(sys.executable).with_name("raydrive"))
+
+
+def test_service_command_prints_the_page_url_and_serves_it(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "RAYDRIVE_SERVICE_TOKEN"}
+    proc = subprocess.Popen(
+        [RAYDRIVE, "service", "--port", str(port), "--db", str(tmp_path / "svc.db")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**env, "COLUMNS": "200"},
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # printed before the server starts
+        assert first.strip() == f"web page: http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the service did not start"
+                time.sleep(0.1)
+        assert page.status_code == 200 and "Pipeline runs" in page.text
+        assert "text/html" in page.headers["content-type"]
+    finally:
+        proc.terminate()
+        proc.wait(20)
