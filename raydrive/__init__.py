@@ -25,6 +25,9 @@ _EXPORTS: dict[str, str] = {
     "RuntimeContext": "raydrive.core.action",
     "ActionLogger": "raydrive.core.action",
     "JobState": "raydrive.core.status",
+    # packaging
+    "package_report": "raydrive.core.packaging",
+    "PackageReport": "raydrive.core.packaging",
     # policy types
     "EnvironmentRequest": "raydrive.core.policy_types",
     "JobEvent": "raydrive.core.policy_types",
@@ -105,6 +108,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         WorkingDirError,
     )
     from raydrive.core.factory import available_drivers, effective_config, get_executor
+    from raydrive.core.packaging import PackageReport, package_report
     from raydrive.core.registry import DriverInfo
     from raydrive.core.status import JobState
     from raydrive.hookspecs import hookimpl, hookspec

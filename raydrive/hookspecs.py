@@ -108,6 +108,22 @@ def raydrive_credentials(request: EnvironmentRequest, env: Mapping[str, str]) ->
     """
 
 
+@hookspec
+def raydrive_secret_names() -> list[str] | None:
+    """Name fragments that mark a key or environment variable as secret, besides the built-in ones.
+
+    Every implementation is called and the fragments are combined; matching is case-insensitive
+    and by substring of the name (``"VAULT"`` makes ``MY_VAULT_ADDR`` secret). A key that counts as
+    secret is masked (``***``) in every repr, log line, error message and CLI output, and an
+    environment variable that does is delivered to the job out of band, never in the runtime env
+    that Ray's dashboard shows. The built-in list (``TOKEN``, ``SECRET``, ``PASSWORD``, ``APIKEY``,
+    ``AUTH``, ``PASS``, ``PWD``, ``COOKIE``, ``DSN``, ``CREDENTIAL``...) is in
+    :mod:`raydrive.core.redaction`. The result is cached until a plugin is (un)registered.
+
+    :returns: name fragments, or None.
+    """
+
+
 # -------------------------------------------------------------------------------------------------
 # resources
 # -------------------------------------------------------------------------------------------------

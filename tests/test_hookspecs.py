@@ -122,6 +122,38 @@ def test_raydrive_credentials(tmp_path):
     assert built.env == {"A": "1", "VAULT_TOKEN": "hvs.planted-secret"}
 
 
+def test_raydrive_secret_names(plugin_manager):
+    from raydrive.core.redaction import MASK, is_secret_key, redact, redact_text
+
+    class Vault:
+        calls = 0
+
+        @raydrive.hookimpl
+        def raydrive_secret_names(self):
+            Vault.calls += 1
+            return ["vault"]
+
+    assert not is_secret_key("MY_VAULT_ADDR")
+    vault = Vault()
+    plugin_manager.register(vault, name="vault-names")
+    try:
+        assert plugin_manager.secret_names() == frozenset({"VAULT"})
+        assert is_secret_key("MY_VAULT_ADDR") and is_secret_key("vaultPath")
+        assert redact({"MY_VAULT_ADDR": "https://vault:8200"}) == {"MY_VAULT_ADDR": MASK}
+        assert redact_text("MY_VAULT_ADDR=https://vault:8200") == f"MY_VAULT_ADDR={MASK}"
+        built = RuntimeEnvBuilder(
+            RayOptions(env={"MY_VAULT_ADDR": "v", "A": "1"}), plugins=plugin_manager
+        ).build(os_environ={})
+        assert built.secrets == {"MY_VAULT_ADDR": "v"} and built.runtime_env["env_vars"] == {"A": "1"}
+        calls = Vault.calls
+        for _ in range(100):  # called per key: cached until plugins change
+            is_secret_key("MY_VAULT_ADDR")
+        assert Vault.calls == calls
+    finally:
+        plugin_manager.unregister(vault)
+    assert not is_secret_key("MY_VAULT_ADDR")
+
+
 def test_raydrive_adjust_resources():
     from raydrive import ResourceVetoError
 

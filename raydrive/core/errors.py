@@ -22,13 +22,18 @@
         └── ServiceUnavailableError (ConnectionError)
 
 Every error pickles with its fields, so one raised inside a Ray worker arrives intact.
-No error message ever contains a secret value: messages name keys, never values.
+No error message ever contains a secret value: messages name keys, never values, and every
+message and text field (a URL, a remote traceback, a service's ``detail``) goes through the one
+redaction function (:mod:`raydrive.core.redaction`) when the error is made, so ``str``, ``repr``,
+logs and pickles of it show ``***`` / ``user:***@host``.
 """
 
 from __future__ import annotations
 
 import traceback as _traceback
 from typing import Any
+
+from raydrive.core.redaction import redact, redact_text
 
 __all__ = [
     "ActionImportError",
@@ -56,6 +61,8 @@ class RaydriveError(Exception):
     """Base of every error raydrive raises."""
 
     def __init__(self, message: str = "", **fields: Any) -> None:
+        message = redact_text(str(message))
+        fields = {k: _redacted_field(k, v) for k, v in fields.items()}
         super().__init__(message)
         self.message = message
         for key, value in fields.items():
@@ -69,6 +76,14 @@ class RaydriveError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def _redacted_field(key: str, value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if key == "detail" and value is not None:  # a service's error body, any JSON shape
+        return redact(value)
+    return value
 
 
 def _rebuild(cls: type[RaydriveError], message: str, fields: dict[str, Any]) -> RaydriveError:

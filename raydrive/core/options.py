@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from raydrive.core.errors import InvalidOptionsError
+from raydrive.core.redaction import redact
 
 __all__ = ["DriverOptions", "RayOptions", "validate_options"]
 
@@ -38,7 +39,9 @@ class DriverOptions(BaseModel):
         return value
 
     def __repr__(self) -> str:
-        shown = self.model_dump(exclude={"env"})
+        # Tokens, headers, URLs with passwords and runtime-env values go through the one
+        # redaction function; env shows its keys only.
+        shown = redact(self.model_dump(exclude={"env"}))
         env = None if self.env is None else sorted(self.env)
         args = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"{type(self).__name__}({args}, env_keys={env!r})"
@@ -60,6 +63,14 @@ class RayOptions(DriverOptions):
     package_manager_options: list[str] | None = None
     wheels_dir: str = Field(default="wheels", description="Wheels directory, under working_dir.")
     excludes: list[str] | None = Field(default=None, description="Extra working-dir excludes.")
+    include: list[str] | None = Field(
+        default=None,
+        description="Working-dir patterns kept even when an exclude or an ignore file drops them.",
+    )
+    include_gitignore: bool = Field(
+        default=True,
+        description="Honour .gitignore files in the working dir, as Ray does (.rayignore always).",
+    )
     num_cpus: float | None = Field(default=None, ge=0)
     num_gpus: float | None = Field(default=None, ge=0)
     memory: int | None = Field(default=None, ge=0, description="Memory in bytes.")

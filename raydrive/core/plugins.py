@@ -28,7 +28,13 @@ from raydrive.core.policy_types import (
     merge_options,
 )
 
-__all__ = ["PLUGIN_GROUP", "PluginManager", "get_plugin_manager", "reset_plugin_manager"]
+__all__ = [
+    "PLUGIN_GROUP",
+    "PluginManager",
+    "get_plugin_manager",
+    "plugin_secret_names",
+    "reset_plugin_manager",
+]
 
 PLUGIN_GROUP = "raydrive.plugins"
 _log = logging.getLogger("raydrive.plugins")
@@ -48,6 +54,7 @@ class PluginManager:
     def __init__(self, *, autoload: bool | None = None) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._has_impls: dict[str, bool] = {}
+        self._secret_names: frozenset[str] | None = None
         self._pm.add_hookspecs(hookspecs)
         if autoload is None:
             autoload = not _truthy("RAYDRIVE_DISABLE_PLUGIN_AUTOLOAD")
@@ -66,12 +73,14 @@ class PluginManager:
         """Register a plugin object or module (e.g. from a test); returns its name."""
         registered = self._pm.register(plugin, name=name)
         self._has_impls.clear()
+        self._secret_names = None
         self._pm.check_pending()
         return registered
 
     def unregister(self, plugin: object | None = None, name: str | None = None) -> None:
         self._pm.unregister(plugin=plugin, name=name)
         self._has_impls.clear()
+        self._secret_names = None
 
     def plugins(self) -> list[tuple[str, object]]:
         """``(name, plugin)`` for every registered plugin."""
@@ -135,6 +144,22 @@ class PluginManager:
         # The caller's own values win over any plugin's.
         return {k: v for k, v in creds.items() if k not in env}
 
+    def secret_names(self) -> frozenset[str]:
+        """Extra secret-name fragments from ``raydrive_secret_names``, upper-cased.
+
+        The redaction function asks for them for every key it looks at, so the answer is cached
+        until a plugin is registered or unregistered.
+        """
+        names = self._secret_names
+        if names is None:
+            # Empty while the hooks run: a plugin that logs from the hook re-enters redaction.
+            self._secret_names = frozenset()
+            found: set[str] = set()
+            for part in self._pm.hook.raydrive_secret_names():
+                found.update(str(n).strip().upper() for n in part or () if str(n).strip())
+            names = self._secret_names = frozenset(found)
+        return names
+
     def adjust_resources(self, action: str, request: ResourceRequest) -> ResourceRequest:
         # pluggy's order: the last registered runs first; plugins order themselves with
         # tryfirst/trylast (a cap that must see everyone's changes uses trylast=True).
@@ -173,6 +198,7 @@ def _extend_unique(target: list[str], items: Iterable[str]) -> None:
 
 _manager: PluginManager | None = None
 _lock = threading.Lock()
+_creating = threading.local()
 
 
 def get_plugin_manager() -> PluginManager:
@@ -183,8 +209,26 @@ def get_plugin_manager() -> PluginManager:
         return manager
     with _lock:
         if _manager is None:
-            _manager = PluginManager()
+            _creating.active = True
+            try:
+                _manager = PluginManager()
+            finally:
+                _creating.active = False
         return _manager
+
+
+def plugin_secret_names() -> frozenset[str]:
+    """The process-wide manager's :meth:`PluginManager.secret_names` (what redaction uses).
+
+    Empty while this thread is loading the plugins (a plugin logging at import time would
+    otherwise wait on itself).
+    """
+    manager = _manager
+    if manager is None:
+        if getattr(_creating, "active", False):
+            return frozenset()
+        manager = get_plugin_manager()
+    return manager.secret_names()
 
 
 def reset_plugin_manager(manager: PluginManager | None = None) -> None:

@@ -17,6 +17,7 @@ fixed depth, so it is safe to call from ``__repr__`` and error paths.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -24,8 +25,10 @@ from typing import Any
 
 __all__ = [
     "MASK",
+    "RAYDRIVE_LOGGERS",
     "RedactingFilter",
     "add_secret_names",
+    "install_log_filter",
     "is_secret_key",
     "looks_secret_value",
     "redact",
@@ -62,7 +65,7 @@ _extra_names: set[str] = set()
 
 
 def add_secret_names(names: Iterable[str]) -> None:
-    """Treat names containing any of ``names`` as secret too (what the ``raydrive_secret_names`` hook feeds)."""
+    """Treat names containing any of ``names`` as secret too (as the ``raydrive_secret_names`` hook does)."""
     _extra_names.update(str(n).upper() for n in names if str(n).strip())
 
 
@@ -72,13 +75,13 @@ def _words(name: str) -> list[str]:
     return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.upper()) if w]
 
 
-def _hook_names() -> set[str]:
+def _hook_names() -> frozenset[str]:
     try:
-        from raydrive.core.plugins import get_plugin_manager
+        from raydrive.core.plugins import plugin_secret_names
 
-        return get_plugin_manager().secret_names()
+        return plugin_secret_names()
     except Exception:  # redaction must never fail because a plugin did
-        return set()
+        return frozenset()
 
 
 def is_secret_key(key: Any) -> bool:
@@ -93,16 +96,15 @@ def is_secret_key(key: Any) -> bool:
     words = _words(key)
     if any(w in _WEAK for w in words):
         return True
-    extra = _extra_names | _hook_names()
-    return any(name in normal or name in upper for name in extra)
+    return any(name in normal or name in upper for names in (_extra_names, _hook_names()) for name in names)
 
 
 # scheme://user:password@host -> scheme://user:***@host (also scheme://:password@host).
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@?#'\"]*:)(?P<pw>[^\s@/'\"]+)(?=@)")
-_AUTH_SCHEME = re.compile(r"(?P<head>\b(?:Bearer|Basic|Token|Digest)\s+)(?P<value>[A-Za-z0-9\-._~+/=:]{4,})", re.I)
-_PEM = re.compile(
-    r"-----BEGIN (?P<kind>[A-Z0-9 ]*PRIVATE KEY)-----.*?(?:-----END (?P=kind)-----|\Z)", re.S
+_AUTH_SCHEME = re.compile(
+    r"(?P<head>\b(?:Bearer|Basic|Token|Digest)\s+)(?P<value>[A-Za-z0-9\-._~+/=:]{4,})", re.I
 )
+_PEM = re.compile(r"-----BEGIN (?P<kind>[A-Z0-9 ]*PRIVATE KEY)-----.*?(?:-----END (?P=kind)-----|\Z)", re.S)
 # name=value, name: value, "name": "value" where name looks secret.
 _PAIR = re.compile(
     r"(?P<key>[\"']?(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)[\"']?\s*(?:=|:)\s*)"
@@ -191,7 +193,7 @@ def _dump_with_secrets_masked(model: Any) -> Any:
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that runs every record's message (with its args) through :func:`redact_text`."""
+    """A logging filter: every record's message (with its args) and traceback through :func:`redact_text`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -201,4 +203,38 @@ class RedactingFilter(logging.Filter):
         cleaned = redact_text(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when it is set: format the traceback once, redacted.
+            with contextlib.suppress(Exception):
+                record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
         return True
+
+
+# Every logger raydrive logs to. A logger's filters do not apply to records of its children, so
+# each one gets the filter (tests/security/test_secrets.py checks this list against the source).
+RAYDRIVE_LOGGERS = (
+    "raydrive",
+    "raydrive.action",
+    "raydrive.cluster",
+    "raydrive.jobs_api",
+    "raydrive.pipeline",
+    "raydrive.plugins",
+    "raydrive.ray",
+    "raydrive.registry",
+    "raydrive.service.client",
+)
+
+
+def install_log_filter(names: Iterable[str] = RAYDRIVE_LOGGERS) -> None:
+    """Put one :class:`RedactingFilter` on each named logger (and every ``raydrive.*`` logger that
+    exists already); idempotent. Done when this module is imported."""
+    existing = [n for n in logging.Logger.manager.loggerDict if n.startswith("raydrive.")]
+    for name in {*names, *existing}:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
+
+
+install_log_filter()

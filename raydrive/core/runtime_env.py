@@ -4,8 +4,9 @@ The result is split in two:
 
 - ``runtime_env``: what Ray may show (state API, dashboard): working dir, packages, and the
   environment variables that the environment policy chose, minus anything secret;
-- ``secrets``: what the credentials hook returned, plus any variable whose name looks like a
-  secret. Drivers deliver these to the action's ``os.environ`` by another route.
+- ``secrets``: what the credentials hook returned, plus any variable whose name or value looks
+  like a secret (:func:`raydrive.core.redaction.is_secret_key` / ``looks_secret_value``).
+  Drivers deliver these to the action's ``os.environ`` by another route.
 
 ``repr()`` of a built env never shows a secret value.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +24,12 @@ from raydrive.core.options import RayOptions
 from raydrive.core.packaging import PackagedDir, WorkingDirPackager
 from raydrive.core.plugins import PluginManager, get_plugin_manager
 from raydrive.core.policy_types import EnvironmentRequest, PackagingRequest, merge_options
+from raydrive.core.redaction import is_secret_key, looks_secret_value, redact
 
 __all__ = ["BuiltRuntimeEnv", "RuntimeEnvBuilder", "is_secret_key", "resolve_environment"]
 
-_SECRET_KEY = re.compile(
-    r"(TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|ACCESS_KEY|PRIVATE_KEY)", re.IGNORECASE
-)
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether an environment variable's name says it holds a secret."""
-    return bool(_SECRET_KEY.search(key))
+# Ray's own switch for .gitignore files (``RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1``) is honoured too.
+_RAY_IGNORE_GITIGNORE = "RAY_RUNTIME_ENV_IGNORE_GITIGNORE"
 
 
 @dataclass(frozen=True)
@@ -52,7 +47,7 @@ class BuiltRuntimeEnv:
 
     def __repr__(self) -> str:
         return (
-            f"BuiltRuntimeEnv(runtime_env={self.runtime_env!r}, "
+            f"BuiltRuntimeEnv(runtime_env={redact(self.runtime_env)!r}, "
             f"secret_keys={sorted(self.secrets)!r}, package={self.package!r})"
         )
 
@@ -69,12 +64,13 @@ def resolve_environment(
     """Run the environment and credentials hooks: ``(plain variables, secrets)`` for a job.
 
     ``extra`` (a user runtime env's ``env_vars``) wins over the environment policy. A variable
-    whose name looks secret is moved to the secrets, wherever it came from.
+    whose name looks secret, or whose value does (a URL with a password, a ``Bearer`` value, a
+    private key), is moved to the secrets, wherever it came from.
     """
     request = EnvironmentRequest(env=env, os_environ=dict(os.environ if os_environ is None else os_environ))
     chosen = plugins.environment(request)
     chosen.update({str(k): str(v) for k, v in (extra or {}).items()})
-    secrets = {k: v for k, v in chosen.items() if is_secret_key(k)}
+    secrets = {k: v for k, v in chosen.items() if is_secret_key(k) or looks_secret_value(v)}
     secrets.update(plugins.credentials(request, chosen))
     return {k: v for k, v in chosen.items() if k not in secrets}, secrets
 
@@ -106,6 +102,17 @@ class RuntimeEnvBuilder:
             package_manager=opts.package_manager,
         )
 
+    def packager(self, working_dir: Path, request: PackagingRequest | None = None) -> WorkingDirPackager:
+        """The packager for ``working_dir`` with this executor's excludes and include rules (cached)."""
+        opts = self.options
+        gitignore = opts.include_gitignore and os.environ.get(_RAY_IGNORE_GITIGNORE, "0") != "1"
+        wanted = (str(working_dir), self.excludes(request), list(opts.include or []), gitignore)
+        if self._packager is None or self._packager.settings != wanted:
+            self._packager = WorkingDirPackager(
+                working_dir, wanted[1], include=wanted[2], include_gitignore=gitignore
+            )
+        return self._packager
+
     def excludes(self, request: PackagingRequest | None = None) -> list[str]:
         patterns = self.plugins.working_dir_excludes(request or self._packaging_request())
         return patterns + [p for p in (self.options.excludes or []) if p not in patterns]
@@ -127,9 +134,7 @@ class RuntimeEnvBuilder:
         if request.working_dir is not None:
             excludes = self.excludes(request)
             if package:
-                if self._packager is None or self._packager.excludes != excludes:
-                    self._packager = WorkingDirPackager(request.working_dir, excludes)
-                packaged = self._packager.package()
+                packaged = self.packager(request.working_dir, request).package()
                 runtime_env["working_dir"] = packaged.uri
             else:
                 if not request.working_dir.is_dir():

@@ -2,8 +2,9 @@
 
 An explicit ``env`` travels as given. With ``env=None`` only keys starting with ``SYNAPSE_`` or
 ``RAY_`` travel, never the whole environment; Ray's own connection settings (``RAY_ADDRESS``
-and friends, ``RAY_AUTH_*``) stay behind, since they describe how the submitter reaches the
-cluster, not what the job needs.
+and friends, ``RAY_AUTH_*``, ``RAY_TLS_*`` / ``RAY_USE_TLS``, ``RAY_REDIS_*``) stay behind, since
+they describe how the submitter reaches the cluster, not what the job needs. (A chosen variable
+whose name or value looks secret is then delivered out of band by the runtime-env builder.)
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ SUBMITTER_ONLY = frozenset(
         # Set by `import ray` in every process: it describes the submitter, and shipping it would
         # give every job a runtime env of its own, which no prestarted worker could serve.
         "RAY_CLIENT_MODE",
+        "RAY_USE_TLS",
+        "RAY_NAMESPACE",
+        "RAY_RUNTIME_ENV_IGNORE_GITIGNORE",
     }
 )
-# The submitter's credentials for the cluster itself (Ray token auth) are not the job's.
-SUBMITTER_ONLY_PREFIXES = ("RAY_AUTH_",)
+# The submitter's credentials and transport settings for the cluster itself (Ray token auth,
+# TLS certificates and keys, the GCS's Redis) are not the job's.
+SUBMITTER_ONLY_PREFIXES = ("RAY_AUTH_", "RAY_TLS_", "RAY_REDIS_")
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""Default working-dir excludes: VCS data, caches, compiled files and virtualenvs never travel."""
+"""Default working-dir excludes: VCS data, caches, compiled files, virtualenvs and credential files
+never travel. A user re-includes one explicitly with the ``include`` option (``include=[".env.example"]``)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,25 @@ DEFAULT_EXCLUDES = [
     ".pytest_cache",
     ".ruff_cache",
 ]
+# Files that hold credentials: dotenv files, keys, cloud / registry / git credentials.
+SECRET_EXCLUDES = [
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
+    "id_rsa*",
+    "id_ed25519*",
+    "id_ecdsa*",
+    "id_dsa*",
+    ".ssh/",
+    ".aws/",
+    ".netrc",
+    ".git-credentials",
+    ".pypirc",
+    ".docker/config.json",
+]
 
 
 @hookimpl
 def raydrive_working_dir_excludes(request: PackagingRequest) -> list[str] | None:
-    return list(DEFAULT_EXCLUDES)
+    return [*DEFAULT_EXCLUDES, *SECRET_EXCLUDES]

@@ -8,6 +8,10 @@ a multi-node cluster.
 
 The head runs as ``ray start --head --block`` in its own process group, so stopping it stops
 exactly this cluster and leaves any other Ray on the machine alone.
+
+The cluster starts with a minimal environment (:func:`cluster_environment`), not the whole shell:
+every worker inherits the raylet's environment, so a shell's ``AWS_SECRET_ACCESS_KEY`` or
+``GITHUB_TOKEN`` would otherwise reach every action, whatever the environment policy says.
 """
 
 from __future__ import annotations
@@ -25,18 +29,62 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from raydrive.core.errors import ClusterUnreachableError
 
-__all__ = ["LOOPBACK", "LocalCluster", "free_port", "loopback_client_env"]
+__all__ = ["LOOPBACK", "LocalCluster", "cluster_environment", "free_port", "loopback_client_env"]
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 _log = logging.getLogger("raydrive.cluster")
+
+# What Ray, Python, pip/uv and the GPU stack need from the environment, and nothing else.
+CLUSTER_ENV_KEYS = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ",
+        "TMPDIR", "TEMP", "TMP", "PYTHONPATH", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV",
+        "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "NVIDIA_VISIBLE_DEVICES",
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+        "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "XDG_CACHE_HOME",
+    }
+)  # fmt: skip
+CLUSTER_ENV_PREFIXES = ("LC_", "RAY_", "PIP_", "UV_")
+# How the starting process reaches some other cluster: not this cluster's business.
+_NOT_FOR_THE_CLUSTER = frozenset(
+    {"RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_JOB_HEADERS", "RAY_CLIENT_MODE"}
+)
+
+
+def cluster_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a local cluster starts with: what Ray needs from ``environ``, no secrets.
+
+    Kept: ``PATH``, ``HOME``, locale (``LANG``, ``LC_*``), temp dirs, ``PYTHONPATH``,
+    ``VIRTUAL_ENV`` / conda, CUDA and proxy settings, and ``RAY_*`` / ``PIP_*`` / ``UV_*``
+    configuration, minus any variable whose name or value looks secret
+    (:mod:`raydrive.core.redaction`) and minus ``RAY_ADDRESS`` and the other client settings.
+    Ray's token authentication (``RAY_AUTH_*``) is kept when ``RAY_AUTH_MODE`` is set: it is this
+    cluster's own configuration then. ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is always set.
+    """
+    from raydrive.core.redaction import is_secret_key, looks_secret_value
+
+    environ = os.environ if environ is None else environ
+    token_auth = bool(environ.get("RAY_AUTH_MODE"))
+    env: dict[str, str] = {}
+    for key, value in environ.items():
+        wanted = key in CLUSTER_ENV_KEYS or key.startswith(CLUSTER_ENV_PREFIXES)
+        if not wanted or key in _NOT_FOR_THE_CLUSTER:
+            continue
+        own_auth = token_auth and key.startswith("RAY_AUTH_")
+        if own_auth or not (is_secret_key(key) or looks_secret_value(value)):
+            env[key] = value
+    env.update(LOOPBACK_ENV)
+    # `python` in a job (a Jobs API entrypoint) is then this interpreter, with raydrive in it.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+    return env
 
 
 def loopback_client_env() -> None:
@@ -102,7 +150,9 @@ class LocalCluster:
 
     Ports left as None are chosen free at start. ``temp_dir`` None gives the cluster a private
     temp dir (so it never becomes the machine's "current" cluster); ``default_temp=True`` uses
-    Ray's default, so ``ray_address='auto'`` finds it (``raydrive cluster up``).
+    Ray's default, so ``ray_address='auto'`` finds it (``raydrive cluster up``). The cluster's
+    processes get :func:`cluster_environment` of this process plus ``env`` (variables you mean
+    every worker to see).
     """
 
     num_cpus: int | None = None
@@ -113,6 +163,7 @@ class LocalCluster:
     temp_dir: str | None = None
     default_temp: bool = False
     log_file: str | None = None
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _owned_temp: str | None = field(default=None, init=False, repr=False)
 
@@ -185,10 +236,7 @@ class LocalCluster:
         if not self.default_temp and self.temp_dir is None:
             # Short path: Ray's unix sockets live under it and have a ~107 character limit.
             self._owned_temp = self.temp_dir = tempfile.mkdtemp(prefix="rd", dir="/tmp")
-        env = {**os.environ, **LOOPBACK_ENV}
-        env.pop("RAY_ADDRESS", None)
-        # `python` in a job (a Jobs API entrypoint) is then this interpreter, with raydrive in it.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env = {**cluster_environment(), **self.env}
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         _log.info("starting a local Ray cluster on %s (dashboard %s)", self.address, self.dashboard_url)
         self._proc = subprocess.Popen(
