@@ -118,8 +118,15 @@ def redact_url(url: str) -> str:
 
 
 def _pair(m: re.Match[str]) -> str:
-    if not is_secret_key(m.group("name")) or m.group("value") == MASK:
+    if m.group("value") == MASK:
         return m.group(0)
+    if not is_secret_key(m.group("name")):
+        # "failed: password=x": the value may itself hold a pair.
+        value = m.group("value")
+        inner = _PAIR.sub(_pair, value) if ("=" in value or ":" in value) else value
+        if inner == value:
+            return m.group(0)
+        return f"{m.group('key')}{m.group('quote')}{inner}{m.group('quote')}"
     # An auth-scheme value keeps its scheme word ("Authorization: Bearer ***").
     if m.group("value").lower() in {"bearer", "basic", "token", "digest"}:
         return m.group(0)
