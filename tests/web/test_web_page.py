@@ -62,7 +62,7 @@ def test_run_appears_live_bars_advance_and_result_shows(page, web_executor, web_
     assert page.locator("#run-status").inner_text().strip() == "completed"  # the word, not colour alone
     assert '"total": 66' in page.locator("#run-result").inner_text()
     assert [_bar(page, a) for a in ("StepAction", "TotalAction")] == [1.0, 1.0]
-    page.wait_for_function("document.querySelectorAll('#checkpoints details').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('#checkpoints details').length === 2")
     page.locator("#checkpoints summary").first.click()  # collapsible, opens
     assert '"values"' in page.locator("#checkpoints details").first.inner_text()
     page.locator("#logs .line", has_text="stepping along").wait_for()
@@ -71,7 +71,6 @@ def test_run_appears_live_bars_advance_and_result_shows(page, web_executor, web_
     if os.environ.get("RAYDRIVE_UPDATE_SCREENSHOTS"):
         DOCS.mkdir(exist_ok=True)
         (DOCS / "web-run.png").write_bytes((tmp_path / "run-page.png").read_bytes())
-        (DOCS / "web-runs.png").write_bytes((tmp_path / "runs-page.png").read_bytes())
 
 
 def test_failed_run_shows_traceback_and_resume_command(page, web_executor, web_service):
@@ -175,3 +174,43 @@ def test_xss_payload_in_names_logs_and_params_shows_as_text(page, dialogs, web_e
         "/static/common.js",
         "/static/run.js",
     ]
+
+
+def test_runs_page_filters_by_status_and_pipeline_and_pages(page, web_executor, web_service, tmp_path):
+    client = httpx.Client(base_url=web_service.url)
+    made = client.post("/api/v1/pipelines/", json={"name": "many", "actions": [{"name": "a"}]}).json()
+    ids = [client.post(f"/api/v1/pipelines/{made['id']}/runs/", json={}).json()["id"] for _ in range(12)]
+    client.patch(f"/api/v1/runs/{ids[0]}", json={"status": "failed", "error": "x"})
+    for i, run_id in enumerate(ids[1:], 1):  # a mix of states (and a realistic picture)
+        done = i % 4 == 1
+        step = {"name": "a", "status": "completed" if done else "running", "progress": 1 if done else i / 12}
+        if i % 4 != 3:
+            client.post(
+                f"/api/v1/runs/{run_id}/progress", json={"status": "running", "action_progress": step}
+            )
+        if i % 4 == 1:
+            client.patch(f"/api/v1/runs/{run_id}", json={"status": "completed"})
+        elif i % 4 == 2 and i < 8:
+            client.patch(f"/api/v1/runs/{run_id}", json={"status": "cancelled"})
+
+    page.goto(f"{web_service.url}/?pipeline=many&limit=5")
+    page.wait_for_selector(f'tr[data-run-id="{ids[-1]}"]')  # newest first
+    shown = lambda: page.eval_on_selector_all("#runs tr", "rows => rows.map(r => r.dataset.runId)")  # noqa: E731
+    assert shown() == ids[::-1][:5]
+    page.get_by_role("button", name="Older").click()
+    page.wait_for_selector(f'tr[data-run-id="{ids[6]}"]')
+    assert shown() == ids[::-1][5:10] and "skip=5" in page.url
+    page.get_by_role("button", name="Older").click()
+    page.wait_for_selector(f'tr[data-run-id="{ids[0]}"]')
+    assert shown() == ids[::-1][10:] and page.locator("#next").is_disabled()
+
+    page.select_option("#status", "failed")  # keyboard-reachable select, applied at once
+    page.wait_for_function("() => document.querySelectorAll('#runs tr').length === 1")
+    assert shown() == [ids[0]]
+    assert page.locator("#runs tr .status").inner_text() == "failed"
+
+    page.goto(web_service.url + "/")  # every run of this module, for the README's picture
+    page.wait_for_selector(f'tr[data-run-id="{ids[-1]}"]')
+    page.screenshot(path=str(tmp_path / "runs-page.png"))
+    if os.environ.get("RAYDRIVE_UPDATE_SCREENSHOTS"):
+        (DOCS / "web-runs.png").write_bytes((tmp_path / "runs-page.png").read_bytes())

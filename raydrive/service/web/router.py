@@ -37,7 +37,7 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_SCAN = 1000  # runs read per query when filtering by pipeline name
+_SCAN = 2000  # most runs read per query when filtering by pipeline name
 _MAX_PIPELINES = 10_000
 
 
@@ -54,14 +54,19 @@ def _local_next(target: str | None) -> str:
     return "/" if parts.scheme or parts.netloc else target
 
 
+def _text(value: str | None) -> str | None:
+    return redact_text(value) if value else value
+
+
 def _run_row(run: Run, pipeline_name: str | None) -> dict[str, Any]:
+    # The row's keys are fixed; only its free-text values can hold a secret.
     view = progress_view(run)
     return {
-        "id": run.id,
-        "pipeline_id": run.pipeline_id,
-        "pipeline_name": pipeline_name,
+        "id": _text(run.id),
+        "pipeline_id": _text(run.pipeline_id),
+        "pipeline_name": _text(pipeline_name),
         "status": run.status.value,
-        "current_action": run.current_action,
+        "current_action": _text(run.current_action),
         "progress": view.overall_progress,
         "actions_done": view.completed_actions,
         "actions_total": view.total_actions,
@@ -137,23 +142,26 @@ def install(app: FastAPI, *, token: str | None, metrics: ServiceMetrics) -> None
         if pipeline:
             ids = {p.id for p in pipelines if p.name == pipeline}
             runs: list[Run] = []
-            passed, offset = 0, 0
+            passed, offset, chunk = 0, 0, max(100, 2 * (skip + limit))
+            # The store filters by status only: read newest first in growing chunks until the page
+            # is full (a pipeline with many runs fills it from the first chunk).
             while ids and len(runs) <= limit:
-                chunk = store().list_runs(status, offset, _SCAN)
-                for run in chunk:
+                batch = store().list_runs(status, offset, chunk)
+                for run in batch:
                     if run.pipeline_id not in ids:
                         continue
                     if passed < skip:
                         passed += 1
                     elif len(runs) <= limit:
                         runs.append(run)
-                if len(chunk) < _SCAN:
+                if len(batch) < chunk:
                     break
-                offset += _SCAN
+                offset += chunk
+                chunk = min(2 * chunk, _SCAN)
         else:
             runs = store().list_runs(status, skip, limit + 1)
         return {
-            "runs": [redact(_run_row(r, pipeline_name(r.pipeline_id))) for r in runs[:limit]],
+            "runs": [_run_row(r, pipeline_name(r.pipeline_id)) for r in runs[:limit]],
             "has_more": len(runs) > limit,
             "skip": skip,
             "limit": limit,
