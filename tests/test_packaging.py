@@ -70,3 +70,38 @@ def test_too_large_dir_names_size_and_biggest_files(tmp_path, monkeypatch):
         WorkingDirPackager(tmp_path, DEFAULT_EXCLUDES).package()
     message = str(info.value)
     assert "weights.bin" in message and "package limit" in message and info.value.size > 4096
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "is_dir", "excluded"),
+    [
+        ("*.log", "a/b/run.log", False, True),
+        ("*.log", "run.log.txt", False, False),
+        ("/build", "build", True, True),
+        ("/build", "src/build", True, False),
+        ("build/", "build", False, False),  # directories only
+        ("build/", "src/build", True, True),
+        ("docs/*.md", "docs/a.md", False, True),
+        ("docs/*.md", "docs/sub/a.md", False, False),  # * stops at /
+        ("docs/**/*.md", "docs/sub/deep/a.md", False, True),
+        ("**/cache", "x/y/cache", True, True),
+        ("data/**", "data/x/y", False, True),
+        ("file[0-9].txt", "file7.txt", False, True),
+        ("file[!0-9].txt", "file7.txt", False, False),
+        ("\\#notes", "#notes", False, True),
+        ("# a comment", "# a comment", False, False),
+    ],
+)
+def test_ignore_patterns_read_like_git(pattern, path, is_dir, excluded):
+    from raydrive.core.ignore import IgnoreRules
+
+    assert (IgnoreRules([pattern]).matches(path, is_dir) is not None) is excluded
+
+
+def test_last_matching_pattern_wins_and_negation_reincludes():
+    from raydrive.core.ignore import IgnoreRules
+
+    rules = IgnoreRules(["*.log", "!keep.log", "keep.log.d/"])
+    assert rules.matches("x.log", False) == "*.log"
+    assert rules.matches("keep.log", False) is None
+    assert rules.decide("keep.log", False) == (False, "!keep.log")

@@ -52,6 +52,10 @@ class _Rule:
     dir_only: bool
     parts: tuple[str, ...]  # the anchored pattern's components; () when not anchored
 
+    @property
+    def anchored(self) -> bool:
+        return bool(self.parts)
+
 
 def _rule(raw: str) -> _Rule | None:
     line = raw.rstrip("\n\r")
@@ -77,8 +81,9 @@ def _rule(raw: str) -> _Rule | None:
         if not first and parts[i - 1] != "**":
             body.append("/")
         body.append(_glob(part))
-    prefix = "" if anchored else "(?:.*/)?"
-    regex = re.compile(f"\\A{prefix}{''.join(body)}\\Z", re.S)
+    # A pattern without a slash matches a name at any depth: it is matched against the last
+    # component only (cheaper than a "(?:.*/)?" prefix on the whole path).
+    regex = re.compile(f"\\A{''.join(body)}\\Z", re.S)
     return _Rule(raw.strip(), regex, negated, dir_only, tuple(parts) if anchored else ())
 
 
@@ -88,26 +93,30 @@ class IgnoreRules:
     def __init__(self, patterns: Iterable[str], source: str = "excludes") -> None:
         self.source = source
         self.rules = [r for r in map(_rule, patterns) if r is not None]
-        # The common case (no `!`): one regex for all patterns, one for the directory-only ones,
-        # so a walk of thousands of files stays a few milliseconds.
-        self._plain = not any(r.negated for r in self.rules)
-        any_rx = [r.regex.pattern for r in self.rules if not r.dir_only]
-        dir_rx = [r.regex.pattern for r in self.rules if r.dir_only]
-        self._any = re.compile("|".join(any_rx), re.S) if any_rx else None
-        self._dirs = re.compile("|".join(dir_rx), re.S) if dir_rx else None
+        # A pre-filter only (directory-only patterns included): a path no pattern can match is
+        # answered with two regex calls, the rest goes through the ordered rules.
+        self._names = self._combine(anchored=False)
+        self._paths = self._combine(anchored=True)
+
+    def _combine(self, *, anchored: bool) -> re.Pattern[str] | None:
+        found = [r.regex.pattern for r in self.rules if r.anchored == anchored]
+        return re.compile("|".join(f"(?:{p})" for p in found), re.S) if found else None
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
     def decide(self, rel: str, is_dir: bool) -> tuple[bool, str] | None:
         """``(excluded, pattern)`` from the last pattern matching ``rel``; None when none matches."""
-        if self._plain and not (
-            (self._any is not None and self._any.match(rel))
-            or (is_dir and self._dirs is not None and self._dirs.match(rel))
+        if not self.rules:
+            return None
+        name = rel.rpartition("/")[2]
+        if not (
+            (self._names is not None and self._names.match(name))
+            or (self._paths is not None and self._paths.match(rel))
         ):
             return None
         for rule in reversed(self.rules):
-            if (is_dir or not rule.dir_only) and rule.regex.match(rel):
+            if (is_dir or not rule.dir_only) and rule.regex.match(rel if rule.anchored else name):
                 return (not rule.negated, rule.raw)
         return None
 

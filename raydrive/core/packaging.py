@@ -23,6 +23,7 @@ What goes in (the rules Ray and Docker follow, made strict):
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -31,7 +32,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from raydrive.core.errors import WorkingDirError
 from raydrive.core.ignore import IgnoreRules
@@ -110,8 +111,7 @@ def check_upload_size(
         )
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
     rel: str
     size: int
     mtime_ns: int
@@ -234,7 +234,7 @@ class WorkingDirPackager:
             stack = inherited + self._ignore_rules(directory, prefix)
             try:
                 with os.scandir(directory) as it:
-                    entries = sorted(it, key=lambda e: e.name)
+                    entries = sorted(it, key=lambda e: e.name)  # errors name the same path each time
             except OSError as exc:
                 raise self._fail("cannot list", prefix or ".", exc) from None
             for entry in entries:
@@ -252,7 +252,8 @@ class WorkingDirPackager:
                     is_link = entry.is_symlink()
                     is_dir = entry.is_dir(follow_symlinks=True)
                 except OSError as exc:
-                    raise self._fail("cannot read", rel, exc) from None
+                    what = "symlink loop at" if exc.errno == errno.ELOOP else "cannot read"
+                    raise self._fail(what, rel, exc) from None
                 included = self._include.matches(rel, is_dir) is not None
                 if forced and not included:
                     if is_dir and not is_link and self._include.may_match_below(rel):
@@ -285,14 +286,14 @@ class WorkingDirPackager:
                     todo.append((rel + "/", entry.path, stack, False))
                     continue
                 try:
-                    st = os.stat(source)
+                    st = entry.stat() if source is entry.path else os.stat(source)
                 except OSError as exc:
                     raise self._fail("cannot read", rel, exc) from None
                 if not stat.S_ISREG(st.st_mode):
                     excluded.append(Excluded(rel, "not a regular file"))
                     continue
                 found.append(_Entry(rel, st.st_size, st.st_mtime_ns, source))
-        found.sort(key=lambda e: e.rel)
+        found.sort()
         excluded.sort(key=lambda e: e.path)
         self.excluded = excluded
         return found
