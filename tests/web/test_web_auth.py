@@ -41,6 +41,11 @@ def test_token_page_asks_once_refuses_a_wrong_token_and_sets_a_strict_cookie(pag
     page.wait_for_url(f"**/runs/{run['id']}")  # back where the person was going
     page.wait_for_selector('#run[data-status="pending"]')
     assert page.locator("#pipeline-name").inner_text() == "guarded"
+    # The live stream works on the cookie too: a report made elsewhere moves the page.
+    report = {"status": "running", "action_progress": {"name": "a", "status": "running", "progress": 0.5}}
+    api.post(f"/api/v1/runs/{run['id']}/progress", json=report)
+    page.wait_for_selector('#run[data-status="running"]')
+    page.wait_for_function("() => document.querySelector('#actions li progress').value === 0.5")
     (cookie,) = page.context.cookies()
     assert cookie["name"] == "raydrive_session" and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert TOKEN not in cookie["value"]

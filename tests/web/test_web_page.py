@@ -214,3 +214,23 @@ def test_runs_page_filters_by_status_and_pipeline_and_pages(page, web_executor, 
     page.screenshot(path=str(tmp_path / "runs-page.png"))
     if os.environ.get("RAYDRIVE_UPDATE_SCREENSHOTS"):
         (DOCS / "web-runs.png").write_bytes((tmp_path / "runs-page.png").read_bytes())
+
+
+def test_keyboard_reaches_filters_rows_and_pager(page, web_service):
+    client = httpx.Client(base_url=web_service.url)
+    made = client.post("/api/v1/pipelines/", json={"name": "keys", "actions": [{"name": "a"}]}).json()
+    run_id = client.post(f"/api/v1/pipelines/{made['id']}/runs/", json={}).json()["id"]
+    page.goto(f"{web_service.url}/?pipeline=keys")
+    page.wait_for_selector(f'tr[data-run-id="{run_id}"]')
+    reached = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.id || document.activeElement.textContent"))
+    assert {"status", "pipeline"} <= set(reached) and run_id in reached
+    for _ in range(12):
+        if page.evaluate("document.activeElement.textContent") == run_id:
+            break
+        page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")  # a link: Enter opens the run
+    page.wait_for_url(f"**/runs/{run_id}")
+    page.wait_for_selector('#run[data-status="pending"]')
