@@ -146,7 +146,9 @@ class JobsApiOptions(RayOptions):
 
     def __repr__(self) -> str:
         # Header values may be credentials (Authorization, cookies): keys only.
-        shown = self.model_dump(exclude={"env", "headers"})
+        from raydrive.core.redaction import redact  # dashboard_address may hold user:password@
+
+        shown = redact(self.model_dump(exclude={"env", "headers"}))
         headers = None if self.headers is None else sorted(self.headers)
         env = None if self.env is None else sorted(self.env)
         args = ", ".join(f"{k}={v!r}" for k, v in shown.items())
