@@ -45,6 +45,14 @@ class ResolvedConfig:
     sources: dict[str, str] = field(default_factory=dict)
     config_file: Path | None = None
 
+    def __repr__(self) -> str:
+        from raydrive.core.redaction import redact
+
+        return (
+            f"ResolvedConfig(driver={self.driver!r}, options={redact(self.options)!r}, "
+            f"sources={self.sources!r}, config_file={self.config_file!r})"
+        )
+
 
 def find_config_file(start: Path | None = None) -> tuple[Path, dict[str, Any]] | None:
     """The nearest ``raydrive.toml`` or ``pyproject.toml`` with ``[tool.raydrive]``, and its table."""

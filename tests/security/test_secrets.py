@@ -124,6 +124,19 @@ def test_reprs_show_masks_not_secrets():
     for secret in ("adminpass", "tok-123456", "idxpass", "syn-123456"):
         assert secret not in shown
     assert "admin:***@ray.example" in shown and "deploy:***@pypi.example" in shown
+    from raydrive import effective_config
+    from raydrive.drivers.ray_jobs_api import JobsApiOptions
+
+    jobs_api = JobsApiOptions(
+        dashboard_address="https://admin:adminpass@dash.example:8265",
+        headers={"Authorization": "Bearer abcdef123456"},
+    )
+    resolved = effective_config(
+        "ray-jobs-api", dashboard_address=jobs_api.dashboard_address, token="tok-123456"
+    )
+    for text in (repr(jobs_api), repr(resolved)):
+        assert "adminpass" not in text and "abcdef123456" not in text and "tok-123456" not in text
+        assert "admin:***@dash.example" in text
     built = RuntimeEnvBuilder(
         RayOptions(
             env={"A": "1"},
