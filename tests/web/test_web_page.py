@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from raydrive import PipelineDefinition
-from raydrive.core.pipeline import RunStatus
 from raydrive.drivers.ray_pipeline import NAMESPACE, actor_name
 from tests.web.conftest import actions
 
