@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from raydrive import BaseAction
 
@@ -43,11 +43,14 @@ class ScaleAction(BaseAction[ScaleParams]):
 
 class SumParams(BaseModel):
     scaled: list[int]
+    touch: str | None = None  # a file written when the action ran (tests wait on it)
 
 
 class SumAction(BaseAction[SumParams]):
     def execute(self) -> dict:
         self.logger.set_metrics({"count": len(self.params.scaled)}, step=1)
+        if self.params.touch:
+            Path(self.params.touch).write_text("done")
         return {"total": sum(self.params.scaled), "pid": os.getpid()}
 
 
@@ -65,3 +68,70 @@ class SlowAction(BaseAction[SlowParams]):
             self.logger.set_progress(1, 100, step="waiting")
             time.sleep(0.1)
         return {"slept": self.params.seconds}
+
+
+class BadResultParams(BaseModel):
+    kind: str = "set"
+
+
+class BadResultAction(BaseAction[BadResultParams]):
+    """Returns what is not JSON data: a set, an object, or a dict nested 300 deep."""
+
+    def execute(self) -> dict:
+        if self.params.kind == "set":
+            return {"tags": {"a", "b"}}
+        if self.params.kind == "object":
+            return {"handle": object()}
+        deep: dict = {}
+        node = deep
+        for _ in range(300):
+            node["d"] = {}
+            node = node["d"]
+        return deep
+
+
+class SpinParams(BaseModel):
+    pid_file: str | None = None
+
+
+class SpinAction(BaseAction[SpinParams]):
+    """A tight loop that never reports and never sleeps: only a cancel ends it."""
+
+    def execute(self) -> dict:
+        if self.params.pid_file:
+            Path(self.params.pid_file).write_text(str(os.getpid()))
+        n = 0
+        while True:
+            n += 1
+
+
+class SecretParams(BaseModel):
+    api_token: str
+    db_password: SecretStr
+    fail_marker: str | None = None
+
+
+class SecretAction(BaseAction[SecretParams]):
+    """Logs, returns and fails with its secrets in the text, as careless code does."""
+
+    def execute(self) -> dict:
+        token, password = self.params.api_token, self.params.db_password.get_secret_value()
+        self.logger.info(f"connecting with {token} and {password}")
+        if self.params.fail_marker and Path(self.params.fail_marker).exists():
+            raise RuntimeError(f"login refused for {token} / {password}")
+        return {"session_key": f"{token}-session", "echo": password}
+
+
+class AfterSecretParams(BaseModel):
+    api_token: str
+    db_password: SecretStr
+    session_key: str
+
+
+class AfterSecretAction(BaseAction[AfterSecretParams]):
+    """Needs the real secrets of the action before it (kept by the actor, never by the service)."""
+
+    def execute(self) -> dict:
+        assert not self.params.api_token.startswith("*"), "the secret param arrived masked"
+        assert self.params.session_key == f"{self.params.api_token}-session"
+        return {"ok": True, "token_length": len(self.params.api_token)}

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import raydrive
 from raydrive import ExecutionError, JobNotFoundError, PipelineDefinition, ServiceUnavailableError
 from raydrive.core.pipeline import ActionStatus, RunStatus
 from raydrive.service.server import ServiceServer
+from tests.test_pipeline_runner import wait_for
 
 pytestmark = pytest.mark.ray
 HERE = Path(__file__).parent
@@ -130,24 +130,14 @@ def test_cancel_mid_action_stops_the_actor_and_freezes_the_run(executor, tmp_pat
         PipelineDefinition("slow", actions("SlowAction", "SumAction")),
         {"seconds": 60, "pid_file": str(pid_file), "scaled": [1]},
     )
-    deadline = time.monotonic() + 60
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(pid_file.exists, timeout=60, what="the slow action to start")
     pid = int(pid_file.read_text())
     executor.cancel(run_id)
     progress = executor.get_progress(run_id)
     assert progress.status == RunStatus.CANCELLED
-    for _ in range(100):  # the action's process goes away
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the cancelled action's process is still alive")
+    wait_for(lambda: not _alive(pid), timeout=10, what="the cancelled action's process to go away")
     assert not executor.actor_exists(f"raydrive-pipeline-{run_id}", "raydrive")
-    time.sleep(1.0)  # a late report cannot change a terminal run
-    assert executor.get_status(run_id) == RunStatus.CANCELLED
+    assert executor.get_status(run_id) == RunStatus.CANCELLED  # the actor's last reports changed nothing
     with pytest.raises(ExecutionError, match="cancelled"):
         executor.wait(run_id, timeout_seconds=5)
     resumed = executor.submit(
@@ -193,6 +183,14 @@ def test_unknown_run_and_unreachable_service(executor, ray_cluster, plugin_dir):
     assert _pipeline_actors(ray_cluster) == before  # nothing was started on the cluster
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
 def _pipeline_actors(cluster) -> set[str]:
     from ray.util.state import list_actors
 
@@ -205,14 +203,10 @@ def test_run_whose_actor_dies_is_marked_failed(executor, tmp_path):
     run_id = executor.submit(
         PipelineDefinition("doomed", actions("SlowAction")), {"seconds": 60, "pid_file": str(pid_file)}
     )
-    deadline = time.monotonic() + 60
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(pid_file.exists, timeout=60, what="the slow action to start")
     assert executor.get_status(run_id) == RunStatus.RUNNING
     os.kill(int(pid_file.read_text()), 9)  # as the OOM killer would
-    deadline = time.monotonic() + 30
-    while executor.get_status(run_id) == RunStatus.RUNNING and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_for(lambda: executor.get_status(run_id) != RunStatus.RUNNING, timeout=30, what="the run to end")
     progress = executor.get_progress(run_id)
     assert progress.status == RunStatus.FAILED and "actor died" in progress.error
 
@@ -236,3 +230,108 @@ def test_token_protected_service_is_reached_by_executor_and_actor(
         assert [c.action_name for c in ex.client.list_checkpoints(run_id)] == [
             "LoadAction", "ScaleAction", "SumAction",
         ]  # fmt: skip
+
+
+def _submit_script(service, ray_cluster, plugin_dir, body: str) -> str:
+    return (
+        "import os, sys\n"
+        "os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'\n"
+        f"sys.path.insert(0, {str(plugin_dir)!r})\n"
+        "import raydrive\n"
+        "from raydrive import BaseAction\n"
+        "from pydantic import BaseModel\n"
+        f"ex = raydrive.get_executor('ray-pipeline', ray_address={ray_cluster.address!r}, "
+        f"working_dir={str(plugin_dir)!r}, pipeline_service_url={service.url!r})\n" + body
+    )
+
+
+def test_submit_then_exit_at_once_the_run_still_runs(executor, service, ray_cluster, plugin_dir):
+    # The submitter exits right after submit() returns, without closing anything.
+    code = _submit_script(
+        service, ray_cluster, plugin_dir,
+        f"print(ex.submit({THREE.actions!r}, {{'source': 'exit', 'rows': 3}}, name='exit'), flush=True)\n"
+        "os._exit(0)\n",
+    )  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.strip().splitlines()[-1]
+    final = executor.wait(run_id, timeout_seconds=120, poll_interval=1.0)
+    assert final.status == RunStatus.COMPLETED
+    assert executor.get_result(run_id)["total"] == 30
+
+
+def test_pending_run_whose_actor_is_gone_is_marked_failed(executor):
+    # A run registered whose actor never started (or is gone): nothing will ever move it.
+    stored = executor.client.create_pipeline("orphan", [{"name": "LoadAction", "entrypoint": "m.LoadAction"}])
+    run_id = executor.client.create_run(stored.id, params={}).id
+    with pytest.raises(ExecutionError, match="never started"):
+        executor.wait(run_id, timeout_seconds=60, poll_interval=1.0)
+    assert executor.get_status(run_id) == RunStatus.FAILED
+
+
+def test_a_class_that_is_not_an_action_is_refused_before_a_run_is_registered(executor):
+    class NotAnAction:
+        pass
+
+    before = len(executor.client.list_runs(limit=1000))
+    with pytest.raises(raydrive.ActionImportError, match="not a BaseAction"):
+        executor.submit([NotAnAction], {}, name="refused")
+    assert len(executor.client.list_runs(limit=1000)) == before
+
+
+def test_an_action_defined_in_main_runs_like_on_ray_actor(service, ray_cluster, plugin_dir):
+    code = _submit_script(
+        service, ray_cluster, plugin_dir,
+        "class P(BaseModel):\n    n: int\n"
+        "class Double(BaseAction[P]):\n    def execute(self):\n        return {'n': self.params.n * 2}\n"
+        "run_id = ex.submit([Double, Double], {'n': 3}, name='main-class')\n"
+        "print(ex.get_result(run_id, timeout=120))\n",
+    )  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "{'n': 12}" in out.stdout
+
+
+def test_working_dir_with_a_tilde_is_expanded(ray_cluster, service, plugin_dir, monkeypatch):
+    monkeypatch.setenv("HOME", str(plugin_dir.parent))
+    with raydrive.get_executor(
+        "ray-pipeline", ray_address=ray_cluster.address, working_dir=f"~/{plugin_dir.name}",
+        pipeline_service_url=service.url,
+    ) as ex:  # fmt: skip
+        run_id = ex.submit(THREE, {"source": "tilde", "rows": 1})
+        assert ex.get_result(run_id, timeout=120)["total"] == 0
+        assert ex.client.get_run(run_id).work_dir == str(plugin_dir.resolve())
+
+
+def test_lifecycle_events_name_the_pipeline_with_one_status_word(executor, plugin_manager, tmp_path):
+    seen = []
+
+    class Audit:
+        @raydrive.hookimpl
+        def raydrive_job_submitted(self, event):
+            seen.append(("submitted", event.job_id, event.action, event.status))
+
+        @raydrive.hookimpl
+        def raydrive_job_finished(self, event):
+            seen.append(("finished", event.job_id, event.action, event.status))
+
+    plugin_manager.register(Audit(), name="audit")
+    done = executor.submit(THREE, {"source": "x", "rows": 1})
+    executor.wait(done, timeout_seconds=120, poll_interval=1.0)
+    pid_file = tmp_path / "pid"
+    slow = PipelineDefinition("slow-one", actions("SlowAction"))
+    by_cancel = executor.submit(slow, {"seconds": 60, "pid_file": str(pid_file)})
+    wait_for(pid_file.exists, timeout=60, what="the slow action to start")
+    executor.cancel(by_cancel)
+    by_wait = executor.submit(slow, {"seconds": 60})
+    executor.client.update_run(by_wait, status=RunStatus.CANCELLED, error="cancelled elsewhere")
+    with pytest.raises(ExecutionError, match="cancelled"):
+        executor.wait(by_wait, timeout_seconds=60, poll_interval=1.0)
+    assert seen == [
+        ("submitted", done, "etl", None),
+        ("finished", done, "etl", "SUCCEEDED"),
+        ("submitted", by_cancel, "slow-one", None),
+        ("finished", by_cancel, "slow-one", "STOPPED"),
+        ("submitted", by_wait, "slow-one", None),
+        ("finished", by_wait, "slow-one", "STOPPED"),
+    ]

@@ -10,6 +10,7 @@ from any process.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -19,21 +20,26 @@ from typing import Any
 
 from pydantic import Field
 
-from raydrive.core.action import action_entrypoint, action_name, try_resolve_action, validate_params
+from raydrive.core.action import action_entrypoint, action_name, validate_params
 from raydrive.core.errors import (
     ExecutionError,
     ExecutionTimeoutError,
+    ServiceError,
     ServiceUnavailableError,
     SubmissionError,
 )
 from raydrive.core.options import RayOptions
 from raydrive.core.pipeline import PipelineDefinition, PipelineProgress, RunStatus
+from raydrive.core.redaction import MASK
+from raydrive.core.status import JobState
+from raydrive.drivers.pipeline_payload import SecretMasker, restore_secrets, secret_fields
 from raydrive.drivers.pipeline_runner import PipelineSpec, unique_names
-from raydrive.drivers.ray_common.base import BaseRayExecutor
+from raydrive.drivers.ray_common.base import BaseRayExecutor, wire_target
 
 __all__ = ["PipelineOptions", "RayPipelineExecutor"]
 
 NAMESPACE = "raydrive"
+_log = logging.getLogger("raydrive.pipeline")
 
 
 def actor_name(run_id: str) -> str:
@@ -48,26 +54,70 @@ class PipelineOptions(RayOptions):
     progress_interval: float = Field(
         default=0.25, ge=0, description="Least seconds between two progress reports of an action."
     )
+    cancel_poll_interval: float = Field(
+        default=0.5, gt=0, le=60, description="Seconds between two checks of the actor for a cancel."
+    )
+    cancel_grace: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="Seconds cancel() waits for the actor to stop before killing it.",
+    )
 
 
 class _PipelineActor:
-    """Runs one pipeline run; created detached, it exits when the run ends."""
+    """Runs one pipeline run; created detached, it exits when the run ends.
 
-    def __init__(self, secrets: dict[str, str]) -> None:
+    The run starts in the constructor (in a thread), not in a method call: Ray keeps a detached
+    actor's creation whatever its creator does next, while a method call still queued in a
+    submitter that exits is lost (the run would stay ``pending`` for ever).
+    """
+
+    def __init__(self, secrets: dict[str, str], spec: PipelineSpec) -> None:
         os.environ.update(secrets)  # credentials arrive as an argument, never in the runtime env
+        self._thread = threading.Thread(
+            target=self._main, args=(spec,), name="raydrive-pipeline", daemon=True
+        )
+        self._thread.start()
 
-    def run(self, spec: PipelineSpec) -> dict[str, Any]:
-        import ray
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
+    @staticmethod
+    def _main(spec: PipelineSpec) -> None:
+        from raydrive.drivers.pipeline_cancel import CancelWatcher
         from raydrive.drivers.pipeline_runner import run_pipeline
         from raydrive.service.client import PipelineServiceClient
 
         client = PipelineServiceClient(spec.service_url, token=spec.token, retries=0)
+        watcher = CancelWatcher(
+            client, spec.run_id, interval=spec.cancel_poll_interval, grace=spec.cancel_grace,
+            on_stuck=_exit_process,
+        )  # fmt: skip
         try:
-            return run_pipeline(spec, client)
+            run_pipeline(spec, client, watcher=watcher)
+        except BaseException:  # the runner reports failures itself; this is a last resort
+            _log.exception("pipeline run %s ended abnormally", spec.run_id)
         finally:
             client.close()
-            ray.actor.exit_actor()
+            _exit_actor()
+
+
+def _exit_actor() -> None:
+    # exit_actor() only works in an actor method's thread: ask the actor to end itself.
+    import ray
+
+    try:
+        ray.get_runtime_context().current_actor.__ray_terminate__.remote()
+    except Exception:
+        _exit_process()
+
+
+def _exit_process() -> None:
+    # An action that does not stop when cancelled (blocked in C code): end the process. The run is
+    # already cancelled on the service, which refuses any later change to it.
+    logging.shutdown()
+    os._exit(0)
 
 
 class RayPipelineExecutor(BaseRayExecutor):
@@ -82,6 +132,7 @@ class RayPipelineExecutor(BaseRayExecutor):
         self._client: Any = None
         self._lock = threading.Lock()
         self._reported: set[str] = set()
+        self._names: dict[str, str] = {}
 
     # -- the service -----------------------------------------------------------------------
     @property
@@ -117,9 +168,13 @@ class RayPipelineExecutor(BaseRayExecutor):
 
         :param pipeline: a PipelineDefinition, or a list of action classes / ``module.Class``.
         :param params: initial params; each action's result is merged into them for the next.
+            Secret params (``SecretStr`` fields, secret-looking names) reach the actor only; the
+            service stores them as ``***``.
         :param name: the pipeline's name (required with a plain list).
         :param resume_from: a failed or cancelled run: actions up to its latest checkpoint are
-            skipped and the params are restored from that checkpoint.
+            skipped and the params are restored from that checkpoint (secret ones from ``params``).
+        :raises ActionImportError: an action is a class that is not a BaseAction.
+        :raises SubmissionError: a resume misses secret params the service does not keep.
         """
         if not isinstance(pipeline, PipelineDefinition):
             if not name:
@@ -127,54 +182,60 @@ class RayPipelineExecutor(BaseRayExecutor):
             pipeline = PipelineDefinition(name=name, actions=list(pipeline))
         if not pipeline.actions:
             raise SubmissionError(f"pipeline {pipeline.name!r} has no actions")
-        entrypoints = [action_entrypoint(a) for a in pipeline.actions]
-        names = unique_names([action_name(a) for a in pipeline.actions])
+        resolved = [self.resolve(a) for a in pipeline.actions]  # refuses a class that is no action
+        targets = [wire_target(a, c) for a, c in zip(pipeline.actions, resolved, strict=True)]
+        entrypoints = [action_entrypoint(c or a) for a, c in zip(pipeline.actions, resolved, strict=True)]
+        names = unique_names([action_name(c or a) for a, c in zip(pipeline.actions, resolved, strict=True)])
+        masker = SecretMasker(secret_fields([getattr(c, "params_model", None) for c in resolved]))
 
         self._check_service()
         start, run_params = 0, dict(params)
         if resume_from:
             start, run_params = self._resume_point(resume_from, names, run_params)
-        first = try_resolve_action(pipeline.actions[start]) if start < len(names) else None
+        first = resolved[start] if start < len(names) else None
         if first is not None:
             validate_params(first, run_params)  # fail fast where we can; the actor checks all
+        masker.learn(run_params)
 
-        built = self.runtime_env()  # packages and uploads the working dir once per executor
+        # Re-check the working dir's package before every actor start: Ray deletes it when the
+        # last detached actor that used it ends, and a resume would find it gone.
+        built = self.runtime_env(recheck_s=0)
         request = self.resources(names[start] if start < len(names) else pipeline.name)
         stored = self.client.create_pipeline(
             pipeline.name,
             [{"name": n, "entrypoint": e} for n, e in zip(names, entrypoints, strict=True)],
             description=pipeline.description,
         )
-        work_dir = str(Path(self.options.working_dir).resolve()) if self.options.working_dir else None
-        run = self.client.create_run(stored.id, params=run_params, work_dir=work_dir)
+        work_dir = self.options.working_dir
+        work_dir = str(Path(work_dir).expanduser().resolve()) if work_dir else None
+        run = self.client.create_run(stored.id, params=masker.data(run_params), work_dir=work_dir)
         spec = PipelineSpec(
             run_id=run.id,
             service_url=self.options.actor_pipeline_service_url or self.options.pipeline_service_url,
-            entrypoints=entrypoints,
+            entrypoints=targets,
             names=names,
             params=run_params,
             start_index=start,
             env=built.env,
             progress_interval=self.options.progress_interval,
             token=os.environ.get("RAYDRIVE_SERVICE_TOKEN"),
+            cancel_poll_interval=self.options.cancel_poll_interval,
         )
         try:
-            actor = (
-                self.remote_class(_PipelineActor)
-                .options(
-                    name=actor_name(run.id),
-                    namespace=NAMESPACE,
-                    lifetime="detached",
-                    runtime_env=built.runtime_env,
-                    max_restarts=0,
-                    **request.as_ray_options(),
-                )
-                .remote(built.secrets)
-            )
-            actor.run.remote(spec)
+            self.remote_class(_PipelineActor).options(
+                name=actor_name(run.id),
+                namespace=NAMESPACE,
+                lifetime="detached",
+                runtime_env=built.runtime_env,
+                max_restarts=0,
+                **request.as_ray_options(),
+            ).remote(built.secrets, spec)
         except Exception as exc:
-            self.client.update_run(run.id, status=RunStatus.FAILED, error=f"submission failed: {exc}")
+            error = masker.text(f"submission failed: {exc}")
+            with contextlib.suppress(ExecutionError):
+                self.client.update_run(run.id, status=RunStatus.FAILED, error=error)
             raise self.map_error(exc, job_id=run.id) from exc
+        self._names[run.id] = pipeline.name
         self._emit_submitted(run.id, pipeline.name)
         return run.id
 
@@ -189,13 +250,23 @@ class RayPipelineExecutor(BaseRayExecutor):
             )
         checkpoint = self.client.get_latest_checkpoint(run_id)
         if checkpoint is None:
-            return 0, {**previous.params, **params}
-        if checkpoint.action_index >= len(names) or names[checkpoint.action_index] != checkpoint.action_name:
+            start, stored = 0, {**previous.params, **params}
+        elif (
+            checkpoint.action_index >= len(names) or names[checkpoint.action_index] != checkpoint.action_name
+        ):
             raise SubmissionError(
                 f"run {run_id!r} was checkpointed after action {checkpoint.action_name!r} "
                 f"(#{checkpoint.action_index}), which this pipeline does not have at that place"
             )
-        return checkpoint.action_index + 1, dict(checkpoint.params_snapshot)
+        else:
+            start, stored = checkpoint.action_index + 1, dict(checkpoint.params_snapshot)
+        restored, missing = restore_secrets(stored, params)
+        if missing:
+            raise SubmissionError(
+                f"run {run_id!r} had secret params that the service keeps only as {MASK}: pass "
+                f"{', '.join(missing)} again in params to resume it"
+            )
+        return start, restored
 
     # -- reading runs ----------------------------------------------------------------------
     def get_status(self, run_id: str) -> RunStatus:
@@ -210,20 +281,26 @@ class RayPipelineExecutor(BaseRayExecutor):
         return progress
 
     def _check_actor_alive(self, progress: PipelineProgress) -> PipelineProgress:
-        """A running run whose actor died without reporting (node lost, OOM kill) is marked failed.
+        """A run whose actor is gone without reporting is marked failed: a running one (node
+        lost, OOM kill), or a pending one (its actor never started: a runtime env that failed to
+        set up, a working-dir package deleted under it).
 
         Best effort: a process that cannot reach the cluster (only the service) skips the check.
         """
-        if progress.status is not RunStatus.RUNNING or self._actor_alive(progress.run_id):
+        if self._actor_alive(progress.run_id):
             return progress
         time.sleep(0.5)  # the actor may have just finished and be flushing its last report
         progress = self.client.get_progress(progress.run_id)
         if progress.status.is_terminal() or self._actor_alive(progress.run_id):
             return progress
+        error = (
+            "the pipeline actor died before the run ended"
+            if progress.status is RunStatus.RUNNING
+            else "the pipeline actor is gone and the run never started (its runtime env may have "
+            "failed to set up: see the Ray dashboard's actor page for the cause)"
+        )
         with contextlib.suppress(ExecutionError):  # it may have ended this very moment
-            self.client.update_run(
-                progress.run_id, status=RunStatus.FAILED, error="the pipeline actor died before the run ended"
-            )
+            self.client.update_run(progress.run_id, status=RunStatus.FAILED, error=error)
         return self.client.get_progress(progress.run_id)
 
     def _actor_alive(self, run_id: str) -> bool:
@@ -275,10 +352,9 @@ class RayPipelineExecutor(BaseRayExecutor):
         return self._final(run_id, progress)
 
     def _final(self, run_id: str, progress: PipelineProgress) -> PipelineProgress:
+        self._finished_once(run_id, progress.status, progress.error)
         if progress.status is RunStatus.COMPLETED:
-            self._finished_once(run_id, "SUCCEEDED")
             return progress
-        self._finished_once(run_id, progress.status.value.upper(), progress.error)
         failed = next((a for a in progress.progress if a.status.value == "failed"), None)
         raise ExecutionError(
             f"pipeline run {run_id!r} {progress.status.value}"
@@ -290,26 +366,73 @@ class RayPipelineExecutor(BaseRayExecutor):
         )
 
     def get_result(self, run_id: str, timeout: float | None = None) -> Any:
-        """Wait for the run and return its result (the last action's result)."""
+        """Wait for the run and return its result (the last action's result, secrets as ``***``)."""
         self.wait(run_id, timeout_seconds=timeout if timeout is not None else float("inf"))
         return self.client.get_run(run_id).result
 
     def cancel(self, run_id: str) -> None:
-        """Cancel a run: it is marked cancelled first (later reports cannot change it), then its
-        actor is killed, stopping the running action."""
-        progress = self.client.get_progress(run_id)
-        if progress.status.is_terminal():
-            return
-        self.client.update_run(run_id, status=RunStatus.CANCELLED, error="cancelled by the user")
-        self.kill_actor(actor_name(run_id), NAMESPACE)
-        self._finished_once(run_id, "STOPPED", "cancelled")
+        """Cancel a run through the service; its actor stops the running action and exits.
 
-    def _finished_once(self, run_id: str, status: str, error: str | None = None) -> None:
+        The service marks the run cancelled at once (later reports cannot change it); the actor
+        sees it within ``cancel_poll_interval`` and stops. An actor still alive after
+        ``cancel_grace`` s is killed through Ray. When the service cannot be reached, the actor
+        is killed at once and the run is marked failed ("actor died") by the next status read
+        once the service is back; :class:`ServiceUnavailableError` is raised only when the
+        actor could not be killed either.
+        """
+        try:
+            if self.client.get_progress(run_id).status.is_terminal():
+                return
+            self._request_cancel(run_id)
+            grace = self.options.cancel_grace
+        except ServiceUnavailableError as exc:
+            _log.warning("pipeline service unreachable (%s): killing run %s's actor directly", exc, run_id)
+            grace, unreachable = 0.0, exc
+        else:
+            unreachable = None
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self._actor_alive(run_id):
+            time.sleep(0.05)
+        try:
+            self.kill_actor(actor_name(run_id), NAMESPACE)  # no-op when it is gone already
+        except SubmissionError:
+            if unreachable is not None:
+                raise unreachable from None
+        self._finished_once(run_id, RunStatus.CANCELLED, "cancelled")
+
+    def _request_cancel(self, run_id: str) -> None:
+        request = getattr(self.client, "cancel_run", None)
+        try:
+            if request is not None:
+                request(run_id)
+            else:  # a service without the cancel endpoint: the same record, written directly
+                self.client.update_run(run_id, status=RunStatus.CANCELLED, error="cancelled by the user")
+        except ServiceUnavailableError:
+            raise
+        except ServiceError as exc:
+            if exc.status_code != 409:  # 409: it ended meanwhile
+                raise
+
+    def _finished_once(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
         with self._lock:
             if run_id in self._reported:
                 return
             self._reported.add(run_id)
-        self._emit_finished(run_id, "pipeline", status, error)
+            name = self._names.get(run_id)
+        if name is None:
+            name = self._pipeline_name(run_id)
+        # One status word per outcome, whichever call saw it (wait or cancel): the job states.
+        word = {RunStatus.COMPLETED: JobState.SUCCEEDED, RunStatus.CANCELLED: JobState.STOPPED}.get(
+            status, JobState.FAILED
+        )
+        self._emit_finished(run_id, name, word.value, error)
+
+    def _pipeline_name(self, run_id: str) -> str:
+        # The same name as the submitted event, also when another process submitted the run.
+        try:
+            return self.client.get_pipeline(self.client.get_run(run_id).pipeline_id).name
+        except ServiceError:
+            return run_id
 
     def close(self) -> None:
         """Close the service client (runs keep going on the cluster)."""
