@@ -14,7 +14,8 @@
 - **Host header** (DNS rebinding, checked with or without a token): a page on ``evil.example``
   whose name is re-pointed at 127.0.0.1 sends ``Host: evil.example``. Only the address the
   connection arrived on, the loopback names when that address is loopback, and the names given
-  (``--host`` when it names a host) are accepted; anything else answers 400.
+  (``--host`` when it names a host, ``$RAYDRIVE_SERVICE_ALLOWED_HOSTS``) are accepted; anything
+  else answers 400.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import os
 import secrets
 import time
 from collections.abc import Iterable
@@ -33,6 +35,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
+    "ALLOWED_HOSTS_ENV",
     "CSRF_HEADER",
     "SESSION_COOKIE",
     "SESSION_MAX_AGE",
@@ -42,6 +45,8 @@ __all__ = [
     "extra_allowed_hosts",
 ]
 
+#: Extra ``Host`` names to accept, comma-separated (a reverse proxy's public name, say).
+ALLOWED_HOSTS_ENV = "RAYDRIVE_SERVICE_ALLOWED_HOSTS"
 SESSION_COOKIE = "raydrive_session"
 CSRF_HEADER = "X-Raydrive-CSRF"
 #: Seconds a page session lasts (7 days); the token is asked again after that.
@@ -160,13 +165,15 @@ def _is_loopback(host: str) -> bool:
 
 
 def extra_allowed_hosts(bind_host: str) -> list[str]:
-    """The names to accept besides the connection's own address: ``bind_host`` when it names one.
+    """The names to accept besides the connection's own address: ``bind_host`` when it names one,
+    plus the comma-separated names of ``$RAYDRIVE_SERVICE_ALLOWED_HOSTS``.
 
     A wildcard bind (``0.0.0.0``, ``::``) names none: then only the address a client connected to
     (and the loopback names on loopback) passes, and any DNS name must be given explicitly.
     """
     host = bind_host.strip().strip("[]").lower()
-    return [] if host in ("", "0.0.0.0", "::") else [host]
+    names = [] if host in ("", "0.0.0.0", "::") else [host]
+    return names + [n.strip() for n in os.environ.get(ALLOWED_HOSTS_ENV, "").split(",") if n.strip()]
 
 
 class HostCheckMiddleware:

@@ -78,3 +78,11 @@ def test_login_redirects_only_to_paths_of_the_service(tmp_path):
         fresh = httpx.Client(base_url=server.url)
         for garbage in ('raydrive_session="\\"; ;;==', "raydrive_session", "=;=;", "raydrive_session=1.2"):
             assert fresh.get("/api/v1/runs/", headers={"Cookie": garbage}).status_code == 401
+
+
+def test_names_from_the_environment_are_accepted(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYDRIVE_SERVICE_ALLOWED_HOSTS", "pipelines.example, proxy.internal")
+    with ServiceServer(db=tmp_path / "runs.db", token="") as server:
+        assert _status(server.port, "/health", "pipelines.example") == 200
+        assert _status(server.port, "/health", f"proxy.internal:{server.port}") == 200
+        assert _status(server.port, "/health", "evil.example") == 400
