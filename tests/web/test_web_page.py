@@ -242,3 +242,15 @@ def test_keyboard_reaches_filters_rows_and_pager(page, web_service):
     page.keyboard.press("Enter")  # a link: Enter opens the run
     page.wait_for_url(f"**/runs/{run_id}")
     page.wait_for_selector('#run[data-status="pending"]')
+
+
+def test_a_long_log_is_caught_up_to_its_tail(page, web_service):
+    client = httpx.Client(base_url=web_service.url)
+    made = client.post("/api/v1/pipelines/", json={"name": "chatty", "actions": [{"name": "a"}]}).json()
+    run_id = client.post(f"/api/v1/pipelines/{made['id']}/runs/", json={}).json()["id"]
+    for batch in range(3):
+        entries = [{"message": f"line {batch * 1000 + i}"} for i in range(1000)]
+        client.post(f"/api/v1/runs/{run_id}/logs/", json={"entries": entries})
+    page.goto(f"{web_service.url}/runs/{run_id}")
+    page.locator("#logs .line .msg", has_text="line 2999").wait_for(timeout=15_000)
+    assert page.locator("#logs .line").count() == 3000

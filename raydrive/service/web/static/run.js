@@ -7,6 +7,7 @@
   const TERMINAL = new Set(["completed", "failed", "cancelled"]);
   const LEVELS = ["debug", "info", "success", "warning", "danger", "error", "critical"];
   const MAX_LOG_LINES = 5000;
+  const LOG_BATCH = 1000;
   let view = null;         // the latest progress view
   let stream = null;
   let lastLog = { id: 0, ts: null };
@@ -135,7 +136,7 @@
   async function pollLogs() {
     clearTimeout(logTimer);
     try {
-      const q = new URLSearchParams({ after: String(lastLog.id) });
+      const q = new URLSearchParams({ after: String(lastLog.id), limit: String(LOG_BATCH) });
       if (lastLog.ts) q.set("since", lastLog.ts);
       const entries = await RD.getJSON(base + "/logs?" + q.toString());
       const box = $("logs");
@@ -151,6 +152,8 @@
       while (box.children.length > MAX_LOG_LINES) box.firstChild.remove();
       if (entries.length) applyLogFilter();
       if ($("log-follow").checked && (atBottom || entries.length)) box.scrollTop = box.scrollHeight;
+      // A full batch means more are waiting (a long log): catch up at once, then follow.
+      if (entries.length >= LOG_BATCH) { logTimer = setTimeout(pollLogs, 0); return; }
     } catch (error) { /* shown by the next successful poll */ }
     if (!view || !TERMINAL.has(view.status)) logTimer = setTimeout(pollLogs, 1000);
   }
