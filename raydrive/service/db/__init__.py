@@ -1,0 +1,89 @@
+"""The service's database: one set of tables, Alembic migrations, SQLite and PostgreSQL stores.
+
+:func:`open_store` picks the backend from a database location: a path or ``sqlite:///path``
+opens the embedded SQLite store, ``postgresql://...`` (or ``postgres://``) the PostgreSQL
+store; any other ``scheme://`` is refused with :class:`DatabaseURLError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from raydrive.core.errors import RaydriveError
+from raydrive.core.redaction import redact_url
+from raydrive.service.db.base import SQLStore
+from raydrive.service.db.schema import HEAD, DatabaseUnavailableError, SchemaVersionError
+
+__all__ = [
+    "DB_ENV",
+    "HEAD",
+    "DatabaseURLError",
+    "DatabaseUnavailableError",
+    "SQLStore",
+    "SchemaVersionError",
+    "default_database",
+    "describe_database",
+    "open_store",
+    "parse_database",
+]
+
+#: Environment variable naming the service's database (a path or a URL).
+DB_ENV = "RAYDRIVE_SERVICE_DB"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+class DatabaseURLError(RaydriveError, ValueError):
+    """A database location that names no backend raydrive has."""
+
+
+def default_database() -> str:
+    """``$RAYDRIVE_SERVICE_DB`` when set, else ``~/.raydrive/pipelines.db``."""
+    return os.environ.get(DB_ENV) or str(Path.home() / ".raydrive" / "pipelines.db")
+
+
+def parse_database(location: str | os.PathLike[str]) -> tuple[str, str]:
+    """``("sqlite", path)`` or ``("postgresql", url)`` for a database location.
+
+    Raises :class:`DatabaseURLError` for any other URL scheme, and for ``sqlite://`` without a
+    file (an in-memory database cannot be shared by the service's processes).
+    """
+    text = os.fspath(location)
+    match = _SCHEME.match(text)
+    if match is None:
+        return "sqlite", str(Path(text).expanduser())
+    scheme = match.group(1).lower()
+    if scheme in {"postgresql", "postgres"} or scheme.startswith("postgresql+"):
+        return "postgresql", "postgresql://" + text[match.end() :]
+    if scheme == "sqlite":
+        path = text[len("sqlite:///") :] if text.startswith("sqlite:///") else ""
+        if not path:
+            raise DatabaseURLError(f"{text!r} names no file: use sqlite:///relative.db or sqlite:////abs.db")
+        return "sqlite", str(Path(path).expanduser())
+    raise DatabaseURLError(
+        f"unknown database scheme {scheme!r} in {redact_url(text)!r}: use a file path, "
+        "sqlite:///path/to/file.db or postgresql://user@host/dbname"
+    )
+
+
+def describe_database(location: str | os.PathLike[str]) -> str:
+    """The location as it may be logged (password masked)."""
+    backend, target = parse_database(location)
+    return target if backend == "sqlite" else redact_url(target)
+
+
+def open_store(location: str | os.PathLike[str] | None = None, **options: Any) -> SQLStore:
+    """Open the store at ``location`` (default :func:`default_database`); see :func:`parse_database`.
+
+    ``options`` go to the backend (``migrate``, ``event_retention``, ...).
+    """
+    backend, target = parse_database(location if location is not None else default_database())
+    if backend == "postgresql":
+        from raydrive.service.db.postgres import PostgresStore
+
+        return PostgresStore(target, **options)
+    from raydrive.service.db.sqlite import SQLiteStore
+
+    return SQLiteStore(target, **options)

@@ -1,0 +1,380 @@
+"""The service store on SQLAlchemy Core, shared by the SQLite and PostgreSQL backends.
+
+A backend supplies its engine, how a write transaction starts (:meth:`SQLStore._write`) and how
+other processes hear of a change (:meth:`SQLStore._announce`, :meth:`SQLStore.watch`); every
+query and every rule of a run's life lives here once. The rules themselves are the pure
+functions of :mod:`raydrive.service.store` (``apply_update``, ``apply_progress``), applied to the
+run loaded in the write transaction and saved with its numbered event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy.exc import IntegrityError
+
+from raydrive.core.pipeline import ActionProgress, RunStatus, utcnow
+from raydrive.service.db.statements import STATEMENTS, Prepared, log_query
+from raydrive.service.db.tables import runs
+from raydrive.service.models import (
+    Checkpoint,
+    CheckpointCreate,
+    LogEntry,
+    LogEntryCreate,
+    Pipeline,
+    PipelineCreate,
+    ProgressReport,
+    Run,
+    RunCreate,
+    RunUpdate,
+)
+from raydrive.service.store import (
+    RecordNotFoundError,
+    RunEvent,
+    apply_progress,
+    apply_update,
+    progress_view,
+)
+
+__all__ = ["SQLStore", "db_time"]
+
+_TERMINAL = tuple(status.value for status in RunStatus if status.is_terminal())
+#: Called with a changed run's id, or None for "anything may have changed".
+ChangeCallback = Callable[[str | None], None]
+
+
+def db_time(value: datetime) -> str:
+    """Fixed width and one offset, so that timestamps compare correctly as text in SQL."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _event_for(run: Run, seq: int) -> RunEvent:
+    name = run.status.value if run.status.is_terminal() else "progress"
+    return RunEvent(seq, name, progress_view(run).model_dump_json())
+
+
+class SQLStore:
+    """A :class:`~raydrive.service.store.PipelineStore` over a SQLAlchemy engine (see the backends).
+
+    :param event_retention: run events kept per run for stream replay; older ones are pruned.
+    """
+
+    #: Lock the run row while changing it (PostgreSQL); SQLite's write lock covers the database.
+    _lock_rows = False
+
+    def __init__(self, engine: Engine, *, event_retention: int = 1000) -> None:
+        self.engine = engine
+        self._event_retention = max(1, event_retention)
+        self._prepared = {name: Prepared(stmt, engine.dialect) for name, stmt in STATEMENTS.items()}
+        self._log_queries: dict[tuple[bool, bool, bool], Prepared] = {}
+
+    def _sql(self, name: str) -> Prepared:
+        return self._prepared[name]
+
+    # -- what a backend provides
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def _announce(self, conn: Connection, run_id: str) -> None:
+        """Tell other processes, in the write transaction, that ``run_id`` changed."""
+
+    def watch(self, on_change: ChangeCallback, stop: threading.Event) -> None:
+        """Call ``on_change`` for changes other processes make, until ``stop`` is set (blocks)."""
+        stop.wait()
+
+    def close(self) -> None:
+        """Close every connection of this store."""
+        self.engine.dispose()
+
+    # -- pipelines
+
+    def create_pipeline(self, body: PipelineCreate) -> Pipeline:
+        """Store a new pipeline."""
+        pipeline = Pipeline(id=str(uuid.uuid4()), created_at=utcnow(), **body.model_dump())
+        with self._write() as conn:
+            self._sql("insert_pipeline")(conn, id=pipeline.id, doc=pipeline.model_dump_json())
+        return pipeline
+
+    def list_pipelines(self, skip: int = 0, limit: int = 100) -> list[Pipeline]:
+        """Pipelines, newest first."""
+        with self._read() as conn:
+            docs = self._sql("list_pipelines")(conn, limit=limit, skip=skip).scalars().all()
+        return [Pipeline.model_validate_json(doc) for doc in docs]
+
+    def get_pipeline(self, pipeline_id: str) -> Pipeline:
+        """The pipeline, or :class:`RecordNotFoundError`."""
+        with self._read() as conn:
+            doc = self._sql("get_pipeline")(conn, id=pipeline_id).scalar()
+        if doc is None:
+            raise RecordNotFoundError("pipeline", pipeline_id)
+        return Pipeline.model_validate_json(doc)
+
+    def delete_pipeline(self, pipeline_id: str) -> None:
+        """Delete the pipeline with its runs and everything stored for them."""
+        with self._write() as conn:
+            run_ids = self._sql("pipeline_runs")(conn, id=pipeline_id).scalars().all()
+            if self._sql("delete_pipeline")(conn, id=pipeline_id).rowcount == 0:
+                raise RecordNotFoundError("pipeline", pipeline_id)
+            for run_id in run_ids:
+                self._announce(conn, run_id)
+
+    # -- runs
+
+    def create_run(self, pipeline_id: str, body: RunCreate) -> Run:
+        """Store a new ``pending`` run with one ``pending`` action progress per action."""
+        pipeline = self.get_pipeline(pipeline_id)
+        run = Run(
+            id=str(uuid.uuid4()),
+            pipeline_id=pipeline.id,
+            params=body.params,
+            work_dir=body.work_dir,
+            progress=[ActionProgress(name=action.name) for action in pipeline.actions],
+            created_at=utcnow(),
+        )
+        event = _event_for(run, 1)
+        try:
+            with self._write() as conn:
+                self._sql("insert_run")(
+                    conn,
+                    id=run.id,
+                    pipeline_id=run.pipeline_id,
+                    status=run.status.value,
+                    event_seq=event.seq,
+                    doc=run.model_dump_json(),
+                )
+                self._insert_event(conn, run.id, event)
+        except IntegrityError:
+            # The pipeline was deleted between the read above and this write.
+            raise RecordNotFoundError("pipeline", pipeline_id) from None
+        return run
+
+    def list_runs(self, status: RunStatus | None = None, skip: int = 0, limit: int = 100) -> list[Run]:
+        """Runs, newest first, optionally only those with ``status``."""
+        with self._read() as conn:
+            if status is None:
+                result = self._sql("list_runs")(conn, limit=limit, skip=skip)
+            else:
+                result = self._sql("list_runs_by_status")(conn, status=status.value, limit=limit, skip=skip)
+            docs = result.scalars().all()
+        return [Run.model_validate_json(doc) for doc in docs]
+
+    def get_run(self, run_id: str) -> Run:
+        """The run, or :class:`RecordNotFoundError`."""
+        with self._read() as conn:
+            doc = self._sql("get_run")(conn, id=run_id).scalar()
+        if doc is None:
+            raise RecordNotFoundError("run", run_id)
+        return Run.model_validate_json(doc)
+
+    def _insert_event(self, conn: Connection, run_id: str, event: RunEvent) -> None:
+        self._sql("insert_event")(conn, run_id=run_id, seq=event.seq, event=event.event, data=event.data)
+        self._announce(conn, run_id)
+
+    def _change_run(self, run_id: str, change: Callable[[Run, datetime], Run | None]) -> Run:
+        load = self._sql("run_for_change_locked" if self._lock_rows else "run_for_change")
+        with self._write() as conn:
+            row = load(conn, id=run_id).first()
+            if row is None:
+                raise RecordNotFoundError("run", run_id)
+            run = Run.model_validate_json(row[0])
+            new = change(run, utcnow())
+            if new is None:
+                return run
+            event = _event_for(new, row[1] + 1)
+            self._sql("save_run")(
+                conn,
+                id=run_id,
+                status=new.status.value,
+                event_seq=event.seq,
+                doc=new.model_dump_json(),
+                completed_at=db_time(new.completed_at) if new.completed_at else None,
+            )
+            self._insert_event(conn, run_id, event)
+            # Prune in batches rather than on every write: replay only needs recent events.
+            if event.seq % 64 == 0 and event.seq > self._event_retention:
+                self._sql("prune_events")(conn, run_id=run_id, seq=event.seq - self._event_retention)
+            return new
+
+    def update_run(self, run_id: str, body: RunUpdate) -> Run:
+        """Apply a PATCH (see :func:`~raydrive.service.store.apply_update`)."""
+        return self._change_run(run_id, lambda run, now: apply_update(run, body, now))
+
+    def report_progress(self, run_id: str, body: ProgressReport) -> Run:
+        """Apply a progress report (see :func:`~raydrive.service.store.apply_progress`)."""
+        return self._change_run(run_id, lambda run, now: apply_progress(run, body, now))
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete the run with its events, checkpoints and logs."""
+        with self._write() as conn:
+            if self._sql("delete_run")(conn, id=run_id).rowcount == 0:
+                raise RecordNotFoundError("run", run_id)
+            self._announce(conn, run_id)
+
+    def prune_finished(self, older_than: datetime, *, batch: int = 500) -> int:
+        """Delete terminal runs completed before ``older_than``, with everything stored for them.
+
+        Live runs are never pruned, however old. Deletes in batches of ``batch`` runs, one short
+        write transaction each, so the service keeps answering while a large backlog goes.
+        Returns the number of runs deleted.
+        """
+        cutoff = db_time(older_than)
+        done = 0
+        while True:
+            with self._write() as conn:
+                ids = (
+                    conn.execute(
+                        select(runs.c.id)
+                        .where(runs.c.status.in_(_TERMINAL), runs.c.completed_at < cutoff)
+                        .limit(batch)
+                    )
+                    .scalars()
+                    .all()
+                )
+                if ids:
+                    conn.execute(delete(runs).where(runs.c.id.in_(ids)))
+            done += len(ids)
+            if len(ids) < batch:
+                return done
+
+    def _require_run(self, conn: Connection, run_id: str) -> None:
+        if self._sql("run_exists")(conn, id=run_id).first() is None:
+            raise RecordNotFoundError("run", run_id)
+
+    # -- run events
+
+    def latest_event(self, run_id: str) -> RunEvent:
+        """The run's newest event: its current state."""
+        with self._read() as conn:
+            row = self._sql("latest_event")(conn, run_id=run_id).first()
+        if row is None:
+            raise RecordNotFoundError("run", run_id)
+        return RunEvent(*row)
+
+    def events_after(self, run_id: str, seq: int) -> list[RunEvent]:
+        """The run's events with a number above ``seq``, oldest first."""
+        with self._read() as conn:
+            rows = self._sql("events_after")(conn, run_id=run_id, seq=seq).all()
+            if not rows:
+                self._require_run(conn, run_id)
+        return [RunEvent(*row) for row in rows]
+
+    # -- checkpoints
+
+    def create_checkpoint(self, run_id: str, body: CheckpointCreate) -> Checkpoint:
+        """Store a checkpoint of the run."""
+        created_at = utcnow()
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            seq = self._sql("insert_checkpoint")(
+                conn,
+                run_id=run_id,
+                action_name=body.action_name,
+                created_at=db_time(created_at),
+                doc=body.model_dump_json(),
+            ).scalar_one()
+        return Checkpoint(id=str(seq), run_id=run_id, created_at=created_at, **body.model_dump())
+
+    @staticmethod
+    def _checkpoint(run_id: str, row: Any) -> Checkpoint:
+        seq, created_at, doc = row
+        return Checkpoint.model_validate(
+            {**json.loads(doc), "id": str(seq), "run_id": run_id, "created_at": created_at}
+        )
+
+    def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
+        """The run's checkpoints, oldest first."""
+        with self._read() as conn:
+            self._require_run(conn, run_id)
+            rows = self._sql("list_checkpoints")(conn, run_id=run_id).all()
+        return [self._checkpoint(run_id, row) for row in rows]
+
+    def latest_checkpoint(self, run_id: str, action_name: str | None = None) -> Checkpoint:
+        """The run's newest checkpoint (of ``action_name`` when given).
+
+        Raises :class:`RecordNotFoundError` with ``kind`` ``"run"`` for an unknown run and
+        ``"checkpoint"`` when the run has no such checkpoint.
+        """
+        with self._read() as conn:
+            self._require_run(conn, run_id)
+            if action_name is None:
+                row = self._sql("latest_checkpoint")(conn, run_id=run_id).first()
+            else:
+                row = self._sql("latest_action_checkpoint")(
+                    conn, run_id=run_id, action_name=action_name
+                ).first()
+        if row is None:
+            raise RecordNotFoundError("checkpoint", action_name or run_id)
+        return self._checkpoint(run_id, row)
+
+    # -- logs
+
+    def append_logs(self, run_id: str, entries: list[LogEntryCreate]) -> list[LogEntry]:
+        """Store log entries of the run; they share one timestamp and get growing ids."""
+        timestamp = utcnow()
+        stored: list[LogEntry] = []
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            for entry in entries:
+                seq = self._sql("insert_log")(
+                    conn,
+                    run_id=run_id,
+                    timestamp=db_time(timestamp),
+                    level=entry.level.value,
+                    action_name=entry.action_name,
+                    message=entry.message,
+                ).scalar_one()
+                stored.append(LogEntry(id=str(seq), run_id=run_id, timestamp=timestamp, **entry.model_dump()))
+        return stored
+
+    def list_logs(
+        self,
+        run_id: str,
+        *,
+        action_name: str | None = None,
+        level: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[LogEntry]:
+        """The run's log entries, oldest first; ``since`` keeps entries stamped after it."""
+        key = (action_name is not None, level is not None, since is not None)
+        query = self._log_queries.get(key)
+        if query is None:
+            query = self._log_queries[key] = Prepared(log_query(*key), self.engine.dialect)
+        values: dict[str, Any] = {"run_id": run_id, "limit": limit}
+        if action_name is not None:
+            values["action_name"] = action_name
+        if level is not None:
+            values["level"] = level
+        if since is not None:
+            values["since"] = db_time(since)
+        with self._read() as conn:
+            self._require_run(conn, run_id)
+            rows = query(conn, **values).all()
+        return [
+            LogEntry(
+                id=str(seq),
+                run_id=run_id,
+                timestamp=datetime.fromisoformat(ts),
+                level=lvl,
+                action_name=action,
+                message=message,
+            )
+            for seq, ts, lvl, action, message in rows
+        ]

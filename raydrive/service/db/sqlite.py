@@ -1,0 +1,133 @@
+"""The embedded default backend: one SQLite file in WAL mode, shared by any number of processes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+
+from raydrive.service.db.base import ChangeCallback, SQLStore
+from raydrive.service.db.schema import upgrade_schema
+
+__all__ = ["SQLiteStore"]
+
+
+class SQLiteStore(SQLStore):
+    """The store in one SQLite file (WAL), on SQLAlchemy Core.
+
+    Writes go through one connection behind an in-process lock and start with ``BEGIN
+    IMMEDIATE``, so concurrent writers queue instead of failing with "database is locked"; the
+    busy timeout covers the writers of other processes on the same file. Reads use a small pool
+    of connections outside any transaction, so a read never pins an old snapshot and never
+    waits for the writer. ``synchronous=NORMAL`` keeps WAL commits durable across a
+    process crash without an fsync per commit. The file is created ``0600``.
+
+    Other processes' changes are seen by :meth:`watch`: ``PRAGMA data_version`` (which changes
+    when any other connection commits) every ``watch_interval`` seconds, then the runs whose
+    ``change_id`` grew.
+
+    :param path: database file; its directory is created.
+    :param busy_timeout: seconds to wait for another process's write lock.
+    :param event_retention: run events kept per run for stream replay.
+    :param migrate: upgrade an older schema on open (else refuse it, saying how).
+    :param watch_interval: seconds between two change checks of :meth:`watch`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 30.0,
+        event_retention: int = 1000,
+        migrate: bool = True,
+        watch_interval: float = 0.05,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Runs hold params and results: only the owner may read the file (and its WAL).
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(self.path, 0o600)
+        self._busy_timeout = busy_timeout
+        self._watch_interval = watch_interval
+        self._write_lock = threading.Lock()
+        writer = self._engine("BEGIN IMMEDIATE", pool_size=1)
+        # Reads run without BEGIN: each statement is its own snapshot, which no cursor left open
+        # can pin (isolation_level=None never starts a transaction implicitly).
+        self._reader = self._engine(None, pool_size=8)
+        super().__init__(writer, event_retention=event_retention)
+        try:
+            upgrade_schema(writer, migrate=migrate)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    def _pragmas(self, dbapi: sqlite3.Connection) -> None:
+        # isolation_level=None: transactions are explicit (the begin hooks), never implicit.
+        dbapi.isolation_level = None
+        with closing(dbapi.cursor()) as cursor:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+
+    def _engine(self, begin: str | None, *, pool_size: int) -> Engine:
+        engine = create_engine(
+            f"sqlite:///{self.path}",
+            connect_args={"check_same_thread": False, "timeout": self._busy_timeout},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+        event.listen(engine, "connect", lambda dbapi, _record: self._pragmas(dbapi))
+
+        if begin is not None:
+
+            def _begin(conn: Connection) -> None:
+                conn.exec_driver_sql(begin)
+
+            event.listen(engine, "begin", _begin)
+        return engine
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._reader.connect() as conn:
+            yield conn
+
+    def watch(self, on_change: ChangeCallback, stop: threading.Event) -> None:
+        """Report runs changed by any connection (this process's writer included) until ``stop``."""
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        try:
+            self._pragmas(conn)
+            last = conn.execute("SELECT COALESCE(MAX(change_id), 0) FROM runs").fetchone()[0]
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            while not stop.wait(self._watch_interval):
+                now = conn.execute("PRAGMA data_version").fetchone()[0]
+                if now == version:
+                    continue  # nobody committed: the check cost one pragma
+                version = now
+                rows: list[Any] = conn.execute(
+                    "SELECT id, change_id FROM runs WHERE change_id > ? ORDER BY change_id", (last,)
+                ).fetchall()
+                for run_id, change_id in rows:
+                    last = change_id
+                    on_change(run_id)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Close every connection of this store."""
+        self._reader.dispose()
+        super().close()
