@@ -72,6 +72,12 @@ def pipeline_run(
 @user_errors
 def pipeline_resume(
     run_id: str = typer.Argument(..., help="The failed or cancelled run to resume."),
+    params: str | None = typer.Option(
+        None,
+        "--params",
+        "-p",
+        help="Params to give again (JSON or @file): the secret ones, kept only as ***.",
+    ),
     working_dir: Path | None = WorkingDirOpt,
     option: list[str] = OptionOpt,
     service_url: str = ServiceUrlOpt,
@@ -88,7 +94,7 @@ def pipeline_resume(
             actions=[a.entrypoint or a.name for a in stored.actions],
             description=stored.description,
         )
-        new_id = ex.submit(definition, dict(run.params), resume_from=run_id)
+        new_id = ex.submit(definition, {**run.params, **parse_params(params)}, resume_from=run_id)
         _finish_run(client, new_id, watch)
 
 
@@ -103,10 +109,24 @@ def pipeline_watch(run_id: str, service_url: str = ServiceUrlOpt) -> None:
 
 @pipeline_app.command("cancel")
 @user_errors
-def pipeline_cancel(run_id: str, service_url: str = ServiceUrlOpt, option: list[str] = OptionOpt) -> None:
-    """Cancel a run: its actor is stopped and the run is marked cancelled."""
-    with _pipeline_executor(service_url, None, option) as ex:
-        ex.cancel(run_id)
+def pipeline_cancel(run_id: str, service_url: str = ServiceUrlOpt) -> None:
+    """Cancel a run through the service: it is marked cancelled and its actor stops the action
+    and exits on its own (within about 2 s). Needs only the service, not the Ray cluster."""
+    from raydrive.core.errors import ServiceError
+
+    with _service_client(service_url) as client:
+        if client.get_progress(run_id).status.is_terminal():
+            typer.echo(f"run {run_id} has ended already")
+            return
+        request = getattr(client, "cancel_run", None)
+        try:
+            if request is not None:
+                request(run_id)
+            else:  # a service without the cancel endpoint: the same record, written directly
+                client.update_run(run_id, status="cancelled", error="cancelled by the user")
+        except ServiceError as exc:
+            if exc.status_code != 409:  # 409: it ended meanwhile
+                raise
     typer.echo("cancelled")
 
 
@@ -126,5 +146,3 @@ def pipeline_list(
             created = str(run.created_at)[:19]
             table.add_row(run.id, run.status.value, run.current_action or "-", created, error)
         console.print(table)
-
-

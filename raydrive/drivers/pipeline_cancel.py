@@ -79,9 +79,14 @@ class CancelWatcher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="raydrive-cancel-watch", daemon=True)
-            self._thread.start()
+        """Check once now (a run cancelled while pending runs nothing), then poll in a thread."""
+        if self._thread is not None:
+            return
+        if self._poll():
+            self.cancelled.set()
+            return
+        self._thread = threading.Thread(target=self._loop, name="raydrive-cancel-watch", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -101,19 +106,20 @@ class CancelWatcher:
                 self._target = None
                 self._idle.set()
 
+    def _poll(self) -> bool:
+        try:
+            return _cancel_seen(self._client, self._run_id)
+        except ServiceError:  # unreachable or refused: try again at the next poll
+            return False
+        except Exception:  # never die silently: a cancel must still be seen later
+            _log.exception("checking run %s for a cancel failed", self._run_id)
+            return False
+
     def _loop(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                seen = _cancel_seen(self._client, self._run_id)
-            except ServiceError:  # unreachable or refused: try again at the next poll
-                seen = False
-            except Exception:  # never die silently: a cancel must still be seen later
-                _log.exception("checking run %s for a cancel failed", self._run_id)
-                seen = False
-            if seen:
+        while not self._stopped.wait(self._interval):
+            if self._poll():
                 self._cancel()
                 return
-            self._stopped.wait(self._interval)
 
     def _cancel(self) -> None:
         _log.warning("run %s was cancelled: stopping its action", self._run_id)
