@@ -106,7 +106,7 @@ def package(
     if report.biggest:
         table = Table("biggest files", "size")
         for path, size in report.biggest:
-            table.add_row(path, f"{size / 1024:.1f} KiB")
+            table.add_row(path, f"{size} B" if size < 1024 else f"{size / 1024:.1f} KiB")
         console.print(table)
     if report.excluded:
         table = Table("excluded", "why")

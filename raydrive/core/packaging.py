@@ -452,15 +452,24 @@ def package_report(
     """
     from raydrive.core.factory import effective_config
     from raydrive.core.options import RayOptions, validate_options
+    from raydrive.core.registry import get_registry
     from raydrive.core.runtime_env import RuntimeEnvBuilder
 
     if working_dir is not None:
         options["working_dir"] = str(working_dir)
     config = effective_config(executor, **options)
-    known = set(RayOptions.model_fields)
-    opts = validate_options(
-        config.driver, RayOptions, {k: v for k, v in config.options.items() if k in known}
-    )
+    model = getattr(get_registry().get(config.driver), "Options", None)
+    values = config.options
+    if not (isinstance(model, type) and issubclass(model, RayOptions)):
+        # A driver that ships no working dir (local): the Ray drivers' options, with the config
+        # file's options for that driver left aside but a misspelt argument still refused.
+        model = RayOptions
+        values = {
+            k: v
+            for k, v in values.items()
+            if k in RayOptions.model_fields or config.sources.get(k) == "argument"
+        }
+    opts = validate_options(config.driver, model, values)
     assert isinstance(opts, RayOptions)
     if opts.working_dir is None:
         raise WorkingDirError("no working dir: pass --working-dir or set working_dir in the config")
