@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool as in_thread
 from raydrive.core.pipeline import PipelineProgress, RunStatus
 from raydrive.service import web
 from raydrive.service.auth import AuthMiddleware, HostCheckMiddleware
+from raydrive.service.broker import DEFAULT_MAX_STREAMS, RETRY_AFTER_S, RunBroker
 from raydrive.service.client import TOKEN_ENV
 from raydrive.service.metrics import ServiceMetrics, TimedStore
 from raydrive.service.models import (
@@ -60,6 +61,14 @@ from raydrive.service.store import (
 __all__ = ["TOKEN_ENV", "RunBroker", "create_app", "resolve_token"]
 
 
+def _default_store(location: str | os.PathLike[str] | None) -> PipelineStore:
+    from raydrive.service.db import open_store, parse_database
+
+    if location is not None and parse_database(location)[0] != "sqlite":
+        return open_store(location)  # type: ignore[return-value]
+    return SQLiteStore(location)
+
+
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 _PING = b": ping\n\n"
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -76,40 +85,6 @@ def _json(value: BaseModel) -> Response:
 
 def _json_list(model: type[BaseModel], values: list[Any]) -> Response:
     return Response(_LISTS[model].dump_json(values), media_type="application/json")
-
-
-class RunBroker:
-    """Wakes the progress streams of a run when the run changes (in-process, on the event loop)."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
-        self.closed = False
-
-    def waiter(self, run_id: str) -> asyncio.Event:
-        """An event set by the next :meth:`notify` of ``run_id`` (take it before reading)."""
-        event = self._events.get(run_id)
-        if event is None:
-            event = self._events[run_id] = asyncio.Event()
-            if self.closed:
-                event.set()
-        return event
-
-    def notify(self, run_id: str) -> None:
-        """Wake every stream waiting on ``run_id``."""
-        event = self._events.pop(run_id, None)
-        if event is not None:
-            event.set()
-
-    def notify_all(self) -> None:
-        """Wake every waiting stream (after deletes, which may remove many runs at once)."""
-        events, self._events = self._events, {}
-        for event in events.values():
-            event.set()
-
-    def close(self) -> None:
-        """End every stream: the server is shutting down (clients reconnect and resume)."""
-        self.closed = True
-        self.notify_all()
 
 
 class _Routes:
@@ -144,32 +119,53 @@ def create_app(
     token: str | None = None,
     ping_interval: float = 15.0,
     allowed_hosts: Iterable[str] = (),
+    retain_days: float | None = None,
+    prune_interval: float | None = None,
+    max_streams: int = DEFAULT_MAX_STREAMS,
 ) -> FastAPI:
     """Build the pipeline service application.
 
     :param store: the storage; by default a :class:`SQLiteStore` on ``db_path``, which the app
         closes when it shuts down (a store passed in stays the caller's to close).
-    :param db_path: SQLite file for the default store; defaults to ``$RAYDRIVE_SERVICE_DB`` or
-        ``~/.raydrive/pipelines.db``.
+    :param db_path: database of the default store: a SQLite file, ``sqlite:///path`` or
+        ``postgresql://...`` (see :func:`raydrive.service.db.open_store`); defaults to
+        ``$RAYDRIVE_SERVICE_DB`` or ``~/.raydrive/pipelines.db``.
     :param token: bearer token every request but ``GET /health`` must carry; defaults to
         ``$RAYDRIVE_SERVICE_TOKEN``; None or empty turns auth off.
     :param ping_interval: seconds of quiet after which a progress stream sends ``: ping``.
     :param allowed_hosts: ``Host`` names accepted besides the address a request arrived on (and
         the loopback names on loopback); ``"*"`` accepts any (see :mod:`raydrive.service.auth`).
+    :param retain_days: prune runs finished more than this many days ago, in the background
+        every ``prune_interval`` seconds (see :mod:`raydrive.service.retention`); None keeps all.
+    :param max_streams: open progress streams this process serves; more answer 503 with
+        ``Retry-After``.
     :returns: the FastAPI app. ``app.state.store`` is the store, ``app.state.broker`` the
         :class:`RunBroker`, ``app.state.active_streams`` the number of open progress streams.
     """
     owns_store = store is None
-    the_store: PipelineStore = store if store is not None else SQLiteStore(db_path)
-    broker = RunBroker()
+    the_store: PipelineStore = store if store is not None else _default_store(db_path)
+    raw_store = the_store
+    broker = RunBroker(max_streams=max_streams)
     token = resolve_token(token)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        broker.close()
-        if owns_store:
-            the_store.close()
+        # Changes other processes write to the same database wake this process's streams too.
+        broker.start(raw_store)
+        pruning = None
+        if retain_days is not None:
+            from raydrive.service.retention import DEFAULT_PRUNE_INTERVAL_S, prune_forever
+
+            interval = prune_interval if prune_interval is not None else DEFAULT_PRUNE_INTERVAL_S
+            pruning = asyncio.create_task(prune_forever(raw_store, retain_days, interval))
+        try:
+            yield
+        finally:
+            if pruning is not None:
+                pruning.cancel()
+            broker.close()
+            if owns_store:
+                the_store.close()
 
     app = FastAPI(title="raydrive pipeline service", version="1", lifespan=lifespan, redirect_slashes=False)
     app.state.store = the_store
@@ -298,6 +294,12 @@ def create_app(
                     return StreamingResponse(
                         iter(()), media_type="text/event-stream", headers=_STREAM_HEADERS
                     )
+        if not broker.try_open():
+            return JSONResponse(
+                {"detail": f"{broker.max_streams} progress streams are open on this process; retry later"},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         return StreamingResponse(
             _events(request, run_id, first, after), media_type="text/event-stream", headers=_STREAM_HEADERS
         )
@@ -308,6 +310,9 @@ def create_app(
         app.state.active_streams += 1
         try:
             while True:
+                if len(batch) > broker.backlog:
+                    # Fallen behind (a slow client): send the current state, not every event.
+                    batch = batch[-1:]
                 for event in batch:
                     yield _encode(event)
                     last = event.seq
@@ -332,6 +337,7 @@ def create_app(
         finally:
             # Runs on normal end, on client disconnect (the response cancels us) and on shutdown.
             app.state.active_streams -= 1
+            broker.release()
 
     # -- checkpoints
 

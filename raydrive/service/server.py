@@ -10,7 +10,6 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
 from types import TracebackType
 
 import uvicorn
@@ -18,7 +17,8 @@ from fastapi import FastAPI
 
 from raydrive.service.app import create_app, resolve_token
 from raydrive.service.auth import extra_allowed_hosts
-from raydrive.service.store import PipelineStore, default_db_path
+from raydrive.service.db import default_database, describe_database
+from raydrive.service.store import PipelineStore
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServiceServer", "serve", "start_service"]
 
@@ -92,6 +92,9 @@ def serve(
     *,
     log_level: str = "info",
     access_log: bool = False,
+    workers: int = 1,
+    retain_days: float | None = None,
+    max_streams: int | None = None,
 ) -> None:
     """Run the pipeline service in the foreground until interrupted (``raydrive service``).
 
@@ -101,19 +104,34 @@ def serve(
     :param host: interface to bind; loopback by default. Binding another interface without a
         token lets anyone who reaches the port read and change runs.
     :param port: TCP port.
-    :param db: SQLite database file; defaults to ``$RAYDRIVE_SERVICE_DB`` or
-        ``~/.raydrive/pipelines.db`` (its directory is created).
+    :param db: the database: a SQLite file path (its directory is created), ``sqlite:///path``
+        or ``postgresql://user@host/db``; defaults to ``$RAYDRIVE_SERVICE_DB`` or
+        ``~/.raydrive/pipelines.db``.
     :param token: bearer token clients must send; defaults to ``$RAYDRIVE_SERVICE_TOKEN``.
     :param log_level: uvicorn's log level.
     :param access_log: log every request (off by default: progress reports are frequent).
+    :param workers: service processes sharing the port and the database.
+    :param retain_days: prune runs that finished more than this many days ago (None keeps all).
+    :param max_streams: open progress streams per process (default 10,000).
     """
-    db_path = Path(db).expanduser() if db is not None else default_db_path()
-    app = create_app(db_path=db_path, token=token, allowed_hosts=extra_allowed_hosts(host))
-    server = _Server(_config(app, host, port, log_level, access_log, configure_logging=True), app)
+    db_path = os.fspath(db) if db is not None else default_database()
+    options: dict[str, object] = {"allowed_hosts": extra_allowed_hosts(host), "retain_days": retain_days}
+    if max_streams is not None:
+        options["max_streams"] = max_streams
+    server = None
+    if workers == 1:
+        app = create_app(db_path=db_path, token=token, **options)  # type: ignore[arg-type]
+        # (Building the uvicorn config also sets up logging for the lines below.)
+        server = _Server(_config(app, host, port, log_level, access_log, configure_logging=True), app)
+    else:
+        import logging.config
+
+        logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)
     has_token = resolve_token(token) is not None
     _log.info(
-        "raydrive pipeline service: database %s, %s",
-        db_path,
+        "raydrive pipeline service: database %s, %d process(es), %s",
+        describe_database(db_path),
+        workers,
         "bearer token required" if has_token else "no auth",
     )
     if not has_token and not _is_loopback(host):
@@ -122,6 +140,20 @@ def serve(
             "and change runs; set RAYDRIVE_SERVICE_TOKEN",
             host,
         )
+    if server is None:
+        from raydrive.service.workers import serve_workers
+
+        serve_workers(
+            host,
+            port,
+            workers=workers,
+            db=db_path,
+            token=token,
+            app_options=options,
+            log_level=log_level,
+            access_log=access_log,
+        )
+        return
     # uvicorn shuts down gracefully on Ctrl+C, then re-raises it; stopping is what was asked.
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
