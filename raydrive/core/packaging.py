@@ -248,6 +248,10 @@ class WorkingDirPackager:
                         "rename it or add it to `excludes`",
                         path=shown.decode("utf-8", "backslashreplace"),
                     ) from None
+                if "\\" in entry.name:
+                    # Ray's unpacker drops such members as unsafe: say so here instead.
+                    excluded.append(Excluded(rel, "name contains a backslash (Ray would not unpack it)"))
+                    continue
                 try:
                     is_link = entry.is_symlink()
                     is_dir = entry.is_dir(follow_symlinks=True)

@@ -111,6 +111,12 @@ def test_a_file_name_that_is_not_utf8_is_a_working_dir_error_naming_it(wd: Path)
     assert "caf\\xe9.py" in str(info.value) and "UTF-8" in str(info.value)
 
 
+def test_a_name_ray_would_not_unpack_is_listed_not_shipped(wd: Path):
+    (wd / "a\\b.py").write_text("x")
+    assert "a\\b.py" not in zipped(wd)
+    assert "backslash" in {e.path: e.reason for e in build(wd).package.excluded}["a\\b.py"]
+
+
 # --- ignore files ------------------------------------------------------------------------------
 def test_gitignore_and_rayignore_are_honoured_by_default(wd: Path):
     (wd / ".gitignore").write_text("# build output\n*.log\n/data/\n!keep.log\n")
