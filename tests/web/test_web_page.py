@@ -122,7 +122,14 @@ def test_cancel_button_stops_a_running_pipeline(page, web_executor, web_service,
         page.wait_for_selector('#run[data-status="running"]', timeout=120_000)
         pid = int(_wait(lambda: pid_file.exists() and pid_file.read_text(), what="the action to start"))
         page.get_by_role("button", name="Cancel run").click()
-        page.wait_for_selector('#run[data-status="cancelled"]', timeout=10_000)
+        page.wait_for_function(
+            "() => document.getElementById('run').dataset.status === 'cancelled'"
+            " || document.getElementById('cancel-msg').textContent.startsWith('could not')",
+            timeout=10_000,
+        )
+        assert page.locator("#run").get_attribute("data-status") == "cancelled", page.locator(
+            "#cancel-msg"
+        ).inner_text()
         cancelled_at = time.monotonic()
 
         def gone() -> bool:
