@@ -25,10 +25,9 @@ from typing import Any
 
 __all__ = [
     "MASK",
-    "RAYDRIVE_LOGGERS",
     "RedactingFilter",
     "add_secret_names",
-    "install_log_filter",
+    "install_log_redaction",
     "is_secret_key",
     "looks_secret_value",
     "redact",
@@ -219,29 +218,33 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-# Every logger raydrive logs to. A logger's filters do not apply to records of its children, so
-# each one gets the filter (tests/security/test_secrets.py checks this list against the source).
-RAYDRIVE_LOGGERS = (
-    "raydrive",
-    "raydrive.action",
-    "raydrive.cluster",
-    "raydrive.jobs_api",
-    "raydrive.pipeline",
-    "raydrive.plugins",
-    "raydrive.ray",
-    "raydrive.registry",
-    "raydrive.service.client",
-)
+_REDACTOR = RedactingFilter()
+_installed = False
 
 
-def install_log_filter(names: Iterable[str] = RAYDRIVE_LOGGERS) -> None:
-    """Put one :class:`RedactingFilter` on each named logger (and every ``raydrive.*`` logger that
-    exists already); idempotent. Done when this module is imported."""
-    existing = [n for n in logging.Logger.manager.loggerDict if n.startswith("raydrive.")]
-    for name in {*names, *existing}:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-            logger.addFilter(RedactingFilter())
+def install_log_redaction() -> None:
+    """Redact every log record of a raydrive logger (``raydrive``, ``raydrive.*``) as it is made.
+
+    A logger's filters do not apply to its children's records, and modules keep adding loggers
+    (``getLogger(__name__)``), so instead of a filter per logger the record factory is wrapped:
+    records of any present or future ``raydrive.*`` logger go through :class:`RedactingFilter`,
+    whatever handlers are configured; other libraries' records are left alone. Idempotent; done
+    when this module is imported.
+    """
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        name = record.name
+        if name == "raydrive" or name.startswith("raydrive."):
+            _REDACTOR.filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True
 
 
-install_log_filter()
+install_log_redaction()

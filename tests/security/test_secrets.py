@@ -178,22 +178,24 @@ def _raydrive_logger_names() -> set[str]:
 
 
 def test_every_raydrive_logger_redacts(caplog):
-    from raydrive.core.redaction import RedactingFilter
-
     names = _raydrive_logger_names()
     assert {"raydrive.ray", "raydrive.plugins", "raydrive.cluster"} <= names
+    names.add(f"raydrive.not_written_yet_{uuid.uuid4().hex[:6]}")  # a logger added later: covered too
     for name in sorted(names):
         logger = logging.getLogger(name)
-        assert any(isinstance(f, RedactingFilter) for f in logger.filters), f"{name} has no RedactingFilter"
         with caplog.at_level(logging.INFO, logger=name):
-            logger.info("connecting to %s with GITHUB_TOKEN=%s", "https://u:logpass@h", "ghp_logsecret")
+            logger.info("connecting to %s with GITHUB_TOKEN=%s", "https://u:logpass@h", f"ghp_{name}")
             try:
                 raise ValueError("Authorization: Bearer tb-logsecret")
             except ValueError:
                 logger.exception("failed")
+        assert f"ghp_{name}" not in caplog.text, f"{name} logged a secret"
     text = caplog.text
-    assert "logpass" not in text and "ghp_logsecret" not in text and "tb-logsecret" not in text
-    assert "u:***@h" in text and "GITHUB_TOKEN=***" in text
+    assert "logpass" not in text and "tb-logsecret" not in text
+    assert "u:***@h" in text and "GITHUB_TOKEN=***" in text and "Bearer ***" in text
+    with caplog.at_level(logging.INFO, logger="someone.else"):
+        logging.getLogger("someone.else").info("token=%s", "theirs-123")
+    assert "token=theirs-123" in caplog.text  # other libraries' records are left alone
 
 
 def test_config_command_masks_secrets():
