@@ -66,9 +66,12 @@ def raydrive_package_manager_options(manager: str, packages: list[str]) -> list[
 def raydrive_working_dir_excludes(request: PackagingRequest) -> list[str] | None:
     """Contribute gitignore-style patterns left out of the uploaded working directory.
 
-    Every implementation is called and the patterns are combined with the user's ``excludes``.
-    The built-in ``default-excludes`` plugin leaves out ``.git``, ``__pycache__``, virtualenvs and
-    ``*.pyc``.
+    Every implementation is called and the patterns are combined with the user's ``excludes``
+    (``.gitignore`` / ``.rayignore`` files apply as well; the ``include`` option wins over all of
+    them). The built-in ``default-excludes`` plugin leaves out ``.git``, ``__pycache__``,
+    virtualenvs, ``*.pyc`` and credential files (``.env``, ``.env.*``, ``*.pem``, ``*.key``,
+    ``id_rsa*``, ``.ssh/``, ``.aws/``, ``.netrc``, ``.git-credentials``, ``.pypirc``,
+    ``.docker/config.json``...).
 
     :param request: the packaging request.
     :returns: patterns, or None.
@@ -86,7 +89,9 @@ def raydrive_environment(request: EnvironmentRequest) -> dict[str, str] | None:
 
     All results are merged, later plugins winning on the same key. The built-in ``environment``
     plugin returns the caller's explicit ``env`` as given, or, with ``env=None``, only the keys of
-    the submitter's environment that start with ``SYNAPSE_`` or ``RAY_``.
+    the submitter's environment that start with ``SYNAPSE_`` or ``RAY_``, less the submitter's
+    connection settings (``RAY_ADDRESS``, ``RAY_AUTH_*``, ``RAY_TLS_*``...). A chosen variable
+    whose name or value looks secret is delivered out of band like a credential.
 
     :param request: the caller's explicit env (or None) and the submitter's environment.
     :returns: variables to send, or None.
