@@ -13,7 +13,8 @@
     │   ├── ClusterUnreachableError (ConnectionError)
     │   ├── WorkingDirError                    missing, or too large for Ray's package limit
     │   ├── InfeasibleResourcesError           no node of the cluster can ever satisfy it
-    │   └── DuplicateJobError                  the job id is already in use
+    │   ├── DuplicateJobError                  the job id is already in use
+    │   └── AuthenticationError                the cluster (dashboard) refused the credentials (401/403)
     ├── ExecutionError                         the job ran and failed (remote type + traceback)
     │   ├── ActorDiedError                     the worker process died under the call
     │   ├── JobNotFoundError (LookupError)     no job / run with that id
@@ -38,6 +39,7 @@ from raydrive.core.redaction import redact, redact_text
 __all__ = [
     "ActionImportError",
     "ActorDiedError",
+    "AuthenticationError",
     "ClusterUnreachableError",
     "DriverLoadError",
     "DriverNotFoundError",
@@ -60,8 +62,12 @@ __all__ = [
 class RaydriveError(Exception):
     """Base of every error raydrive raises."""
 
+    # False only where the message is built from field names and fixed texts, never values
+    # (redacting "auth_token: unknown option" would hide the problem, not a secret).
+    _redact_message = True
+
     def __init__(self, message: str = "", **fields: Any) -> None:
-        message = redact_text(str(message))
+        message = redact_text(str(message)) if self._redact_message else str(message)
         fields = {k: _redacted_field(k, v) for k, v in fields.items()}
         super().__init__(message)
         self.message = message
@@ -115,7 +121,11 @@ class DriverLoadError(RaydriveError):
 class InvalidOptionsError(RaydriveError, ValueError):
     """A driver option is unknown or has a bad value. ``errors`` lists ``(field, problem)``."""
 
+    _redact_message = False  # the problems are redacted one by one below
+
     def __init__(self, driver: str, errors: list[tuple[str, str]]) -> None:
+        # Each problem on its own (a validator may quote a value); field names as they are.
+        errors = [(field, redact_text(str(problem))) for field, problem in errors]
         detail = "; ".join(f"{field}: {problem}" for field, problem in errors)
         super().__init__(f"invalid options for driver {driver!r}: {detail}", driver=driver, errors=errors)
 
@@ -161,6 +171,10 @@ class InfeasibleResourcesError(SubmissionError):
 
 class DuplicateJobError(SubmissionError):
     """A job or run with this id already exists."""
+
+
+class AuthenticationError(SubmissionError):
+    """The cluster's dashboard refused the request's credentials (HTTP 401 / 403)."""
 
 
 class ExecutionError(RaydriveError):

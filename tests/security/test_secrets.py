@@ -151,7 +151,7 @@ def test_reprs_show_masks_not_secrets():
 
 
 def test_errors_never_carry_a_secret():
-    from raydrive import ExecutionError, ServiceError, WorkingDirError
+    from raydrive import ExecutionError, InvalidOptionsError, ServiceError, WorkingDirError, get_executor
 
     err = ServiceError(
         "401 from https://admin:adminpass@dash.example:8265/api/jobs/ (Authorization: Bearer abcdef123456)",
@@ -165,6 +165,10 @@ def test_errors_never_carry_a_secret():
     remote = ExecutionError.from_exception(RuntimeError("connect failed: password=hunter2 for u"))
     assert "hunter2" not in str(remote) and "hunter2" not in remote.remote_traceback
     assert "hunter2" not in str(WorkingDirError("bad https://u:hunter2@h/x", path="x"))
+    # A misspelt option whose name looks secret still says what is wrong with it.
+    with pytest.raises(InvalidOptionsError) as info:
+        get_executor("ray-jobs-api", auth_token="x", dashboard_address="ftp://u:optpass@h")
+    assert "auth_token: unknown option" in str(info.value) and "optpass" not in str(info.value)
 
 
 def _raydrive_logger_names() -> set[str]:
