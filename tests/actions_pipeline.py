@@ -126,6 +126,7 @@ class AfterSecretParams(BaseModel):
     api_token: str
     db_password: SecretStr
     session_key: str
+    after_marker: str | None = None  # fail while this file exists (for resume tests)
 
 
 class AfterSecretAction(BaseAction[AfterSecretParams]):
@@ -134,4 +135,6 @@ class AfterSecretAction(BaseAction[AfterSecretParams]):
     def execute(self) -> dict:
         assert not self.params.api_token.startswith("*"), "the secret param arrived masked"
         assert self.params.session_key == f"{self.params.api_token}-session"
-        return {"ok": True, "token_length": len(self.params.api_token)}
+        if self.params.after_marker and Path(self.params.after_marker).exists():
+            raise RuntimeError(f"token {self.params.api_token} expired")
+        return {"ok": True, "length": len(self.params.api_token)}
