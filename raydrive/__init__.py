@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "WorkingDirError": "raydrive.core.errors",
     "InfeasibleResourcesError": "raydrive.core.errors",
     "DuplicateJobError": "raydrive.core.errors",
+    "AuthenticationError": "raydrive.core.errors",
     "ExecutionError": "raydrive.core.errors",
     "ActorDiedError": "raydrive.core.errors",
     "JobNotFoundError": "raydrive.core.errors",
@@ -90,6 +91,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from raydrive.core.errors import (
         ActionImportError,
         ActorDiedError,
+        AuthenticationError,
         ClusterUnreachableError,
         DriverLoadError,
         DriverNotFoundError,

@@ -687,7 +687,7 @@ def test_token_auth_cluster_for_real(
         assert ex.get_result(job_id, timeout=120) == {"total": 2}
         assert any(line.startswith("[PROGRESS]") for line in ex.stream_logs(job_id, timeout=60))
         assert token not in json.dumps(
-            httpx.get(f"{cluster.dashboard_url}/api/jobs/{job_id}", headers=ex._dashboard().headers).json()
+            httpx.get(f"{cluster.dashboard_url}/api/jobs/{job_id}", headers=ex._dashboard().api.headers).json()
         )
     finally:
         cluster.stop()
@@ -714,7 +714,7 @@ def test_importing_and_listing_drivers_does_not_import_ray() -> None:
     code = (
         "import sys, raydrive\n"
         "from raydrive.drivers.ray_jobs_api import RayJobsApiExecutor, JobsApiOptions\n"
-        "from raydrive.drivers import jobs_api_entry\n"
+        "from raydrive.drivers.jobs_api import entry\n"
         "names = [d.name for d in raydrive.available_drivers()]\n"
         "RayJobsApiExecutor(dashboard_address='http://127.0.0.1:1')\n"
         "assert 'ray-jobs-api' in names, names\n"
