@@ -24,6 +24,8 @@ _EXPORTS: dict[str, str] = {
     "BaseAction": "raydrive.core.action",
     "RuntimeContext": "raydrive.core.action",
     "ActionLogger": "raydrive.core.action",
+    "ActionEnvironment": "raydrive.core.action",
+    "LogLevel": "raydrive.core.action",
     "JobState": "raydrive.core.status",
     # packaging
     "package_report": "raydrive.core.packaging",
@@ -87,7 +89,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from raydrive.core.action import ActionLogger, BaseAction, RuntimeContext
+    from raydrive.core.action import ActionEnvironment, ActionLogger, BaseAction, LogLevel, RuntimeContext
     from raydrive.core.errors import (
         ActionImportError,
         ActorDiedError,

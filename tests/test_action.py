@@ -110,3 +110,91 @@ def test_context_repr_hides_env_values():
     ctx = RuntimeContext(job_id="j", env={"SYNAPSE_ACCESS_TOKEN": "s3cr3t-value"})
     assert "s3cr3t-value" not in repr(ctx)
     assert "SYNAPSE_ACCESS_TOKEN" in repr(ctx)
+
+
+# --- issue 14: import errors, the shared action check, one result rule ---------------------------
+def test_module_raising_at_import_is_an_action_import_error_naming_module_and_message():
+    with pytest.raises(ActionImportError) as info:
+        resolve_action("tests.actions_import_raises.Anything")
+    assert "tests.actions_import_raises" in str(info.value)
+    assert "RuntimeError" in str(info.value) and "missing MODEL_DIR" in str(info.value)
+
+
+def test_try_resolve_leaves_a_locally_broken_module_to_the_worker():
+    from raydrive.core.action import try_resolve_action
+
+    assert try_resolve_action("tests.actions_import_raises.Anything") is None
+
+
+class _NotAnAction:
+    def execute(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize("bad", [_NotAnAction, int, 42, None, "", "NoModule"])
+def test_require_action_refuses_non_actions(bad):
+    from raydrive.core.action import require_action
+
+    with pytest.raises(ActionImportError):
+        require_action(bad)
+
+
+def test_require_action_accepts_classes_and_entrypoints_without_importing():
+    from raydrive.core.action import require_action
+
+    assert require_action(AddAction) is AddAction
+    assert require_action("not_importable_here.mod.Action") == "not_importable_here.mod.Action"
+
+
+class _Model(BaseModel):
+    when: __import__("datetime").datetime
+
+
+def _returning(value):
+    class Returns(BaseAction[AddParams]):
+        def execute(self):
+            return value
+
+    return Returns
+
+
+def test_results_follow_pydantics_json_mode():
+    import datetime
+    import decimal
+    import enum
+    import pathlib
+    import uuid
+
+    class Color(enum.Enum):
+        RED = "red"
+
+    when = datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.timezone.utc)
+    uid = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    cases = [
+        ({1, 2}, [1, 2]),
+        (frozenset({3}), [3]),
+        ((1, "a"), [1, "a"]),
+        (when, "2024-05-01T12:30:00Z"),
+        (datetime.date(2024, 5, 1), "2024-05-01"),
+        (decimal.Decimal("1.5"), "1.5"),
+        (uid, str(uid)),
+        (pathlib.Path("/x/y"), "/x/y"),
+        (Color.RED, "red"),
+        (b"ab", "ab"),
+        ({1: when}, {"1": "2024-05-01T12:30:00Z"}),
+        (_Model(when=when), {"when": "2024-05-01T12:30:00Z"}),
+        ({"nested": [{"a": (1,)}]}, {"nested": [{"a": [1]}]}),
+    ]
+    for value, expected in cases:
+        assert run_action(_returning(value), {"a": 1}) == expected, value
+
+
+@pytest.mark.parametrize("kind", ["object", "ndarray", "int64"])
+def test_non_json_results_are_an_execution_error_naming_the_type(kind):
+    import numpy as np
+
+    value = {"object": object(), "ndarray": np.array([1, 2]), "int64": np.int64(3)}[kind]
+    with pytest.raises(ExecutionError) as info:
+        run_action(_returning({"out": value}), {"a": 1})
+    assert info.value.error_type == "ResultSerializationError"
+    assert kind in str(info.value) and "Returns" in str(info.value)

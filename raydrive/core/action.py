@@ -20,23 +20,33 @@ Every driver resolves, validates and runs an action through the functions of thi
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from raydrive.core.context import (
+    ActionEnvironment,
+    ActionLogger,
+    LoggingSink,
+    LogLevel,
+    ProgressSink,
+    RuntimeContext,
+)
 from raydrive.core.errors import ActionImportError, ExecutionError, ValidationError
 
 __all__ = [
+    "ActionEnvironment",
     "ActionLogger",
     "BaseAction",
+    "LogLevel",
+    "LoggingSink",
     "ProgressSink",
     "RuntimeContext",
     "action_name",
+    "require_action",
     "resolve_action",
     "run_action",
     "to_jsonable",
@@ -45,80 +55,23 @@ __all__ = [
 
 P = TypeVar("P", bound=BaseModel)
 
-_log = logging.getLogger("raydrive.action")
-
-
-class ProgressSink(Protocol):
-    """Where an action's log lines, progress and metrics go; each driver supplies its own."""
-
-    def log(self, level: str, message: str) -> None: ...
-
-    def progress(self, current: float, total: float, step: str | None) -> None: ...
-
-    def metrics(self, values: Mapping[str, Any], step: str | int | None) -> None: ...
-
-
-class LoggingSink:
-    """Default sink: Python logging under ``raydrive.action``."""
-
-    def log(self, level: str, message: str) -> None:
-        _log.log(logging.getLevelName(level.upper()), message)
-
-    def progress(self, current: float, total: float, step: str | None) -> None:
-        _log.info("progress %s/%s%s", current, total, f" ({step})" if step else "")
-
-    def metrics(self, values: Mapping[str, Any], step: str | int | None) -> None:
-        _log.info("metrics %s%s", dict(values), f" at step {step}" if step is not None else "")
-
-
-class ActionLogger:
-    """What an action reports while it runs: log lines, progress and metrics."""
-
-    def __init__(self, sink: ProgressSink | None = None) -> None:
-        self._sink = sink or LoggingSink()
-
-    def info(self, message: str) -> None:
-        self._sink.log("info", message)
-
-    def warning(self, message: str) -> None:
-        self._sink.log("warning", message)
-
-    def error(self, message: str) -> None:
-        self._sink.log("error", message)
-
-    def set_progress(self, current: float, total: float, step: str | None = None) -> None:
-        """Report ``current`` of ``total`` units done, optionally naming the step."""
-        self._sink.progress(current, total, step)
-
-    def set_metrics(self, values: Mapping[str, Any], step: str | int | None = None) -> None:
-        """Report metric values (e.g. ``{"loss": 0.1}``) for a step."""
-        self._sink.metrics(values, step)
-
-
-@dataclass
-class RuntimeContext:
-    """What an action sees of where it runs: its job id, environment and logger."""
-
-    job_id: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    logger: ActionLogger = field(default_factory=ActionLogger)
-
-    def __repr__(self) -> str:
-        # The environment may carry credentials: show only its keys.
-        return f"RuntimeContext(job_id={self.job_id!r}, env_keys={sorted(self.env)!r})"
-
-
 class BaseAction(Generic[P]):
     """Base class of plugin actions. Subclass as ``BaseAction[MyParams]`` and implement execute().
 
     :cvar params_model: the pydantic model of the params, taken from the generic argument.
     :cvar result_model: optional pydantic model that ``run()`` validates the result against.
-    :cvar name: the action's name in pipelines and logs; defaults to the class name.
+    :cvar name: the action's name in pipelines and logs; defaults to the class name. The
+        reference SDK's ``action_name`` class attribute is accepted as well.
+
+    The reference SDK's reporting methods are here too (``set_progress``, ``set_metrics``,
+    ``log``, ``log_message``, ``log_metric``, ``log_visualization``): they go to the same sink as
+    ``self.logger``'s.
     """
 
     params_model: ClassVar[type[BaseModel]]
     result_model: ClassVar[type[BaseModel] | None] = None
     name: ClassVar[str]
+    action_name: ClassVar[str]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -126,7 +79,10 @@ class BaseAction(Generic[P]):
         if model is not None:
             cls.params_model = model
         if "name" not in cls.__dict__:
-            cls.name = cls.__name__
+            declared = cls.__dict__.get("action_name")
+            cls.name = declared if isinstance(declared, str) and declared else cls.__name__
+        if not isinstance(cls.__dict__.get("action_name"), str):
+            cls.action_name = cls.name
 
     def __init__(self, params: P, ctx: RuntimeContext | None = None) -> None:
         self.params = params
@@ -135,6 +91,28 @@ class BaseAction(Generic[P]):
     @property
     def logger(self) -> ActionLogger:
         return self.ctx.logger
+
+    # --- the reference SDK's reporting methods (same sink as self.logger) -----------------------
+    def set_progress(
+        self, current: float, total: float, step: str | None = None, *, category: str | None = None
+    ) -> None:
+        """Report progress; ``category`` is the deprecated name of ``step``."""
+        self.ctx.logger.set_progress(current, total, step, category=category)
+
+    def set_metrics(self, value: Mapping[str, Any], step: str | int | None = None) -> None:
+        self.ctx.logger.set_metrics(value, step)
+
+    def log(self, event: str, data: Mapping[str, Any] | Any, file: str | None = None) -> None:
+        self.ctx.logger.log(event, data, file)
+
+    def log_message(self, message: str, level: LogLevel | str = LogLevel.INFO, **kwargs: Any) -> None:
+        self.ctx.logger.log_message(message, level, **kwargs)
+
+    def log_metric(self, category: str, key: str, value: Any, **metrics: Any) -> None:
+        self.ctx.logger.log_metric(category, key, value, **metrics)
+
+    def log_visualization(self, category: str, group: str, index: int, image: Any, **meta: Any) -> None:
+        self.ctx.logger.log_visualization(category, group, index, image, **meta)
 
     def execute(self) -> Any:
         """Do the action's work and return its result (a dict, a pydantic model or None)."""
@@ -161,24 +139,45 @@ def _params_model_of(cls: type) -> type[BaseModel] | None:
     return None
 
 
-def resolve_action(action: type[BaseAction] | str) -> type[BaseAction]:
-    """Return the action class for a class or an entrypoint string ``package.module.Class``.
+def require_action(action: Any) -> Any:
+    """The one check every driver makes before submitting anything: ``action`` is a BaseAction
+    subclass or a well-formed entrypoint string ``package.module.Class``; returned unchanged.
 
-    ``module:Class`` is accepted too. Raises ActionImportError naming the entrypoint and why.
+    A string is not imported here (the worker may import what the caller cannot).
+
+    :raises ActionImportError: a class that is not a BaseAction, or neither a class nor an
+        entrypoint string.
     """
     if isinstance(action, type):
         if not issubclass(action, BaseAction):
-            raise ActionImportError(action.__qualname__, "not a BaseAction subclass")
+            raise ActionImportError(
+                f"{action.__module__}.{action.__qualname__}",
+                "not a BaseAction subclass (subclass raydrive.BaseAction[Params])",
+            )
         return action
     if not isinstance(action, str) or not action.strip():
-        raise ActionImportError(repr(action), "expected a BaseAction subclass or 'module.Class'")
-    module_name, sep, attr = action.replace(":", ".").rpartition(".")
+        raise ActionImportError(repr(action)[:200], "expected a BaseAction subclass or 'module.Class'")
+    module_name, sep, _ = action.replace(":", ".").rpartition(".")
     if not sep or not module_name:
         raise ActionImportError(action, "expected 'package.module.Class'")
+    return action
+
+
+def resolve_action(action: type[BaseAction] | str) -> type[BaseAction]:
+    """Return the action class for a class or an entrypoint string ``package.module.Class``.
+
+    ``module:Class`` is accepted too. Raises ActionImportError naming the entrypoint and why,
+    whatever the module raised while it was imported (``RuntimeError`` at module level too).
+    """
+    require_action(action)
+    if isinstance(action, type):
+        return action
+    module_name, _, attr = action.replace(":", ".").rpartition(".")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ActionImportError(action, f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # a module may raise anything at import: the user's code
+        reason = f"importing {module_name!r} raised {type(exc).__name__}: {exc}"
+        raise ActionImportError(action, reason) from exc
     obj = getattr(module, attr, None)
     if obj is None:
         raise ActionImportError(action, f"module {module_name!r} has no attribute {attr!r}")
@@ -188,7 +187,12 @@ def resolve_action(action: type[BaseAction] | str) -> type[BaseAction]:
 
 
 def try_resolve_action(action: type[BaseAction] | str) -> type[BaseAction] | None:
-    """Resolve ``action`` if it can be imported here, else None (the worker will import it)."""
+    """Resolve ``action`` if it can be imported here, else None (the worker will import it).
+
+    A class that is not a BaseAction, or a malformed entrypoint, is refused here
+    (ActionImportError); a module that fails to import here is left for the worker to import.
+    """
+    require_action(action)
     try:
         return resolve_action(action)
     except ActionImportError:
@@ -199,6 +203,8 @@ def action_name(action: type[BaseAction] | str) -> str:
     """A display name: the class's ``name`` or the entrypoint's last part."""
     if isinstance(action, type):
         return getattr(action, "name", action.__name__)
+    if not isinstance(action, str):
+        return repr(action)[:200]
     return action.replace(":", ".").rpartition(".")[2]
 
 
@@ -233,15 +239,33 @@ def validate_params(action_cls: type[BaseAction], params: Mapping[str, Any] | Ba
         ) from None
 
 
-def to_jsonable(value: Any) -> Any:
-    """Turn an action's result into plain JSON data (pydantic models are dumped in JSON mode)."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    return value
+def to_jsonable(value: Any, *, action: str | None = None, job_id: str | None = None) -> Any:
+    """An action's result as JSON data: the one rule of every driver.
+
+    pydantic's JSON mode (``pydantic_core.to_jsonable_python``) decides: models are dumped in
+    JSON mode, ``datetime`` / ``date`` / ``UUID`` / ``Decimal`` / ``Path`` / ``Enum`` become strings,
+    tuples, sets and frozensets lists, dict keys strings, ``bytes`` UTF-8 text. What pydantic
+    cannot serialize (``object()``, numpy arrays and scalars, open files...) raises ExecutionError
+    naming the offending type (call ``.tolist()`` / ``.item()`` on numpy values first).
+    """
+    if value is None or type(value) in _PLAIN:
+        return value  # the common case costs nothing
+    from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+    try:
+        return to_jsonable_python(value)
+    except (PydanticSerializationError, ValueError, TypeError, RecursionError) as exc:
+        where = f"action {action!r}" if action else "the action"
+        raise ExecutionError(
+            f"the result of {where} is not JSON data: {exc} (results must be JSON data or "
+            "pydantic models; convert the value, e.g. numpy arrays with .tolist())",
+            error_type="ResultSerializationError",
+            error_message=str(exc),
+            job_id=job_id,
+        ) from None
+
+
+_PLAIN = (str, int, float, bool)
 
 
 def run_action(
@@ -260,12 +284,12 @@ def run_action(
     """
     action_cls = resolve_action(action)
     validated = validate_params(action_cls, params)
-    ctx = RuntimeContext(job_id=job_id, env=dict(env or {}), logger=ActionLogger(sink))
+    ctx = RuntimeContext(job_id=job_id, env=ActionEnvironment(env), logger=ActionLogger(sink))
     try:
         result = action_cls(validated, ctx).run()
     except Exception as exc:
         raise ExecutionError.from_exception(exc, action=action_name(action_cls), job_id=job_id) from exc
-    return to_jsonable(result)
+    return to_jsonable(result, action=action_name(action_cls), job_id=job_id)
 
 
 def ensure_on_path(path: str | None) -> None:

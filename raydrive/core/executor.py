@@ -8,15 +8,32 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from raydrive.core.errors import InvalidOptionsError
 from raydrive.core.options import DriverOptions, validate_options
 from raydrive.core.plugins import PluginManager, get_plugin_manager
 from raydrive.core.policy_types import JobEvent
 
-__all__ = ["BaseExecutor"]
+__all__ = ["BaseExecutor", "merge_env_argument"]
+
+
+def merge_env_argument(driver: str, env: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the positional ``env`` argument of an executor folded in as ``env=``.
+
+    :raises InvalidOptionsError: ``env`` was given both positionally and by keyword.
+    """
+    if env is None:
+        return options
+    if options.get("env") is not None:
+        raise InvalidOptionsError(driver, [("env", "given both positionally and as env=")])
+    return {**options, "env": env}
 
 
 class BaseExecutor:
     """Base class of drivers: ``Options`` validates the constructor's keyword arguments.
+
+    ``env`` may also be given as the first positional argument, as in the guide's constructor
+    tables (``RayActorExecutor(env, ray_address=...)``): a dict, a mapping or an object with
+    ``to_dict()`` / ``model_dump()`` (the reference's ``PluginEnvironment``).
 
     :cvar name: the driver's registered name (used in events and errors).
     :cvar Options: the pydantic model of the driver's options.
@@ -25,7 +42,8 @@ class BaseExecutor:
     name: ClassVar[str] = ""
     Options: ClassVar[type[DriverOptions]] = DriverOptions
 
-    def __init__(self, *, plugins: PluginManager | None = None, **options: Any) -> None:
+    def __init__(self, env: Any = None, /, *, plugins: PluginManager | None = None, **options: Any) -> None:
+        options = merge_env_argument(self.name or type(self).__name__, env, options)
         self.options = validate_options(self.name or type(self).__name__, self.Options, options)
         self._plugins = plugins
 

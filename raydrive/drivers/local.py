@@ -49,8 +49,8 @@ class LocalExecutor(BaseExecutor):
     Options = LocalOptions
     options: LocalOptions
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, env: Any = None, /, **options: Any) -> None:
+        super().__init__(env, **options)
         self._pool: ThreadPoolExecutor | None = None
         self._jobs: dict[str, tuple[str, Future[Any]]] = {}
         self._reported: set[str] = set()

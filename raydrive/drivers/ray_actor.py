@@ -37,8 +37,8 @@ class RayActorExecutor(BaseRayExecutor):
 
     name = "ray-actor"
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, env: Any = None, /, **options: Any) -> None:
+        super().__init__(env, **options)
         self._actor: Any = None
         self._actor_name: str | None = None
         self._call_lock = threading.Lock()

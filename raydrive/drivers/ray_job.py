@@ -85,8 +85,8 @@ class RayJobExecutor(BaseRayExecutor):
     Options = RayJobOptions
     options: RayJobOptions
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, env: Any = None, /, **options: Any) -> None:
+        super().__init__(env, **options)
         self._registry: Any = None
         self._lock = threading.Lock()
         self._mine: dict[str, str] = {}  # job id -> action name, for this executor's unfinished jobs

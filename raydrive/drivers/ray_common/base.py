@@ -93,8 +93,8 @@ class BaseRayExecutor(BaseExecutor):
     default_cpus: ClassVar[float] = 1.0
     upload_recheck_s: ClassVar[float] = 60.0
 
-    def __init__(self, *, plugins: PluginManager | None = None, **options: Any) -> None:
-        super().__init__(plugins=plugins, **options)
+    def __init__(self, env: Any = None, /, *, plugins: PluginManager | None = None, **options: Any) -> None:
+        super().__init__(env, plugins=plugins, **options)
         self._builder = RuntimeEnvBuilder(self.options, plugins)
         self._connection: RayConnection | None = None
         self._uploaded: dict[str, float] = {}  # package URI -> when its presence was last checked
