@@ -36,13 +36,14 @@ def _too_deep(value: Any, limit: int) -> bool:
 def snapshot(value: Any, what: str) -> Any:
     """A JSON copy of ``value`` taken now (later changes to ``value`` do not reach it).
 
-    :raises ExecutionError: ``value`` is not JSON data (a set, an object, NaN-free JSON only
-        where the service requires it) or is nested deeper than :data:`MAX_DEPTH`; the
-        message names ``what`` and the offending type.
+    :raises ExecutionError: ``value`` is not JSON data (an object, a set: results have been
+        through :func:`~raydrive.core.action.to_jsonable` already, params may not have) or is
+        nested deeper than :data:`MAX_DEPTH`; the message names ``what`` and the offending type.
     """
     if _too_deep(value, MAX_DEPTH):
         raise ExecutionError(
-            f"{what} is nested deeper than {MAX_DEPTH} levels, the most the pipeline service stores",
+            f"{what} is nested deeper than the serialization depth the pipeline service stores "
+            f"({MAX_DEPTH} levels)",
             error_type="SerializationError",
         )
     try:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
-from raydrive.core.action import action_entrypoint, action_name, validate_params
+from raydrive.core.action import action_entrypoint, action_name, require_action, validate_params
 from raydrive.core.errors import (
     ExecutionError,
     ExecutionTimeoutError,
@@ -127,8 +127,12 @@ class RayPipelineExecutor(BaseRayExecutor):
     Options = PipelineOptions
     options: PipelineOptions
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, env: Any = None, /, **options: Any) -> None:
+        # ``env`` first and positional, as the guide's tables list for every executor.
+        if env is not None:
+            super().__init__(env, **options)
+        else:
+            super().__init__(**options)
         self._client: Any = None
         self._lock = threading.Lock()
         self._reported: set[str] = set()
@@ -182,7 +186,9 @@ class RayPipelineExecutor(BaseRayExecutor):
             pipeline = PipelineDefinition(name=name, actions=list(pipeline))
         if not pipeline.actions:
             raise SubmissionError(f"pipeline {pipeline.name!r} has no actions")
-        resolved = [self.resolve(a) for a in pipeline.actions]  # refuses a class that is no action
+        # The shared check first: a class that is not a BaseAction is refused before anything is
+        # registered with the service or started on the cluster.
+        resolved = [self.resolve(require_action(a)) for a in pipeline.actions]
         targets = [wire_target(a, c) for a, c in zip(pipeline.actions, resolved, strict=True)]
         entrypoints = [action_entrypoint(c or a) for a, c in zip(pipeline.actions, resolved, strict=True)]
         names = unique_names([action_name(c or a) for a, c in zip(pipeline.actions, resolved, strict=True)])
