@@ -232,3 +232,40 @@ def test_wheel_from_the_working_dir_is_installed_in_the_job_env(ray_cluster, tmp
     pip = executor.last_runtime_env["pip"]
     assert pip["packages"] == [f"${{RAY_RUNTIME_ENV_CREATE_WORKING_DIR}}/wheels/{wheel.name}"]
     assert "--no-index" in pip["pip_install_options"]
+
+
+def test_module_raising_at_import_is_an_action_import_error(ray_cluster):
+    executor = RayActorExecutor(ray_address=ray_cluster.address)
+    try:
+        with pytest.raises(raydrive.ActionImportError) as info:
+            executor.execute("tests.actions_import_raises.Anything", {})
+        assert "tests.actions_import_raises" in str(info.value)
+        assert "missing MODEL_DIR" in str(info.value)
+    finally:
+        executor.shutdown()
+
+
+def test_module_failing_to_import_only_here_still_runs_on_the_worker(ray_cluster, monkeypatch):
+    import os
+
+    monkeypatch.setenv("RD_BREAK_IMPORT_PID", str(os.getpid()))
+    with pytest.raises(RuntimeError):  # the caller cannot import it...
+        __import__("tests.actions_import_guard")
+    executor = RayActorExecutor(ray_address=ray_cluster.address)
+    try:  # ...the worker can, and the call is not refused here
+        result = executor.execute("tests.actions_import_guard.GuardAction", {"a": 5})
+        assert result["a"] == 5 and result["pid"] != os.getpid()
+    finally:
+        executor.shutdown()
+
+
+class _NotAnAction:
+    def execute(self) -> dict:
+        return {}
+
+
+def test_a_class_that_is_not_an_action_is_refused_before_anything_starts(ray_cluster):
+    executor = RayActorExecutor(ray_address=ray_cluster.address)
+    with pytest.raises(raydrive.ActionImportError):
+        executor.execute(_NotAnAction, {})
+    assert executor.actor_name is None
