@@ -53,7 +53,6 @@ from raydrive.service.store import (
     PipelineStore,
     RecordNotFoundError,
     RunEvent,
-    SQLiteStore,
     TerminalRunError,
     progress_view,
 )
@@ -62,11 +61,9 @@ __all__ = ["TOKEN_ENV", "RunBroker", "create_app", "resolve_token"]
 
 
 def _default_store(location: str | os.PathLike[str] | None) -> PipelineStore:
-    from raydrive.service.db import open_store, parse_database
+    from raydrive.service.db import open_store
 
-    if location is not None and parse_database(location)[0] != "sqlite":
-        return open_store(location)  # type: ignore[return-value]
-    return SQLiteStore(location)
+    return open_store(location)  # type: ignore[return-value]
 
 
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
@@ -125,8 +122,8 @@ def create_app(
 ) -> FastAPI:
     """Build the pipeline service application.
 
-    :param store: the storage; by default a :class:`SQLiteStore` on ``db_path``, which the app
-        closes when it shuts down (a store passed in stays the caller's to close).
+    :param store: the storage; by default :func:`raydrive.service.db.open_store` on ``db_path``,
+        which the app closes when it shuts down (a store passed in stays the caller's to close).
     :param db_path: database of the default store: a SQLite file, ``sqlite:///path`` or
         ``postgresql://...`` (see :func:`raydrive.service.db.open_store`); defaults to
         ``$RAYDRIVE_SERVICE_DB`` or ``~/.raydrive/pipelines.db``.

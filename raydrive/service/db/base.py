@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from raydrive.core.pipeline import ActionProgress, RunStatus, utcnow
@@ -174,6 +174,12 @@ class SQLStore:
                 result = self._sql("list_runs_by_status")(conn, status=status.value, limit=limit, skip=skip)
             docs = result.scalars().all()
         return [Run.model_validate_json(doc) for doc in docs]
+
+    def count_runs_by_status(self) -> dict[str, int]:
+        """How many runs have each status (what ``/metrics`` reports), from the status index."""
+        with self._read() as conn:
+            rows = conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status)).all()
+        return {status: count for status, count in rows}
 
     def get_run(self, run_id: str) -> Run:
         """The run, or :class:`RecordNotFoundError`."""
