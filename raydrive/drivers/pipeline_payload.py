@@ -92,9 +92,19 @@ class SecretMasker:
     def __init__(self, keys: set[str] | None = None) -> None:
         self.keys = set(keys or ())
         self._values: list[str] = []
+        # Reports repeat the same keys and short strings (names, statuses, times) every time:
+        # caching the answers keeps masking off the per-action cost.
+        self._key_cache: dict[Any, bool] = {}
+        self._text_cache: dict[str, str] = {}
 
     def _secret(self, key: Any) -> bool:
-        return key in self.keys or is_secret_key(key)
+        try:
+            return self._key_cache[key]
+        except (KeyError, TypeError):
+            secret = key in self.keys or is_secret_key(key)
+            if isinstance(key, str) and len(self._key_cache) < 4096:
+                self._key_cache[key] = secret
+            return secret
 
     def learn(self, params: Any) -> None:
         """Remember the secret values in ``params`` (a mapping, nested ones included)."""
@@ -117,6 +127,7 @@ class SecretMasker:
         if isinstance(value, str) and len(value) >= 4 and value != MASK and value not in self._values:
             self._values.append(value)
             self._values.sort(key=len, reverse=True)  # the longest first: no partial masks
+            self._text_cache.clear()
         elif isinstance(value, Mapping | list | tuple):
             for leaf in value.values() if isinstance(value, Mapping) else value:
                 self._add(leaf)
@@ -125,9 +136,14 @@ class SecretMasker:
         """``text`` through :func:`redact_text`, with every known secret value masked."""
         if not text:
             return text
+        cached = self._text_cache.get(text)
+        if cached is not None:
+            return cached
         out = redact_text(text)
         for value in self._values:
             out = out.replace(value, MASK)
+        if len(text) <= 256 and len(self._text_cache) < 4096:
+            self._text_cache[text] = out
         return out
 
     def data(self, value: Any) -> Any:
