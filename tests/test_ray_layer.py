@@ -352,3 +352,71 @@ def test_secrets_reach_the_action_but_never_ray_state(ray_cluster, monkeypatch):
             assert planted not in repr(executor.last_runtime_env) and planted not in repr(executor)
     finally:
         actor.shutdown()
+
+
+# --- ray:// retry budget and a timed-out ray.init (issues 14 and 9) --------------------------------
+# Ray's own ray.init is wrapped to reproduce the two failures seen with a real client server: the
+# server failing on fork, reported only after about connect_timeout, and a ray.init that hangs.
+FLAKY_INIT = """
+import json, sys, threading, time
+import ray
+from raydrive import ClusterUnreachableError
+from raydrive.drivers.ray_common.connection import connect, disconnect
+real_init = ray.init
+modes = sys.argv[2].split(",")
+calls, active, peak = [], [0], [0]
+def init(*args, **kwargs):
+    mode = modes[len(calls)] if len(calls) < len(modes) else "ok"
+    calls.append(mode)
+    active[0] += 1
+    peak[0] = max(peak[0], active[0])
+    try:
+        if mode == "fail":
+            time.sleep(float(sys.argv[3]) - 1.5)  # reported close to connect_timeout
+            raise ConnectionError("ray client connect failed: Starting Ray client server failed: fork")
+        if mode == "hang":
+            time.sleep(4.0)
+        return real_init(*args, **kwargs)
+    finally:
+        active[0] -= 1
+ray.init = init
+out = {}
+def init_threads():
+    return [t for t in threading.enumerate() if t.name == "raydrive-ray-init"]
+if sys.argv[4] == "retry":
+    out["address"] = connect(sys.argv[1], timeout=float(sys.argv[3])).address
+    out["initialized"] = ray.is_initialized()
+else:
+    try:
+        connect(sys.argv[1], timeout=1.0)
+    except ClusterUnreachableError as exc:
+        out["first"] = str(exc)
+    out["second"] = connect(sys.argv[1], timeout=30).address  # while the first still runs
+    out["peak"] = peak[0]
+    disconnect()
+    try:
+        connect(sys.argv[1], timeout=1.0)  # hangs again, and is left alone this time
+    except ClusterUnreachableError:
+        pass
+    deadline = time.monotonic() + 30
+    while init_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out["left_connected"] = ray.is_initialized()
+out["calls"] = calls
+print(json.dumps(out))
+"""
+
+
+def test_ray_client_server_failing_on_fork_is_retried_on_its_own_budget(ray_cluster):
+    out = _last_json(_python(FLAKY_INIT, ray_cluster.client_address, "fail,ok", "10", "retry"))
+    assert out["calls"] == ["fail", "ok"]
+    assert out["initialized"] is True and out["address"] == ray_cluster.client_address
+
+
+def test_a_timed_out_connect_leaves_no_second_ray_init_and_no_connection(ray_cluster):
+    out = _last_json(_python(FLAKY_INIT, ray_cluster.client_address, "hang,ok,hang", "1", "hang"))
+    assert "did not finish within" in out["first"]
+    assert out["second"] == ray_cluster.client_address
+    assert out["peak"] == 1  # the second connect waited for the first ray.init, never ran beside it
+    assert out["calls"] == ["hang", "ok", "hang"]
+    assert out["left_connected"] is False  # the abandoned ray.init was disconnected when it ended

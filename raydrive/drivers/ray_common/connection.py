@@ -22,8 +22,15 @@ The ``ray_address`` forms every Ray driver accepts:
 Connecting never hangs: the address is first probed (a TCP connect, then a gRPC handshake), so
 an unreachable cluster raises ClusterUnreachableError naming the address within ``timeout``
 seconds; ``ray.init`` itself then runs in a helper thread under the same bound (it can block for
-minutes, e.g. given the GCS address of a cluster this machine is not a node of). A timed-out
-``ray.init`` is left to finish or fail in the background.
+minutes, e.g. given the GCS address of a cluster this machine is not a node of). A ``ray.init``
+that timed out cannot be stopped; it is never joined by a second one: a later ``connect`` waits
+(within its own timeout) for it to end, and if it ends connected, it is disconnected at once, since
+its caller was told that connecting failed.
+
+Ray client (``ray://``): the cluster's client proxy starts a server process per client, and that
+start sometimes fails ("Starting Ray client server failed"), which the proxy reports only after
+about as long as ``connect_timeout``. That failure is retried on a budget of its own: up to
+:data:`CLIENT_RETRIES` more tries, within another ``connect_timeout`` after the failure.
 
 Ray's connection is process-global. Asking for the address Ray is already connected to reuses it;
 asking for another one raises SubmissionError (call ``ray.shutdown()`` first, or use a separate
@@ -61,6 +68,8 @@ __all__ = [
 
 _log = logging.getLogger("raydrive.ray")
 _CLIENT_SERVER_FAILED = "Starting Ray client server failed"
+CLIENT_RETRIES = 2
+"""More tries after the Ray client server failed to start (each within the retry budget)."""
 _lock = threading.RLock()
 _connection: RayConnection | None = None
 _local: LocalCluster | None = None
@@ -338,20 +347,28 @@ def connect(address: str = "auto", *, timeout: float = 30.0) -> RayConnection:
         deadline = time.monotonic() + timeout
         ensure_reachable(target, timeout)
         conn = RayConnection(address, target, client_mode)
+        retries = 0
         while True:
             try:
                 _init(ray, conn, max(1.0, deadline - time.monotonic()))
                 return conn
             except ClusterUnreachableError as exc:
                 # The Ray client proxy starts a server process per client; on a loaded head that
-                # start can fail once and succeed on the next try, within the same timeout.
+                # start can fail and succeed on the next try. The proxy says so only after about
+                # `timeout`, so the retry gets a budget of its own, counted from the failure.
                 transient = client_mode and _CLIENT_SERVER_FAILED in str(exc.__cause__)
-                if not transient or time.monotonic() + 2.0 > deadline:
+                if not transient or retries >= CLIENT_RETRIES:
                     raise
-                _log.warning("the Ray client server at %s failed to start; trying again", target)
+                retries += 1
+                _log.warning(
+                    "the Ray client server at %s failed to start; trying again (%d/%d)",
+                    target,
+                    retries,
+                    CLIENT_RETRIES,
+                )
                 with contextlib.suppress(Exception):
                     ray.shutdown()
-                time.sleep(1.0)
+                deadline = time.monotonic() + timeout
 
 
 def _conflict(requested: str, current: str) -> SubmissionError:
@@ -369,19 +386,46 @@ class _DropSigtermWarning(logging.Filter):
         return "SIGTERM handler is not set" not in record.getMessage()
 
 
+class _InitAttempt:
+    """One ``ray.init`` in its helper thread; ``abandoned`` once its caller stopped waiting."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.abandoned = False
+        self.lock = threading.Lock()
+
+
+_attempt: _InitAttempt | None = None
+
+
 def _init(ray: Any, conn: RayConnection, timeout: float) -> None:
     """``ray.init`` bounded by ``timeout``: it runs in a helper thread, since it can block for
-    minutes (e.g. a GCS address of a cluster this machine is not a node of)."""
-    global _connection
-    outcome: dict[str, BaseException | None] = {}
+    minutes (e.g. a GCS address of a cluster this machine is not a node of). Never two at once."""
+    global _connection, _attempt
+    started = time.monotonic()
+    previous = _attempt
+    if previous is not None and not previous.done.wait(timeout):
+        raise ClusterUnreachableError(
+            f"an earlier attempt to connect to Ray (which timed out) is still running, so no second "
+            f"one was started for {conn.address!r} within {timeout:g} s (connect_timeout); try "
+            "again later",
+            address=conn.address,
+        )
+    attempt = _attempt = _InitAttempt()
 
     def run() -> None:
         try:
             # The job's namespace stays Ray's default; raydrive names its actors in its own.
             ray.init(address=conn.address, log_to_driver=True)
-            outcome["error"] = None
         except BaseException as exc:
-            outcome["error"] = exc
+            attempt.error = exc
+        with attempt.lock:
+            if attempt.abandoned and attempt.error is None:
+                # Its caller was told that connecting failed: do not stay connected behind its back.
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+            attempt.done.set()
 
     worker_log = logging.getLogger("ray._private.worker")
     quiet = _DropSigtermWarning()
@@ -389,10 +433,14 @@ def _init(ray: Any, conn: RayConnection, timeout: float) -> None:
     try:
         thread = threading.Thread(target=run, name="raydrive-ray-init", daemon=True)
         thread.start()
-        thread.join(timeout)
+        finished = attempt.done.wait(max(0.1, timeout - (time.monotonic() - started)))
     finally:
         worker_log.removeFilter(quiet)
-    if thread.is_alive():
+    if not finished:
+        with attempt.lock:
+            finished = attempt.done.is_set()
+            attempt.abandoned = not finished
+    if not finished:
         hint = (
             ""
             if conn.client_mode
@@ -403,6 +451,8 @@ def _init(ray: Any, conn: RayConnection, timeout: float) -> None:
             f"(connect_timeout){hint}",
             address=conn.address,
         )
+    _attempt = None
+    outcome = {"error": attempt.error}
     error = outcome.get("error")
     if error is not None:
         if isinstance(error, KeyboardInterrupt | SystemExit):
