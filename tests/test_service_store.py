@@ -1,4 +1,4 @@
-"""SQLiteStore and the run rules it applies, without HTTP."""
+"""The store suite, on SQLite and PostgreSQL alike, and the run rules it applies, without HTTP."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from raydrive.core.pipeline import ActionProgress, ActionStatus, RunStatus
+from raydrive.service.db import SQLStore, default_database, open_store
 from raydrive.service.models import (
     ActionSpec,
     CheckpointCreate,
@@ -22,22 +23,29 @@ from raydrive.service.models import (
 )
 from raydrive.service.store import (
     RecordNotFoundError,
-    SQLiteStore,
     TerminalRunError,
     apply_progress,
     apply_update,
-    default_db_path,
 )
+from tests.pg import pg_server, pg_url  # noqa: F401
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of each backend (PostgreSQL: the private server of tests/pg.py)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'nested' / 'dir' / 'store.db'}"
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "store.db")
+def store(db_url: str) -> Iterator[SQLStore]:
+    s = open_store(db_url)
     yield s
     s.close()
 
 
-def _run(store: SQLiteStore, actions: tuple[str, ...] = ("a", "b")) -> str:
+def _run(store: SQLStore, actions: tuple[str, ...] = ("a", "b")) -> str:
     pipeline = store.create_pipeline(PipelineCreate(name="p", actions=[ActionSpec(name=n) for n in actions]))
     return store.create_run(pipeline.id, RunCreate(params={"k": 1})).id
 
@@ -46,7 +54,7 @@ NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 LATER = datetime(2024, 1, 2, tzinfo=timezone.utc)
 
 
-def test_started_at_is_set_once_when_the_run_first_runs(store: SQLiteStore) -> None:
+def test_started_at_is_set_once_when_the_run_first_runs(store: SQLStore) -> None:
     run = store.get_run(_run(store))
     running = apply_progress(run, ProgressReport(status="running"), NOW)
     assert running is not None and running.started_at == NOW and running.completed_at is None
@@ -57,7 +65,7 @@ def test_started_at_is_set_once_when_the_run_first_runs(store: SQLiteStore) -> N
     assert done.completed_at == LATER and done.status is RunStatus.COMPLETED
 
 
-def test_a_terminal_run_never_changes_status(store: SQLiteStore) -> None:
+def test_a_terminal_run_never_changes_status(store: SQLStore) -> None:
     run = apply_update(store.get_run(_run(store)), RunUpdate(status="cancelled"), NOW)
     with pytest.raises(TerminalRunError, match="cancelled"):
         apply_progress(run, ProgressReport(status="running"), LATER)
@@ -73,7 +81,7 @@ def test_a_terminal_run_never_changes_status(store: SQLiteStore) -> None:
     assert apply_update(with_result, RunUpdate(result={"ok": 1}), LATER) is None
 
 
-def test_action_progress_replaces_by_name_and_keeps_its_times(store: SQLiteStore) -> None:
+def test_action_progress_replaces_by_name_and_keeps_its_times(store: SQLStore) -> None:
     run = store.get_run(_run(store))
     started = apply_progress(
         run, ProgressReport(action_progress=ActionProgress(name="a", status="running", progress=0.3)), NOW
@@ -100,9 +108,8 @@ def test_action_progress_replaces_by_name_and_keeps_its_times(store: SQLiteStore
     assert skipped.progress[1].started_at is None and skipped.progress[1].completed_at == LATER
 
 
-def test_runs_checkpoints_logs_and_event_numbers_survive_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "nested" / "dir" / "runs.db"
-    first = SQLiteStore(path)
+def test_runs_checkpoints_logs_and_event_numbers_survive_reopening(db_url: str) -> None:
+    first = open_store(db_url)
     run_id = _run(first)
     first.report_progress(run_id, ProgressReport(status="running"))
     first.create_checkpoint(
@@ -111,7 +118,7 @@ def test_runs_checkpoints_logs_and_event_numbers_survive_reopening(tmp_path: Pat
     first.append_logs(run_id, [LogEntryCreate(message="hello", action_name="a")])
     first.close()
 
-    second = SQLiteStore(path)
+    second = open_store(db_url)
     try:
         assert second.get_run(run_id).status is RunStatus.RUNNING
         assert second.latest_checkpoint(run_id).params_snapshot == {"x": 1}
@@ -126,20 +133,24 @@ def test_runs_checkpoints_logs_and_event_numbers_survive_reopening(tmp_path: Pat
         second.close()
 
 
-def test_database_uses_wal_and_a_busy_timeout(store: SQLiteStore) -> None:
-    conn = sqlite3.connect(store.path)
+def test_sqlite_uses_wal_and_a_busy_timeout(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "wal.db")
     try:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn = sqlite3.connect(tmp_path / "wal.db")
+        try:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            conn.close()
+        with store.engine.connect() as writer:
+            assert writer.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
     finally:
-        conn.close()
-    assert store._writer.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        store.close()
 
 
-def test_concurrent_writers_in_two_stores_on_one_file_never_hit_locked(tmp_path: Path) -> None:
-    # Two store objects stand for two processes: only BEGIN IMMEDIATE and the busy timeout
-    # keep their writers apart.
-    path = tmp_path / "shared.db"
-    stores = [SQLiteStore(path), SQLiteStore(path)]
+def test_concurrent_writers_in_two_stores_on_one_database_never_conflict(db_url: str) -> None:
+    # Two store objects stand for two processes: on SQLite only BEGIN IMMEDIATE and the busy
+    # timeout keep their writers apart, on PostgreSQL the run's row lock.
+    stores = [open_store(db_url), open_store(db_url)]
     run_id = _run(stores[0], actions=tuple(f"a{n}" for n in range(8)))
     errors: list[BaseException] = []
 
@@ -174,7 +185,7 @@ def test_concurrent_writers_in_two_stores_on_one_file_never_hit_locked(tmp_path:
             store.close()
 
 
-def test_request_text_never_becomes_sql(store: SQLiteStore) -> None:
+def test_request_text_never_becomes_sql(store: SQLStore) -> None:
     with pytest.raises(RecordNotFoundError):
         store.get_run("x' OR '1'='1")
     name = "p'); DROP TABLE runs; --"
@@ -184,8 +195,8 @@ def test_request_text_never_becomes_sql(store: SQLiteStore) -> None:
     assert store.list_logs(run_id, action_name="a' OR 1=1 --") == []
 
 
-def test_old_events_are_pruned_but_the_latest_state_stays(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "prune.db", event_retention=10)
+def test_old_events_are_pruned_but_the_latest_state_stays(db_url: str) -> None:
+    store = open_store(db_url, event_retention=10)
     try:
         run_id = _run(store)
         for i in range(200):
@@ -198,7 +209,7 @@ def test_old_events_are_pruned_but_the_latest_state_stays(tmp_path: Path) -> Non
         store.close()
 
 
-def test_deleting_a_pipeline_deletes_its_runs_and_their_data(store: SQLiteStore) -> None:
+def test_deleting_a_pipeline_deletes_its_runs_and_their_data(store: SQLStore) -> None:
     run_id = _run(store)
     pipeline_id = store.get_run(run_id).pipeline_id
     store.create_checkpoint(run_id, CheckpointCreate(action_name="a", action_index=0))
@@ -208,11 +219,11 @@ def test_deleting_a_pipeline_deletes_its_runs_and_their_data(store: SQLiteStore)
     assert missing.value.kind == "run"
     with pytest.raises(RecordNotFoundError):
         store.latest_event(run_id)
-    rows = store._reader().execute("SELECT count(*) FROM checkpoints").fetchone()[0]
-    assert rows == 0
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM checkpoints").scalar() == 0
 
 
-def test_latest_checkpoint_tells_a_missing_run_from_a_missing_checkpoint(store: SQLiteStore) -> None:
+def test_latest_checkpoint_tells_a_missing_run_from_a_missing_checkpoint(store: SQLStore) -> None:
     run_id = _run(store)
     with pytest.raises(RecordNotFoundError) as none_yet:
         store.latest_checkpoint(run_id)
@@ -233,6 +244,6 @@ def test_default_db_path_is_under_home_unless_overridden(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("RAYDRIVE_SERVICE_DB", raising=False)
-    assert default_db_path() == Path.home() / ".raydrive" / "pipelines.db"
+    assert default_database() == str(Path.home() / ".raydrive" / "pipelines.db")
     monkeypatch.setenv("RAYDRIVE_SERVICE_DB", str(tmp_path / "x.db"))
-    assert default_db_path() == tmp_path / "x.db"
+    assert default_database() == str(tmp_path / "x.db")
