@@ -180,3 +180,22 @@ def test_parse_requirements_splits_like_a_shell():
     parsed = parse_requirements('--index-url "https://x y/simple"\n-r other.txt\nfoo==1\n')
     assert parsed.options == ["--index-url", "https://x y/simple", "-r", "other.txt"]
     assert parsed.packages == ["foo==1"]
+
+
+def test_one_definition_of_a_secret_name():
+    from raydrive.core import redaction, runtime_env
+
+    assert runtime_env.is_secret_key is redaction.is_secret_key
+
+
+def test_packager_follows_the_include_and_gitignore_options(tmp_path):
+    (tmp_path / ".gitignore").write_text("*.log\n")
+    (tmp_path / "run.log").write_text("x")
+    (tmp_path / ".env").write_text("A=1")
+    builder = RuntimeEnvBuilder(RayOptions(working_dir=tmp_path, include=[".env"]), plugins=PluginManager())
+    first = builder.build(package=True, os_environ={}).package
+    assert first is not None and first.file_count == 2  # .gitignore and the re-included .env
+    off = RuntimeEnvBuilder(
+        RayOptions(working_dir=tmp_path, include_gitignore=False), plugins=PluginManager()
+    )
+    assert off.build(package=True, os_environ={}).package.file_count == 2  # .gitignore and run.log
