@@ -252,3 +252,23 @@ def test_the_change_feed_reports_changes_of_another_store(db_url: str) -> None:
         thread.join(5)
         writer.close()
         watcher.close()
+
+
+def test_the_cli_refuses_an_unreachable_postgres_url_and_creates_no_file(tmp_path: Path) -> None:
+    # Before: `raydrive service --db postgresql://...` created ./postgresql:/... as a SQLite file
+    # and served from it.
+    import subprocess
+    import sys
+
+    code = "import sys; from raydrive.cli import main; sys.argv[0] = 'raydrive'; main()"
+    for url in ("postgresql://nobody@127.0.0.1:1/runs", "mysql://u:secret@127.0.0.1/runs"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, "service", "--port", "0", "--db", url],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "error:" in done.stderr and "secret" not in done.stderr + done.stdout
+        assert list(tmp_path.iterdir()) == []
