@@ -109,11 +109,17 @@ def pipeline_watch(run_id: str, service_url: str = ServiceUrlOpt) -> None:
 
 @pipeline_app.command("cancel")
 @user_errors
-def pipeline_cancel(run_id: str, service_url: str = ServiceUrlOpt) -> None:
+def pipeline_cancel(run_id: str, service_url: str = ServiceUrlOpt, option: list[str] = OptionOpt) -> None:
     """Cancel a run through the service: it is marked cancelled and its actor stops the action
-    and exits on its own (within about 2 s). Needs only the service, not the Ray cluster."""
+    and exits on its own (within about 2 s). Needs only the service; with `-o ray_address=...`
+    the actor is also killed through Ray if it has not stopped after `cancel_grace`."""
     from raydrive.core.errors import ServiceError
 
+    if option:
+        with _pipeline_executor(service_url, None, option) as ex:
+            ex.cancel(run_id)
+        typer.echo("cancelled")
+        return
     with _service_client(service_url) as client:
         if client.get_progress(run_id).status.is_terminal():
             typer.echo(f"run {run_id} has ended already")
