@@ -5,7 +5,13 @@ Two modes, same API and semantics (``mode`` option):
 ``'task'`` (default)
     Each job is a pooled Ray task: worker processes are reused, a job costs milliseconds. The
     job's environment (secrets included) is set in ``os.environ`` for the job only and restored
-    after it, since the process serves other jobs.
+    after it, since the process serves other jobs. A job that carries secrets never runs in a
+    worker process that served anyone else: its runtime env names a worker pool of its own
+    (``RAYDRIVE_WORKER_POOL``, a keyed digest of this executor and its secret set, which tells
+    nothing about the values), so Ray starts fresh processes for it, reused only by this
+    executor's jobs with the same secrets. A thread or child process left behind by an earlier
+    job of another submitter therefore never sees them. Cost: one worker start for the first
+    job of each secret set (see ``benchmarks/bench_ray_drivers.py --only pooled-secrets``).
 ``'actor'``
     Each job runs on a fresh Ray actor, killed as soon as the job ends: process isolation, at the
     price of a process start per job. The actor holds ``num_cpus`` while it runs; with
@@ -37,8 +43,10 @@ from __future__ import annotations
 import atexit
 import copy
 import hashlib
+import hmac
 import json
 import logging
+import os
 import threading
 import uuid
 import weakref
@@ -94,6 +102,7 @@ class RayJobExecutor(BaseRayExecutor):
         # Jobs with generated ids go to the registry in batches, from a helper thread (see _Outbox).
         self._outbox = _Outbox(self)
         self._launch: tuple[Any, list[tuple[str, str]], str] | None = None
+        self._pool_key = os.urandom(16)  # keys the worker-pool digest of secret sets (see module doc)
 
     # --- the registry -------------------------------------------------------------------------
     def _registry_handle(self) -> Any:
@@ -163,8 +172,9 @@ class RayJobExecutor(BaseRayExecutor):
         self._registry_handle()
         built = self.runtime_env(reuse_s=ENV_REUSE_S)
         ray_options = self.resources(name).as_ray_options()
-        if built.runtime_env:
-            ray_options["runtime_env"] = built.runtime_env
+        runtime_env = self._isolated(built) if built.secrets and self.options.mode == "task" else None
+        if runtime_env or built.runtime_env:
+            ray_options["runtime_env"] = runtime_env or built.runtime_env
         spec = {
             "mode": self.options.mode,
             "action": name,
@@ -196,10 +206,25 @@ class RayJobExecutor(BaseRayExecutor):
         self._emit_submitted(job_id, name)
         return job_id
 
+    def _isolated(self, built: Any) -> dict[str, Any]:
+        """The runtime env of a pooled job that carries secrets: a worker pool of its own.
+
+        Ray reuses a worker process only for tasks of the same runtime env, so naming a pool per
+        executor and secret set keeps other submitters' leftovers away from these secrets.
+        """
+        text = json.dumps(built.secrets, sort_keys=True).encode()
+        digest = hmac.new(self._pool_key, text, hashlib.sha256).hexdigest()[:24]
+        runtime_env = dict(built.runtime_env)
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), "RAYDRIVE_WORKER_POOL": digest}
+        return runtime_env
+
     def _launch_key(self, built: Any, ray_options: dict[str, Any]) -> str:
         # Names mode + resources + runtime env for the registry's cache of Ray launchers. A burst
         # of submissions shares one build (the same object) and request: computed once for them.
         request = sorted((k, repr(v)) for k, v in ray_options.items() if k != "runtime_env")
+        pool = ray_options.get("runtime_env", {}).get("env_vars", {}).get("RAYDRIVE_WORKER_POOL")
+        if pool:
+            request.append(("worker_pool", pool))
         cached = self._launch
         if cached is None or cached[0] is not built or cached[1] != request:
             text = json.dumps(ray_options, sort_keys=True, default=str)
