@@ -434,6 +434,11 @@ class SQLiteStore:
             )
         return [Run.model_validate_json(doc) for (doc,) in rows]
 
+    def count_runs_by_status(self) -> dict[str, int]:
+        """How many runs have each status (for ``/metrics``; statuses without runs are left out)."""
+        rows = self._reader().execute("SELECT status, COUNT(*) FROM runs GROUP BY status")
+        return {status: count for status, count in rows}
+
     def get_run(self, run_id: str) -> Run:
         """The run, or :class:`RecordNotFoundError`."""
         row = self._reader().execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()

@@ -106,3 +106,24 @@ def test_open_streams_gauge_follows_sse_clients(service):
     client.patch(f"/api/v1/runs/{run['id']}", json={"status": "completed"})
     thread.join(10)
     _wait(lambda: _samples(client)[gauge] == base)
+
+
+def test_runs_by_status_without_a_counting_store(tmp_path):
+    from raydrive.service.metrics import _count_runs
+    from raydrive.service.models import ActionSpec, PipelineCreate, RunCreate, RunUpdate
+    from raydrive.service.store import SQLiteStore
+
+    class ListingOnly:  # a store that can only list (another backend without the count query)
+        def __init__(self, store):
+            self.list_runs = store.list_runs
+
+    store = SQLiteStore(tmp_path / "runs.db")
+    try:
+        made = store.create_pipeline(PipelineCreate(name="p", actions=[ActionSpec(name="a")]))
+        runs = [store.create_run(made.id, RunCreate()) for _ in range(1003)]
+        store.update_run(runs[0].id, RunUpdate(status="failed"))
+        counted = _count_runs(ListingOnly(store))
+        assert counted == store.count_runs_by_status() | {"running": 0, "completed": 0, "cancelled": 0}
+        assert counted["pending"] == 1002 and counted["failed"] == 1
+    finally:
+        store.close()
