@@ -1,7 +1,9 @@
 """``ray-jobs-api`` figures, each against raw Ray measured in the same run on the same cluster.
 
-Run: python benchmarks/bench_jobs_api.py [--runs 8]
-Starts its own loopback LocalCluster (2 CPUs) and stops it at the end.
+Run: python benchmarks/bench_jobs_api.py [--runs 8] [--profile]
+Starts its own loopback LocalCluster (2 CPUs) and stops it at the end. ``--profile`` only splits
+raydrive's submit -> result into its phases (where the time goes), against raw jobs with and without
+a fresh ``py_modules`` package per job (what raydrive's payload costs Ray's runtime env setup).
 
 Targets (issue 4):
 - submit -> result of a trivial action <= 1.2x a raw ``JobSubmissionClient`` submission of
@@ -148,9 +150,68 @@ def completeness(client, executor, working_dir: str) -> tuple[int, int]:
     return ours, asyncio.run(follow())
 
 
+def _ray_span(client, job: str) -> tuple[float, float]:
+    """(start, end) of a job in Ray's own records, in seconds since the epoch."""
+    info = client.get_job_info(job)
+    return info.start_time / 1000, info.end_time / 1000
+
+
+def profile(client, executor, working_dir: str, runs: int) -> None:
+    """Where the time of one submit -> result goes, median of ``runs``, raydrive against raw Ray."""
+    import io
+    import zipfile
+
+
+    phases: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        phases.setdefault(name, []).append(value)
+
+    for i in range(runs):
+        t0 = time.time()
+        job = executor.submit("bench_actions.Noop", {})
+        t1 = time.time()
+        executor.get_result(job, timeout=120)
+        t2 = time.time()
+        start, end = _ray_span(client, job)
+        add("raydrive: submit() in the caller", t1 - t0)
+        add("raydrive: job run in Ray (created -> ended)", end - start)
+        add("raydrive: end -> get_result() returned (poll + result read)", t2 - end)
+        add("raydrive: total", t2 - t0)
+
+        t0 = time.time()
+        raw = client.submit_job(
+            entrypoint=f"{sys.executable} -c pass", runtime_env={"working_dir": working_dir}
+        )
+        t1 = time.time()
+        while not client.get_job_status(raw).is_terminal():
+            time.sleep(0.05)
+        start, end = _ray_span(client, raw)
+        add("raw: submit_job()", t1 - t0)
+        add("raw: job run in Ray (created -> ended)", end - start)
+
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr(f"_bench_{i}/x.json", f"{i} {time.time()}")
+        uri = f"gcs://_bench_mod_{os.getpid()}_{i}.zip"
+        executor._run(executor._dashboard().api.upload(uri, buf.getvalue()))
+        raw = client.submit_job(
+            entrypoint=f"{sys.executable} -c pass",
+            runtime_env={"working_dir": working_dir, "py_modules": [uri]},
+        )
+        while not client.get_job_status(raw).is_terminal():
+            time.sleep(0.05)
+        start, end = _ray_span(client, raw)
+        add("raw + a fresh py_modules package: job run in Ray", end - start)
+    print("profile (median seconds):")
+    for name, values in phases.items():
+        print(f"    {name:62s} {statistics.median(values):6.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--profile", action="store_true", help="only the phases of submit -> result")
     args = parser.parse_args()
 
     import ray
@@ -171,6 +232,12 @@ def main() -> None:
             python_executable=sys.executable,
         )
         print(f"Ray {ray.__version__} cluster at {cluster.dashboard_url}; runs: {args.runs}")
+        if args.profile:
+            raw_submit_to_done(client, str(working_dir))
+            ours_submit_to_result(executor)
+            profile(client, executor, str(working_dir), args.runs)
+            executor.close()
+            return
 
         # Warm-up: both sides upload the working dir once and start their first workers.
         raw_submit_to_done(client, str(working_dir))
