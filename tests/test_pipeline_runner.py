@@ -259,6 +259,8 @@ def test_reporter_thread_survives_a_report_it_cannot_encode(tmp_path):
         reporter.close(timeout=30)
         assert [e.message for e in client.list_logs(run.id)] == ["after the bad report"]
         assert reporter.errors and "update_run" in reporter.errors[0]
+        final = client.get_run(run.id)  # the lost outcome is not silent: the run says why
+        assert final.status == RunStatus.FAILED and "could not report update_run" in final.error
 
 
 def test_cancel_through_the_service_stops_a_tight_loop(tmp_path):

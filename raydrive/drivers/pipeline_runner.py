@@ -190,8 +190,21 @@ class BufferedReporter:
                 self._deliver(method, kwargs)
             except Exception as exc:  # never let the thread die: later reports must still go
                 _log.exception("could not deliver %s for run %s", method, self._run_id)
-                self.errors.append(f"{method}: {type(exc).__name__}: {exc}")
+                error = f"{method}: {type(exc).__name__}: {exc}"
+                self.errors.append(error)
                 self.dropped += 1
+                if method in ("update_run", "create_checkpoint"):
+                    # Losing one of these would leave the run "running" with no cause: say it.
+                    self._deliver_quietly(
+                        "update_run",
+                        {"status": "failed", "error": f"the pipeline actor could not report {error}"},
+                    )
+
+    def _deliver_quietly(self, method: str, kwargs: dict[str, Any]) -> None:
+        try:
+            self._deliver(method, kwargs)
+        except Exception:
+            _log.exception("could not deliver %s for run %s", method, self._run_id)
 
     def _deliver(self, method: str, kwargs: dict[str, Any]) -> None:
         delay = self._retry
