@@ -25,6 +25,7 @@ from raydrive.core.errors import (
     AuthenticationError,
     ClusterUnreachableError,
     JobNotFoundError,
+    RaydriveError,
     SubmissionError,
 )
 from raydrive.core.redaction import redact_url
@@ -367,6 +368,13 @@ class Dashboard:
         return self.api.shared
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            # E.g. a job_finished hook calling the executor's sync API: waiting here would deadlock.
+            raise RaydriveError(
+                "the ray-jobs-api executor's sync API was called from its own HTTP thread (a "
+                "raydrive_job_finished hook?): call it from another thread"
+            )
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result()
