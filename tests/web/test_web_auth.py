@@ -60,6 +60,11 @@ def test_token_page_asks_once_refuses_a_wrong_token_and_sets_a_strict_cookie(pag
     patch = f"/api/v1/runs/{run['id']}"
     assert _fetch(page, "DELETE", patch) == 403
     assert api.get(patch).status_code == 200  # the refused request changed nothing
+    # The page's own change (Cancel) carries the header, so it goes through on the cookie.
+    page.goto(f"{token_service.url}/runs/{run['id']}")
+    page.get_by_role("button", name="Cancel run").click()
+    page.wait_for_selector('#run[data-status="cancelled"]')
+    assert api.get(patch).json()["status"] == "cancelled"
     assert _fetch(page, "DELETE", patch, {"X-Raydrive-CSRF": "1"}) == 204
 
 
