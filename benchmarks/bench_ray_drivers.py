@@ -8,6 +8,10 @@ Targets (issue 3), each a ratio raydrive / raw Ray:
 - ray-job pooled mode, per job in a batch of 200 vs a raw ``@ray.remote`` task:         <= 3x
 - ray-job actor mode (fresh actor per job), per job vs a raw actor created per job:    <= 1.2x
 
+Cost of isolating secrets in pooled mode (issue 9; ratio printed, the "raw" side is raydrive's own
+pooled job without secrets): a new executor's batch of jobs carrying secrets (its own worker pool:
+worker starts included) per job, and its first job alone (``--only pooled-secrets``).
+
 Raw and raydrive calls are interleaved in rounds and the median is taken, so load from other
 processes on the machine hits both alike. Timings are printed, never asserted.
 """
@@ -53,7 +57,7 @@ def raw_task(params: dict) -> dict:
     return NoopAction(NoopParams(**params)).execute()
 
 
-SECTIONS = ("warm", "first", "pooled", "actor")
+SECTIONS = ("warm", "first", "pooled", "actor", "pooled-secrets")
 
 
 def _median_us(samples: list[float]) -> float:
@@ -97,7 +101,13 @@ def main() -> None:
         print(
             f"cluster: {cluster.address}, {cpus} CPUs; python {sys.version.split()[0]}, ray {ray.__version__}"
         )
-        sections = {"warm": bench_warm, "first": bench_first, "pooled": bench_pooled, "actor": bench_actor}
+        sections = {
+            "warm": bench_warm,
+            "first": bench_first,
+            "pooled": bench_pooled,
+            "actor": bench_actor,
+            "pooled-secrets": bench_pooled_secrets,
+        }
         for name in SECTIONS:
             if name in args.only:
                 sections[name](cluster.address, args)
@@ -204,6 +214,45 @@ def bench_pooled(address: str, args: argparse.Namespace) -> None:
     raw_batch(), ours_batch()  # warm both worker pools
     raw_p, ours_p = _interleave(raw_batch, ours_batch, args.rounds)
     _line(f"ray-job pooled, per job in a batch of {n}", ours_p * 1e3, raw_p * 1e3, "ms", 3.0)
+
+
+def bench_pooled_secrets(address: str, args: argparse.Namespace) -> None:
+    from raydrive.drivers.ray_job import RayJobExecutor
+
+    action, _, _ = _sides()
+    n = min(args.jobs, 50)
+    counter = iter(range(1_000_000))
+
+    def batch(secret: bool) -> tuple[float, float]:
+        # A new executor each round: with secrets, a new secret set and worker pool (cold start).
+        env = {"BENCH_API_TOKEN": f"t{next(counter)}"} if secret else {"BENCH_PLAIN": "1"}
+        jobs = RayJobExecutor(ray_address=address, env=env)
+        t0 = time.perf_counter()
+        first = jobs.submit(action, {"x": 0})
+        jobs.get_result(first)
+        first_s = time.perf_counter() - t0
+        ids = [jobs.submit(action, {"x": i}) for i in range(n)]
+        for job in ids:
+            jobs.get_result(job)
+        per_job = (time.perf_counter() - t0) / (n + 1)
+        for job in [first, *ids]:
+            jobs.delete(job)
+        return first_s, per_job
+
+    batch(False), batch(True)  # warm the shared pool and the runtime-env cache
+    plain_first, plain_batch, secret_first, secret_batch = [], [], [], []
+    for _ in range(args.rounds):
+        f, b = batch(False)
+        plain_first.append(f)
+        plain_batch.append(b)
+        f, b = batch(True)
+        secret_first.append(f)
+        secret_batch.append(b)
+    med = statistics.median
+    first_ms = (med(secret_first) * 1e3, med(plain_first) * 1e3)
+    batch_ms = (med(secret_batch) * 1e3, med(plain_batch) * 1e3)
+    _line("pooled job with secrets: first of a new set", *first_ms, "ms", 10.0)
+    _line(f"pooled, with secrets, per job of {n + 1}", *batch_ms, "ms", 3.0)
 
 
 def bench_actor(address: str, args: argparse.Namespace) -> None:

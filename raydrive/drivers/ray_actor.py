@@ -113,7 +113,7 @@ class RayActorExecutor(BaseRayExecutor):
         import ray
 
         self._ray = ray
-        built = self.runtime_env(recheck_s=0)  # an actor start is rare: make sure of the package
+        built = self.runtime_env_for_actor()  # an actor start is rare: make sure of the package
         options: dict[str, Any] = {
             **self.resources(action).as_ray_options(),
             "name": f"raydrive-actor-{uuid.uuid4().hex[:16]}",

@@ -170,7 +170,8 @@ class RayJobExecutor(BaseRayExecutor):
         chosen = job_id or self.options.job_id
         job_id = chosen or uuid.uuid4().hex
         self._registry_handle()
-        built = self.runtime_env(reuse_s=ENV_REUSE_S)
+        # Actor mode starts an actor per job: the package is re-checked for each burst of them.
+        built = self.runtime_env(reuse_s=ENV_REUSE_S, recheck_s=0 if self.options.mode == "actor" else None)
         ray_options = self.resources(name).as_ray_options()
         runtime_env = self._isolated(built) if built.secrets and self.options.mode == "task" else None
         if runtime_env or built.runtime_env:

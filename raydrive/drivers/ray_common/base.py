@@ -8,10 +8,11 @@
   when the cluster has it already. This works the same through the Ray client (``ray://``): the
   GCS key-value calls behind ``package_exists`` / ``upload_package_to_gcs`` are forwarded by the
   client, so remote mode needs no fallback to Ray's own upload of a local path.
-  Packages are not pinned: a pin expires (10 minutes by default) and Ray then deletes the package,
+  Packages are not pinned for tasks: a pin expires (10 minutes by default) and Ray then deletes the package,
   so a job queued longer would find its code gone. They stay until the cluster stops (one package
   per distinct working-dir content), except that Ray deletes a package when a Ray job or detached
-  actor that referenced it ends. Hence presence is re-checked before each actor start, every
+  actor that referenced it ends. Hence presence is re-checked (and, for a detached actor, the
+  package pinned for the start) before each actor start (:meth:`BaseRayExecutor.runtime_env_for_actor`), every
   :attr:`BaseRayExecutor.upload_recheck_s` seconds for submissions, and at once after a job
   failed to set up its runtime env (:meth:`BaseRayExecutor.forget_uploads`).
 - **Secrets** (:attr:`BuiltRuntimeEnv.secrets`) never go into the runtime env that Ray's state API
@@ -213,6 +214,26 @@ class BaseRayExecutor(BaseExecutor):
         self._last_build = (time.monotonic(), environ, built)
         return built
 
+    def runtime_env_for_actor(self, *, detached: bool = False) -> BuiltRuntimeEnv:
+        """:meth:`runtime_env` for an actor about to start: call it before EVERY actor start.
+
+        Ray deletes a working-dir package as soon as the last detached actor (or Ray job) that
+        referenced it ends, within about a second; on another node the next actor then dies with
+        "runtime_env package prematurely deleted" (on one node an unpacked copy hides this). So
+        the package's presence is checked now, not every :attr:`upload_recheck_s`, and for a
+        detached actor it is first pinned for :data:`ACTOR_START_PIN_S` seconds, which covers the
+        moment between this check and the new actor taking its own reference, then checked (and
+        uploaded again if gone) once more.
+        """
+        built = self.runtime_env(recheck_s=0)
+        if detached and built.package is not None:
+            with ray_errors(address=self.address):
+                from ray._private.runtime_env.packaging import pin_runtime_env_uri
+
+                pin_runtime_env_uri(built.package.uri, expiration_s=ACTOR_START_PIN_S)
+            self._ensure_uploaded(built, 0)
+        return built
+
     def forget_uploads(self) -> None:
         """Check the cluster for every package again at the next build (after a runtime-env setup
         failure: Ray may have deleted one, when a job or detached actor that used it ended)."""
@@ -325,6 +346,9 @@ class BaseRayExecutor(BaseExecutor):
 
 
 _remote_classes: dict[Any, Any] = {}
+
+ACTOR_START_PIN_S = 120
+"""Seconds a working-dir package is pinned when a detached actor that uses it starts."""
 
 
 def _ray_initialized() -> bool:
