@@ -378,9 +378,9 @@ def test_retries_are_bounded() -> None:
 
 
 def test_progress_reports_and_patches_are_retried_as_idempotent() -> None:
-    script = Script(502, httpx.ReadError, 200)
+    script = Script(502, httpx.ReadError, 200, body={"id": "r1", "status": "running"})
     with script.client() as client:
-        client.report_progress("r1", status="running")
+        assert client.report_progress("r1", status="running").status is RunStatus.RUNNING
     assert [r.method for r in script.requests] == ["POST"] * 3
     assert [json.loads(r.content) for r in script.requests] == [{"status": "running"}] * 3
 

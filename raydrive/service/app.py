@@ -7,10 +7,16 @@ reads the new events from the store (which numbered them in the write transactio
 
 Decisions the contract leaves open:
 
-- a terminal run (completed, failed, cancelled) never changes status again: a progress report or
-  PATCH asking for another status answers **409** and changes nothing; any other progress report
-  to a terminal run is answered 200 with the unchanged run, so late or retried reports are
-  harmless. PATCH may still set ``result`` and ``error`` of a terminal run.
+- a terminal run (completed, failed, cancelled) is immutable (:mod:`raydrive.service.rules`): a
+  PATCH of its status, result or error, a new checkpoint or new logs answer **409** and change
+  nothing; a progress report to it is answered 200 unchanged (409 when it names another status),
+  so late or retried reports are harmless. A run never goes back to ``pending``; a progress
+  report for an action the run does not have answers 422.
+- a progress report answers a small :class:`~raydrive.service.models.ProgressAck`, not the run.
+- bodies are bounded (:mod:`raydrive.service.limits`); numbers a database cannot hold answer 422.
+- what is stored is redacted first (:mod:`raydrive.service.guards`): the service never stores or
+  streams a secret value. Every error answers JSON ``{"detail": ...}``; an unexpected one a
+  generic 500, logged redacted.
 - a 404 body carries ``missing`` (``pipeline``, ``run`` or ``checkpoint``) besides ``detail``.
 - lists of pipelines and runs are newest first; checkpoints and logs oldest first.
 - deleting a pipeline deletes its runs; deleting a run deletes its checkpoints, logs and events.
@@ -19,6 +25,7 @@ Decisions the contract leaves open:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -31,11 +38,24 @@ from pydantic import BaseModel, TypeAdapter
 from starlette.concurrency import run_in_threadpool as in_thread
 
 from raydrive.core.pipeline import PipelineProgress, RunStatus
+from raydrive.core.redaction import redact, redact_text
 from raydrive.service import web
 from raydrive.service.auth import AuthMiddleware, HostCheckMiddleware
 from raydrive.service.broker import DEFAULT_MAX_STREAMS, RETRY_AFTER_S, RunBroker
 from raydrive.service.client import TOKEN_ENV
+from raydrive.service.guards import (
+    CatchAllMiddleware,
+    install_error_handlers,
+    redacted_report,
+    redacted_update,
+    reset_event,
+    status_of,
+    stream_ends,
+    utc_or_422,
+)
+from raydrive.service.limits import BodyLimitMiddleware, Limits, too_many_log_entries
 from raydrive.service.metrics import ServiceMetrics, TimedStore
+from raydrive.service.models import MAX_INT as _MAX_INT
 from raydrive.service.models import (
     Checkpoint,
     CheckpointCreate,
@@ -44,16 +64,23 @@ from raydrive.service.models import (
     LogsAppend,
     Pipeline,
     PipelineCreate,
+    ProgressAck,
     ProgressReport,
     Run,
     RunCreate,
+    RunStatusView,
     RunUpdate,
+)
+from raydrive.service.rules import (
+    cancel_update,
+    check_open,
+    check_progress,
+    check_update,
 )
 from raydrive.service.store import (
     PipelineStore,
     RecordNotFoundError,
     RunEvent,
-    TerminalRunError,
     progress_view,
 )
 
@@ -66,7 +93,10 @@ def _default_store(location: str | os.PathLike[str] | None) -> PipelineStore:
     return open_store(location)  # type: ignore[return-value]
 
 
+_log = logging.getLogger("raydrive.service")
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+#: Runs whose action names (which never change) are remembered to check progress reports.
+_ACTION_CACHE = 4096
 _PING = b": ping\n\n"
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _LISTS: dict[type, TypeAdapter[Any]] = {
@@ -119,6 +149,9 @@ def create_app(
     retain_days: float | None = None,
     prune_interval: float | None = None,
     max_streams: int = DEFAULT_MAX_STREAMS,
+    max_body_bytes: int | None = None,
+    max_json_depth: int | None = None,
+    max_log_entries: int | None = None,
 ) -> FastAPI:
     """Build the pipeline service application.
 
@@ -136,6 +169,12 @@ def create_app(
         every ``prune_interval`` seconds (see :mod:`raydrive.service.retention`); None keeps all.
     :param max_streams: open progress streams this process serves; more answer 503 with
         ``Retry-After``.
+    :param max_body_bytes: largest request body (413 above it); default 16 MiB or
+        ``$RAYDRIVE_SERVICE_MAX_BODY_BYTES`` (see :mod:`raydrive.service.limits`).
+    :param max_json_depth: deepest JSON nesting of a body (422 above it); default 64 or
+        ``$RAYDRIVE_SERVICE_MAX_JSON_DEPTH``.
+    :param max_log_entries: most log entries in one batch (422 above it); default 10,000 or
+        ``$RAYDRIVE_SERVICE_MAX_LOG_ENTRIES``.
     :returns: the FastAPI app. ``app.state.store`` is the store, ``app.state.broker`` the
         :class:`RunBroker`, ``app.state.active_streams`` the number of open progress streams.
     """
@@ -144,6 +183,10 @@ def create_app(
     raw_store = the_store
     broker = RunBroker(max_streams=max_streams)
     token = resolve_token(token)
+    limits = Limits.from_env(
+        max_body_bytes=max_body_bytes, max_json_depth=max_json_depth, max_log_entries=max_log_entries
+    )
+    actions_of: dict[str, frozenset[str]] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -172,19 +215,17 @@ def create_app(
     metrics = ServiceMetrics(lambda: app.state.store, lambda: app.state.active_streams)
     the_store = TimedStore(the_store, metrics)  # type: ignore[assignment]
     app.state.metrics = metrics
+    app.state.limits = limits
+    # Innermost of the middlewares: a body is only read once Host and token were accepted.
+    app.add_middleware(BodyLimitMiddleware, limits=limits)
     if token:
         app.add_middleware(AuthMiddleware, token=token)
     # Added last, so it runs first: a request for another Host is refused before anything else.
     app.add_middleware(HostCheckMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(metrics.middleware)
+    app.add_middleware(CatchAllMiddleware)
 
-    @app.exception_handler(RecordNotFoundError)
-    async def _not_found(request: Request, exc: RecordNotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "missing": exc.kind}, status_code=404)
-
-    @app.exception_handler(TerminalRunError)
-    async def _conflict(request: Request, exc: TerminalRunError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
+    install_error_handlers(app)
 
     route = _Routes(app)
 
@@ -203,7 +244,9 @@ def create_app(
         return _json(await in_thread(the_store.create_pipeline, body))
 
     @route("GET", "/api/v1/pipelines/", response_model=list[Pipeline])
-    async def list_pipelines(skip: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> Response:
+    async def list_pipelines(
+        skip: int = Query(0, ge=0, le=_MAX_INT), limit: int = Query(100, ge=1, le=1000)
+    ) -> Response:
         """Pipelines, newest first."""
         return _json_list(Pipeline, await in_thread(the_store.list_pipelines, skip, limit))
 
@@ -222,14 +265,16 @@ def create_app(
     @route("POST", "/api/v1/pipelines/{pipeline_id}/runs/", response_model=Run)
     async def create_run(pipeline_id: str, body: RunCreate | None = None) -> Response:
         """Start a ``pending`` run of the pipeline."""
-        return _json(await in_thread(the_store.create_run, pipeline_id, body or RunCreate()))
+        body = body or RunCreate()
+        body = body.model_copy(update={"params": redact(body.params)})
+        return _json(await in_thread(the_store.create_run, pipeline_id, body))
 
     # -- runs
 
     @route("GET", "/api/v1/runs/", response_model=list[Run])
     async def list_runs(
         status_filter: RunStatus | None = None,
-        skip: int = Query(0, ge=0),
+        skip: int = Query(0, ge=0, le=_MAX_INT),
         limit: int = Query(100, ge=1, le=1000),
     ) -> Response:
         """Runs, newest first."""
@@ -242,7 +287,9 @@ def create_app(
 
     @route("PATCH", "/api/v1/runs/{run_id}", response_model=Run)
     async def update_run(run_id: str, body: RunUpdate) -> Response:
-        """Change a run's status, result or error (409 for a status change of a finished run)."""
+        """Change a run's status, result or error (409 for any change of a finished run)."""
+        body = redacted_update(body)
+        check_update(await in_thread(the_store.get_run, run_id), body)
         run = await in_thread(the_store.update_run, run_id, body)
         broker.notify(run_id)
         return _json(run)
@@ -251,15 +298,58 @@ def create_app(
     async def delete_run(run_id: str) -> Response:
         """Delete a run with its checkpoints and logs."""
         await in_thread(the_store.delete_run, run_id)
+        actions_of.pop(run_id, None)
         broker.notify(run_id)
         return Response(status_code=204)
 
-    @route("POST", "/api/v1/runs/{run_id}/progress", response_model=Run)
+    @route("POST", "/api/v1/runs/{run_id}/cancel", response_model=RunStatusView)
+    async def cancel_run(run_id: str) -> Response:
+        """Mark the run cancelled (its actor notices and stops); repeating it changes nothing;
+        409 for a completed or failed run."""
+        update = cancel_update(await in_thread(the_store.get_run, run_id))
+        if update is not None:
+            # A run that finished since the read: the store refuses with 409 (TerminalRunError).
+            await in_thread(the_store.update_run, run_id, update)
+            broker.notify(run_id)
+        return _json(RunStatusView(id=run_id, status=RunStatus.CANCELLED, cancel_requested=True))
+
+    @route("GET", "/api/v1/runs/{run_id}/status", response_model=RunStatusView)
+    async def run_status(run_id: str) -> Response:
+        """The run's status and whether a cancel was asked for (polled by the pipeline actor)."""
+        status = status_of(await in_thread(the_store.latest_event, run_id))
+        return _json(RunStatusView(id=run_id, status=status, cancel_requested=status is RunStatus.CANCELLED))
+
+    async def _actions(run_id: str) -> tuple[RunStatus, frozenset[str]]:
+        run = await in_thread(the_store.get_run, run_id)
+        names = frozenset(entry.name for entry in run.progress)
+        if len(actions_of) >= _ACTION_CACHE:
+            actions_of.pop(next(iter(actions_of)))
+        actions_of[run_id] = names
+        return run.status, names
+
+    @route("POST", "/api/v1/runs/{run_id}/progress", response_model=ProgressAck)
     async def report_progress(run_id: str, body: ProgressReport) -> Response:
-        """Report progress; ``action_progress`` replaces the entry with the same name."""
-        run = await in_thread(the_store.report_progress, run_id, body)
+        """Report progress; ``action_progress`` replaces the entry with the same name. Answers
+        a small :class:`ProgressAck`, not the run."""
+        names = actions_of.get(run_id)
+        going_back = "status" in body.model_fields_set and body.status is RunStatus.PENDING
+        if names is None or going_back:
+            status, names = await _actions(run_id)
+        else:
+            status = RunStatus.RUNNING  # only consulted for a report asking for pending
+        check_progress(run_id, status, names, body)
+        run = await in_thread(the_store.report_progress, run_id, redacted_report(body))
         broker.notify(run_id)
-        return _json(run)
+        return _json(
+            ProgressAck(
+                id=run.id,
+                status=run.status,
+                current_action=run.current_action,
+                current_action_index=run.current_action_index,
+                started_at=run.started_at,
+                completed_at=run.completed_at,
+            )
+        )
 
     @route("GET", "/api/v1/runs/{run_id}/progress", response_model=PipelineProgress)
     async def get_progress(run_id: str) -> Response:
@@ -270,12 +360,14 @@ def create_app(
     async def stream_progress(
         run_id: str,
         request: Request,
-        last_event_id: int | None = Header(default=None, ge=0),
+        last_event_id: int | None = Header(default=None, ge=0, le=_MAX_INT),
     ) -> Response:
         """Server-Sent Events: every change of the run, numbered; ends after the terminal one.
 
         Without ``Last-Event-ID`` the first event is the current state; with it, the events after
-        that id are replayed first.
+        that id are replayed first. When some of those were pruned already, a ``reset`` event
+        with the current state comes instead of the replay (and the stream ends after it when
+        the run has finished). An id at or past the end of a finished run ends the stream at once.
         """
         # Read before answering, so that an unknown run gets a 404 rather than an empty stream.
         if last_event_id is None:
@@ -284,9 +376,17 @@ def create_app(
         else:
             first = await in_thread(the_store.events_after, run_id, last_event_id)
             after = last_event_id
+            if first and first[0].seq > last_event_id + 1:
+                # The events right after the client's id were pruned: the replay would skip
+                # changes silently. Send the current state and say so.
+                first = [reset_event(first[-1])]
             if not first:
                 latest = await in_thread(the_store.latest_event, run_id)
-                if latest.terminal and latest.seq <= last_event_id:
+                if latest.seq < last_event_id and not latest.terminal:
+                    # An id this run never reached (another service's, or garbage): waiting
+                    # for it would miss the end. Send the current state and go on from there.
+                    first, after = [reset_event(latest)], latest.seq
+                elif latest.terminal and latest.seq <= last_event_id:
                     # The client saw the end already: nothing more will ever come.
                     return StreamingResponse(
                         iter(()), media_type="text/event-stream", headers=_STREAM_HEADERS
@@ -313,7 +413,7 @@ def create_app(
                 for event in batch:
                     yield _encode(event)
                     last = event.seq
-                    if event.terminal:
+                    if stream_ends(event):
                         return
                 # Take the waiter before reading, so a change landing in between still wakes us.
                 waiter = broker.waiter(run_id)
@@ -340,7 +440,11 @@ def create_app(
 
     @route("POST", "/api/v1/runs/{run_id}/checkpoints/", response_model=Checkpoint)
     async def create_checkpoint(run_id: str, body: CheckpointCreate) -> Response:
-        """Store a checkpoint of the run."""
+        """Store a checkpoint of the run (409 for a finished run)."""
+        check_open(run_id, status_of(await in_thread(the_store.latest_event, run_id)), "checkpoint")
+        body = body.model_copy(
+            update={"params_snapshot": redact(body.params_snapshot), "result": redact(body.result)}
+        )
         return _json(await in_thread(the_store.create_checkpoint, run_id, body))
 
     @route("GET", "/api/v1/runs/{run_id}/checkpoints/", response_model=list[Checkpoint])
@@ -362,8 +466,12 @@ def create_app(
 
     @route("POST", "/api/v1/runs/{run_id}/logs/", response_model=list[LogEntry])
     async def append_logs(run_id: str, body: LogsAppend) -> Response:
-        """Store log entries; each gets an ``id`` and a ``timestamp``."""
-        return _json_list(LogEntry, await in_thread(the_store.append_logs, run_id, body.entries))
+        """Store log entries; each gets an ``id`` and a ``timestamp`` (409 for a finished run)."""
+        if len(body.entries) > limits.max_log_entries:
+            return too_many_log_entries(len(body.entries), limits.max_log_entries)
+        check_open(run_id, status_of(await in_thread(the_store.latest_event, run_id)), "log entries")
+        entries = [entry.model_copy(update={"message": redact_text(entry.message)}) for entry in body.entries]
+        return _json_list(LogEntry, await in_thread(the_store.append_logs, run_id, entries))
 
     @route("GET", "/api/v1/runs/{run_id}/logs/", response_model=list[LogEntry])
     async def list_logs(
@@ -379,7 +487,7 @@ def create_app(
             run_id,
             action_name=action_name,
             level=level.value if level else None,
-            since=since,
+            since=utc_or_422(since, "since"),
             limit=limit,
         )
         return _json_list(LogEntry, entries)

@@ -57,7 +57,9 @@ from raydrive.service.models import (
     LogEntry,
     LogEntryCreate,
     Pipeline,
+    ProgressAck,
     Run,
+    RunStatusView,
 )
 
 __all__ = [
@@ -101,7 +103,10 @@ class ProgressEvent:
 
     @property
     def terminal(self) -> bool:
-        """True for the run's last event (completed, failed or cancelled)."""
+        """True for the run's last event: completed, failed or cancelled, or a ``reset`` (the
+        replay's events were pruned: this is the current state) to a finished state."""
+        if self.event == "reset":
+            return self.progress.status.is_terminal()
         return self.event != "progress"
 
 
@@ -154,6 +159,8 @@ _RUN, _RUNS = _model(Run), _models(Run)
 _CHECKPOINT, _CHECKPOINTS = _model(Checkpoint), _models(Checkpoint)
 _LOGS = _models(LogEntry)
 _PROGRESS = _model(PipelineProgress)
+_ACK = _model(ProgressAck)
+_STATUS = _model(RunStatusView)
 
 
 class _Api:
@@ -213,7 +220,16 @@ class _Api:
     @staticmethod
     def report_progress(run_id: str, **fields: Any) -> _Call:
         # Idempotent: a report sets fields and replaces an action entry by name.
-        return _Call("POST", _run_path(run_id, "/progress"), _RUN, _body(**fields), run_id=run_id)
+        return _Call("POST", _run_path(run_id, "/progress"), _ACK, _body(**fields), run_id=run_id)
+
+    @staticmethod
+    def cancel_run(run_id: str) -> _Call:
+        # Idempotent: cancelling a cancelled run changes nothing.
+        return _Call("POST", _run_path(run_id, "/cancel"), _STATUS, run_id=run_id)
+
+    @staticmethod
+    def get_run_status(run_id: str) -> _Call:
+        return _Call("GET", _run_path(run_id, "/status"), _STATUS, run_id=run_id)
 
     @staticmethod
     def get_progress(run_id: str) -> _Call:
@@ -453,7 +469,9 @@ class _Stream:
             seq: int | None = int(sse.id)
         except (TypeError, ValueError):
             seq = None
-        if seq is not None and self.last_id is not None and seq <= self.last_id:
+        # A reset (the replay was pruned, or our id is one this run never reached) is the current
+        # state, whatever its id: take it and go on from there.
+        if seq is not None and self.last_id is not None and seq <= self.last_id and sse.event != "reset":
             return None
         progress = PipelineProgress.model_validate_json(sse.data)
         if seq is not None:
@@ -639,9 +657,9 @@ class PipelineServiceClient(_ClientBase):
         current_action_index: int | None = UNSET,
         action_progress: ActionProgress | Mapping[str, Any] = UNSET,
         error: str | None = UNSET,
-    ) -> Run:
+    ) -> ProgressAck:
         """Report progress; only the arguments given are changed. ``action_progress`` replaces
-        the run's entry with the same name."""
+        the run's entry with the same name. Answers the run's id, status and current action."""
         return self._send(
             _Api.report_progress(
                 run_id,
@@ -656,6 +674,15 @@ class PipelineServiceClient(_ClientBase):
     def get_progress(self, run_id: str) -> PipelineProgress:
         """The run's progress view."""
         return self._send(_Api.get_progress(run_id))
+
+    def cancel_run(self, run_id: str) -> RunStatusView:
+        """Mark the run cancelled on the service (its pipeline actor stops on its own); a
+        cancelled run stays so; ServiceError 409 for a completed or failed run."""
+        return self._send(_Api.cancel_run(run_id))
+
+    def get_run_status(self, run_id: str) -> RunStatusView:
+        """``{id, status, cancel_requested}``: cheap to poll."""
+        return self._send(_Api.get_run_status(run_id))
 
     def create_checkpoint(
         self,
@@ -873,9 +900,9 @@ class AsyncPipelineServiceClient(_ClientBase):
         current_action_index: int | None = UNSET,
         action_progress: ActionProgress | Mapping[str, Any] = UNSET,
         error: str | None = UNSET,
-    ) -> Run:
+    ) -> ProgressAck:
         """Report progress; only the arguments given are changed. ``action_progress`` replaces
-        the run's entry with the same name."""
+        the run's entry with the same name. Answers the run's id, status and current action."""
         return await self._send(
             _Api.report_progress(
                 run_id,
@@ -890,6 +917,14 @@ class AsyncPipelineServiceClient(_ClientBase):
     async def get_progress(self, run_id: str) -> PipelineProgress:
         """The run's progress view."""
         return await self._send(_Api.get_progress(run_id))
+
+    async def cancel_run(self, run_id: str) -> RunStatusView:
+        """Mark the run cancelled (see :meth:`PipelineServiceClient.cancel_run`)."""
+        return await self._send(_Api.cancel_run(run_id))
+
+    async def get_run_status(self, run_id: str) -> RunStatusView:
+        """``{id, status, cancel_requested}``: cheap to poll."""
+        return await self._send(_Api.get_run_status(run_id))
 
     async def create_checkpoint(
         self,

@@ -25,13 +25,18 @@ __all__ = [
     "LogsAppend",
     "Pipeline",
     "PipelineCreate",
+    "ProgressAck",
     "ProgressReport",
     "Run",
     "RunCreate",
+    "RunStatusView",
     "RunUpdate",
 ]
 
 _NAME = Field(min_length=1, max_length=512)
+#: The largest number the service stores or compares (SQLite and PostgreSQL ``BIGINT``); above
+#: it a value is refused with 422 instead of overflowing the database driver.
+MAX_INT = 2**63 - 1
 
 
 class ActionSpec(BaseModel):
@@ -108,17 +113,37 @@ class ProgressReport(BaseModel):
     """
 
     current_action: str | None = None
-    current_action_index: int | None = Field(default=None, ge=0)
+    current_action_index: int | None = Field(default=None, ge=0, le=MAX_INT)
     status: RunStatus | None = None
     action_progress: ActionProgress | None = None
     error: str | None = None
+
+
+class ProgressAck(BaseModel):
+    """Answer to a progress report: what the reporter needs, not the whole run (whose params
+    and result may be large)."""
+
+    id: str
+    status: RunStatus
+    current_action: str | None = None
+    current_action_index: int | None = None
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+
+
+class RunStatusView(BaseModel):
+    """Answer of ``GET /api/v1/runs/{run_id}/status`` and ``POST .../cancel`` (cheap to poll)."""
+
+    id: str
+    status: RunStatus
+    cancel_requested: bool = False
 
 
 class CheckpointCreate(BaseModel):
     """Body of ``POST /api/v1/runs/{run_id}/checkpoints/``."""
 
     action_name: str = _NAME
-    action_index: int = Field(ge=0)
+    action_index: int = Field(ge=0, le=MAX_INT)
     status: ActionStatus = ActionStatus.COMPLETED
     params_snapshot: dict[str, Any] = Field(default_factory=dict)
     result: Any = None
@@ -164,7 +189,9 @@ class LogEntryCreate(BaseModel):
 class LogsAppend(BaseModel):
     """Body of ``POST /api/v1/runs/{run_id}/logs/``."""
 
-    entries: list[LogEntryCreate] = Field(max_length=10_000)
+    # The size of a batch is checked by the service against its configured limit
+    # (``max_log_entries``, see :mod:`raydrive.service.limits`), answered 422 naming it.
+    entries: list[LogEntryCreate]
 
 
 class LogEntry(LogEntryCreate):

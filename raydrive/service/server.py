@@ -10,7 +10,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -172,6 +174,8 @@ class ServiceServer:
     :param store: a store to serve instead; it stays the caller's to close.
     :param token: bearer token clients must send; defaults to ``$RAYDRIVE_SERVICE_TOKEN``.
     :param ping_interval: seconds of quiet after which a progress stream sends ``: ping``.
+    :param app_options: more keyword arguments of :func:`~raydrive.service.app.create_app`
+        (e.g. ``max_body_bytes``, ``max_json_depth``, ``max_log_entries``).
     """
 
     def __init__(
@@ -185,8 +189,10 @@ class ServiceServer:
         ping_interval: float = 15.0,
         log_level: str = "warning",
         access_log: bool = False,
+        app_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.host = host
+        self._app_options = dict(app_options or {})
         self.port = port
         self._db = db
         self._store = store
@@ -225,6 +231,7 @@ class ServiceServer:
             token=self._token,
             ping_interval=self._ping_interval,
             allowed_hosts=extra_allowed_hosts(self.host),
+            **self._app_options,
         )
         config = _config(
             self.app, self.host, self.port, self._log_level, self._access_log, configure_logging=False

@@ -1,0 +1,180 @@
+"""What the HTTP layer of the pipeline service does to what comes in before a store sees it,
+and how it answers what goes wrong: redaction of what is stored, bounds on times, the stream's
+``reset`` event, and the error handlers (every error is JSON ``{"detail": ...}``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from raydrive.core.pipeline import RunStatus
+from raydrive.core.redaction import redact, redact_text
+from raydrive.service.models import ProgressReport, RunUpdate
+from raydrive.service.rules import RunConflictError, UnknownActionError
+from raydrive.service.store import RecordNotFoundError, RunEvent, TerminalRunError
+
+__all__ = [
+    "RESET_EVENT",
+    "CatchAllMiddleware",
+    "install_error_handlers",
+    "redacted_report",
+    "redacted_update",
+    "reset_event",
+    "status_of",
+    "stream_ends",
+    "utc_or_422",
+]
+
+_log = logging.getLogger("raydrive.service")
+
+#: Name of the stream event sent instead of a replay whose events were pruned: its data is the
+#: run's current state (its id that of the newest event), the changes in between are gone.
+RESET_EVENT = "reset"
+
+
+def reset_event(latest: RunEvent) -> RunEvent:
+    """The ``reset`` event that stands for ``latest`` (the run's current state)."""
+    return RunEvent(latest.seq, RESET_EVENT, latest.data)
+
+
+def status_of(event: RunEvent) -> RunStatus:
+    """The run status an event's progress view holds."""
+    return RunStatus(json.loads(event.data)["status"])
+
+
+def stream_ends(event: RunEvent) -> bool:
+    """True when the stream ends after ``event`` (a terminal event, or a reset to an end state)."""
+    if event.event == RESET_EVENT:
+        return status_of(event).is_terminal()
+    return event.terminal
+
+
+def utc_or_422(value: datetime | None, name: str) -> datetime | None:
+    """``value`` in UTC (naive means UTC); 422 for a time that overflows once converted."""
+    # "0001-01-01T00:00:00+05:00" is a valid time that no UTC clock can show: converting it
+    # overflows. Such a bound is refused rather than answered with a 500.
+    if value is None:
+        return None
+    try:
+        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    except (OverflowError, ValueError):
+        error = {
+            "loc": ("query", name),
+            "msg": "time out of range once converted to UTC",
+            "type": "value_error",
+        }
+        raise RequestValidationError([error]) from None
+
+
+def redacted_report(body: ProgressReport) -> ProgressReport:
+    """The progress report with secrets masked in its error, message and metrics."""
+    changes: dict[str, Any] = {}
+    if body.error is not None:
+        changes["error"] = redact_text(body.error)
+    entry = body.action_progress
+    if entry is not None and (entry.error or entry.message or entry.metrics):
+        changes["action_progress"] = entry.model_copy(
+            update={
+                "error": redact_text(entry.error) if entry.error else entry.error,
+                "message": redact_text(entry.message) if entry.message else entry.message,
+                "metrics": redact(entry.metrics),
+            }
+        )
+    return body.model_copy(update=changes) if changes else body
+
+
+def redacted_update(body: RunUpdate) -> RunUpdate:
+    """The PATCH with secret-looking keys of its result and secrets in its error masked."""
+    fields = body.model_fields_set
+    changes: dict[str, Any] = {}
+    if "result" in fields:
+        changes["result"] = redact(body.result)
+    if "error" in fields and body.error is not None:
+        changes["error"] = redact_text(body.error)
+    return body.model_copy(update=changes) if changes else body
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """404 naming what is missing, 409 for conflicts, 422 without echoed input."""
+
+    @app.exception_handler(RecordNotFoundError)
+    async def _not_found(request: Request, exc: RecordNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "missing": exc.kind}, status_code=404)
+
+    @app.exception_handler(TerminalRunError)
+    @app.exception_handler(RunConflictError)
+    async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(UnknownActionError)
+    async def _unknown_action(request: Request, exc: UnknownActionError) -> JSONResponse:
+        error = {"loc": ["body", "action_progress", "name"], "msg": str(exc), "type": "value_error"}
+        return JSONResponse({"detail": [error]}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the offending input: a secret param or a 16 MiB value would
+        # come back in the error. Say where and what, not the value.
+        errors = [
+            {key: item[key] for key in ("loc", "msg", "type") if key in item}
+            for item in exc.errors()
+            if isinstance(item, dict)
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+
+_INTERNAL = json.dumps({"detail": "internal error of the pipeline service"}).encode()
+
+
+class CatchAllMiddleware:
+    """Answers an unexpected exception with a generic JSON 500 and logs it redacted.
+
+    The goal is that no input reaches this; when something does, the client learns nothing of
+    the internals, and the log has the cause (type, message, where) with secrets masked, instead
+    of uvicorn's unredacted traceback. Added outermost, so it also covers the other middlewares.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            frame = traceback.extract_tb(exc.__traceback__)[-1:]
+            where = f" at {Path(frame[0].filename).name}:{frame[0].lineno}" if frame else ""
+            _log.error(
+                "unexpected error on %s %s%s: %s",
+                scope.get("method"),
+                scope.get("path"),
+                where,
+                redact_text(f"{type(exc).__name__}: {exc}"),
+            )
+            if started:
+                return  # the answer is under way: the client sees the connection end
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_INTERNAL)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": _INTERNAL})

@@ -1,0 +1,177 @@
+"""Limits on what one request may send the pipeline service, checked before anything parses it.
+
+Temporal bounds payloads and history the same way: a body that a client can send but no reader
+can load back (params nested 250 deep were stored, then every ``GET /api/v1/runs/`` answered
+500) must be refused at the door. Defaults, each overridable by a :func:`create_app` argument or
+an environment variable:
+
+===========================  ==============  =====================================  ======
+limit                        default         environment variable                   answer
+===========================  ==============  =====================================  ======
+request body size            16 MiB          ``RAYDRIVE_SERVICE_MAX_BODY_BYTES``     413
+JSON nesting depth           64              ``RAYDRIVE_SERVICE_MAX_JSON_DEPTH``     422
+log entries in one batch     10,000          ``RAYDRIVE_SERVICE_MAX_LOG_ENTRIES``    422
+===========================  ==============  =====================================  ======
+
+Every refusal is JSON ``{"detail": ..., "limit": <name>, "max": <value>}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["DEFAULT_LIMITS", "BodyLimitMiddleware", "Limits", "json_depth", "too_many_log_entries"]
+
+_ENV = {
+    "max_body_bytes": "RAYDRIVE_SERVICE_MAX_BODY_BYTES",
+    "max_json_depth": "RAYDRIVE_SERVICE_MAX_JSON_DEPTH",
+    "max_log_entries": "RAYDRIVE_SERVICE_MAX_LOG_ENTRIES",
+}
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+_WRITES = frozenset({"POST", "PUT", "PATCH"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may carry (see the module docs for defaults and environment variables)."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_json_depth: int = 64
+    max_log_entries: int = 10_000
+
+    @classmethod
+    def from_env(cls, **overrides: int | None) -> Limits:
+        """The defaults, then the environment, then the ``overrides`` that are not None."""
+        values: dict[str, int] = {}
+        for field, env in _ENV.items():
+            given = overrides.get(field)
+            raw = os.environ.get(env)
+            if given is not None:
+                values[field] = int(given)
+            elif raw:
+                try:
+                    values[field] = int(raw)
+                except ValueError:
+                    raise ValueError(f"{env} must be a whole number, got {raw!r}") from None
+        limits = cls(**values)
+        for field in _ENV:
+            if getattr(limits, field) < 1:
+                raise ValueError(f"{field} must be at least 1")
+        return limits
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def json_depth(body: bytes) -> int:
+    """How deep the arrays and objects of the JSON text ``body`` nest (0 for a scalar).
+
+    Strings are removed first, so brackets inside them do not count; runs in linear time and
+    never recurses, whatever the input.
+    """
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_STRING.sub(b'""', body)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def too_many_log_entries(count: int, maximum: int) -> Response:
+    """The 422 for a log batch of ``count`` entries over the limit of ``maximum``."""
+    detail = f"{count} log entries in one batch; the service's limit is {maximum}"
+    return Response(_refusal(422, detail, "max_log_entries", maximum)[1], 422, media_type="application/json")
+
+
+def _refusal(status: int, detail: str, limit: str, maximum: int) -> tuple[int, bytes]:
+    return status, json.dumps({"detail": detail, "limit": limit, "max": maximum}).encode()
+
+
+class BodyLimitMiddleware:
+    """Refuses a body over ``max_body_bytes`` (413) or JSON nested over ``max_json_depth``
+    (422) before the app sees it; the body it accepts is passed on unchanged."""
+
+    def __init__(self, app: ASGIApp, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _WRITES:
+            await self.app(scope, receive, send)
+            return
+        maximum = self.limits.max_body_bytes
+        too_big = _refusal(
+            413,
+            f"request body is larger than the service's limit of {maximum} bytes",
+            "max_body_bytes",
+            maximum,
+        )
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > maximum:
+                await _answer(send, *too_big)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > maximum:
+                await _answer(send, *too_big)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        depth_limit = self.limits.max_json_depth
+        if _is_json(scope) and json_depth(body) > depth_limit:
+            await _answer(
+                send,
+                *_refusal(
+                    422,
+                    f"JSON body nests deeper than the service's limit of {depth_limit} levels",
+                    "max_json_depth",
+                    depth_limit,
+                ),
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    # FastAPI parses a body without a content type as JSON too.
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return b"json" in value.lower()
+    return True
+
+
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
