@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from raydrive.core.action import action_name, resolve_action, try_resolve_action, validate_params
+from raydrive.core.action import action_name, require_action, try_resolve_action, validate_params
 from raydrive.core.errors import (
     DuplicateJobError,
     ExecutionTimeoutError,
@@ -169,8 +169,9 @@ class RayJobsApiExecutor(BaseExecutor):
         :raises ClusterUnreachableError: the dashboard did not answer within ``connect_timeout``.
         :raises AuthenticationError: the dashboard refused the credentials.
         """
-        # A class is checked here (never sent to fail remotely); a string may import only there.
-        cls = try_resolve_action(action_cls) if isinstance(action_cls, str) else resolve_action(action_cls)
+        # The shared check, before anything is sent; a string may import only on the cluster.
+        require_action(action_cls)
+        cls = try_resolve_action(action_cls) if isinstance(action_cls, str) else action_cls
         if cls is not None:
             validate_params(cls, params)
         name = action_name(cls or action_cls)
