@@ -33,7 +33,6 @@ class TwoNodeCluster:
 
     def add_second_node(self, timeout: float = 120) -> Any:
         """Start a second node (resource ``second_node``) and wait until the GCS sees it alive."""
-        import ray
         from ray._private.node import Node
         from ray._private.parameter import RayParams
 
@@ -54,17 +53,22 @@ class TwoNodeCluster:
             temp_dir=str(temp_dir),
         )
         node = Node(params, head=False, shutdown_at_exit=False, spawn_reaper=False)
+        self.second = node
+        self._wait_alive(node.node_id, timeout)
+        return node
+
+    def _wait_alive(self, node_id: str, timeout: float) -> None:
+        import ray
+
+        from raydrive.drivers.ray_common.connection import connect
+
+        connect(self.head.address, timeout=60)  # the address the tests use: reused by them
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if ray.is_initialized() and any(
-                n["Alive"] and n["NodeID"] == node.node_id for n in ray.nodes()
-            ):
-                break
-            if not ray.is_initialized():
-                break  # checked by the caller once connected
+            if any(n["Alive"] and n["NodeID"] == node_id for n in ray.nodes()):
+                return
             time.sleep(0.2)
-        self.second = node
-        return node
+        raise RuntimeError(f"the second node {node_id} did not come up within {timeout} s")
 
     def kill_second_raylet(self) -> None:
         """SIGKILL the second node's raylet (what a machine crash looks like to Ray)."""
@@ -75,6 +79,17 @@ class TwoNodeCluster:
         node, self.second = self.second, None
         if node is not None:
             node.kill_all_processes(check_alive=False, allow_graceful=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_connection() -> Iterator[None]:
+    """Ray allows one cluster per process: these modules use the two-node cluster, the others
+    the session's ``ray_cluster``, so the connection is dropped before and after each module."""
+    from raydrive.drivers.ray_common.connection import disconnect
+
+    disconnect()
+    yield
+    disconnect()
 
 
 @pytest.fixture(scope="session")
