@@ -247,3 +247,27 @@ def test_default_db_path_is_under_home_unless_overridden(
     assert default_database() == str(Path.home() / ".raydrive" / "pipelines.db")
     monkeypatch.setenv("RAYDRIVE_SERVICE_DB", str(tmp_path / "x.db"))
     assert default_database() == str(tmp_path / "x.db")
+
+
+def test_a_finished_run_takes_nothing_new_in_the_store_itself(store: SQLStore) -> None:
+    # The HTTP layer checks first; the store checks again in its write transaction, so a change
+    # racing the run's end (from another process, say) is refused as well.
+    from raydrive.service.rules import RunConflictError, UnknownActionError
+
+    run_id = _run(store)
+    with pytest.raises(UnknownActionError):
+        store.report_progress(run_id, ProgressReport(action_progress=ActionProgress(name="zzz")))
+    store.report_progress(run_id, ProgressReport(status="running"))
+    with pytest.raises(RunConflictError, match="pending"):
+        store.report_progress(run_id, ProgressReport(status="pending"))
+    store.update_run(run_id, RunUpdate(status="completed", result={"ok": 1}))
+    with pytest.raises(RunConflictError, match="checkpoint"):
+        store.create_checkpoint(run_id, CheckpointCreate(action_name="a", action_index=0))
+    with pytest.raises(RunConflictError, match="log"):
+        store.append_logs(run_id, [LogEntryCreate(message="late")])
+    with pytest.raises(RunConflictError, match="result"):
+        store.update_run(run_id, RunUpdate(result={"ok": 2}))
+    # Repeating what it holds is no change (a retried final PATCH succeeds).
+    assert store.update_run(run_id, RunUpdate(status="completed", result={"ok": 1})).result == {"ok": 1}
+    assert store.list_checkpoints(run_id) == [] and store.list_logs(run_id) == []
+    assert store.latest_event(run_id).seq == 3

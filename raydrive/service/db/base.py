@@ -35,6 +35,7 @@ from raydrive.service.models import (
     RunCreate,
     RunUpdate,
 )
+from raydrive.service.rules import check_open, check_progress, check_update
 from raydrive.service.store import (
     RecordNotFoundError,
     RunEvent,
@@ -220,11 +221,19 @@ class SQLStore:
 
     def update_run(self, run_id: str, body: RunUpdate) -> Run:
         """Apply a PATCH (see :func:`~raydrive.service.store.apply_update`)."""
-        return self._change_run(run_id, lambda run, now: apply_update(run, body, now))
+        def change(run: Run, now: datetime) -> Run | None:
+            check_update(run, body)  # in the write transaction: no other change can slip in between
+            return apply_update(run, body, now)
+
+        return self._change_run(run_id, change)
 
     def report_progress(self, run_id: str, body: ProgressReport) -> Run:
         """Apply a progress report (see :func:`~raydrive.service.store.apply_progress`)."""
-        return self._change_run(run_id, lambda run, now: apply_progress(run, body, now))
+        def change(run: Run, now: datetime) -> Run | None:
+            check_progress(run.id, run.status, [entry.name for entry in run.progress], body)
+            return apply_progress(run, body, now)
+
+        return self._change_run(run_id, change)
 
     def delete_run(self, run_id: str) -> None:
         """Delete the run with its events, checkpoints and logs."""
@@ -259,6 +268,13 @@ class SQLStore:
             if len(ids) < batch:
                 return done
 
+    def _require_open(self, conn: Connection, run_id: str, what: str) -> None:
+        # A finished run takes nothing new (rules.check_open), checked where the write happens.
+        status = self._sql("run_status_locked" if self._lock_rows else "run_status")(conn, id=run_id).scalar()
+        if status is None:
+            raise RecordNotFoundError("run", run_id)
+        check_open(run_id, RunStatus(status), what)
+
     def _require_run(self, conn: Connection, run_id: str) -> None:
         if self._sql("run_exists")(conn, id=run_id).first() is None:
             raise RecordNotFoundError("run", run_id)
@@ -287,7 +303,7 @@ class SQLStore:
         """Store a checkpoint of the run."""
         created_at = utcnow()
         with self._write() as conn:
-            self._require_run(conn, run_id)
+            self._require_open(conn, run_id, "checkpoint")
             seq = self._sql("insert_checkpoint")(
                 conn,
                 run_id=run_id,
@@ -336,7 +352,7 @@ class SQLStore:
         timestamp = utcnow()
         stored: list[LogEntry] = []
         with self._write() as conn:
-            self._require_run(conn, run_id)
+            self._require_open(conn, run_id, "log entries")
             for entry in entries:
                 seq = self._sql("insert_log")(
                     conn,

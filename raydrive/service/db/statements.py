@@ -66,6 +66,9 @@ STATEMENTS: dict[str, Executable] = {
     ),
     "delete_run": delete(runs).where(runs.c.id == _b("id")),
     "run_exists": select(runs.c.seq).where(runs.c.id == _b("id")),
+    "run_status": select(runs.c.status).where(runs.c.id == _b("id")),
+    # FOR SHARE: a checkpoint or log cannot land while another transaction finishes the run.
+    "run_status_locked": select(runs.c.status).where(runs.c.id == _b("id")).with_for_update(read=True),
     "insert_event": insert(run_events).values(
         run_id=_b("run_id"), seq=_b("seq"), event=_b("event"), data=_b("data")
     ),
