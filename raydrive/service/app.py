@@ -391,7 +391,7 @@ def create_app(
                     return StreamingResponse(
                         iter(()), media_type="text/event-stream", headers=_STREAM_HEADERS
                     )
-        if not broker.try_open():
+        if broker.full():
             return JSONResponse(
                 {"detail": f"{broker.max_streams} progress streams are open on this process; retry later"},
                 status_code=503,
@@ -405,6 +405,8 @@ def create_app(
         request: Request, run_id: str, batch: list[RunEvent], last: int
     ) -> AsyncIterator[bytes]:
         app.state.active_streams += 1
+        # Counted once the stream runs, so a response that never started holds no place.
+        broker.opened()
         try:
             while True:
                 if len(batch) > broker.backlog:

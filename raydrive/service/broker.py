@@ -34,7 +34,7 @@ _log = logging.getLogger(__name__)
 class RunBroker:
     """Wakes the progress streams of a run when the run changes, whichever process changed it.
 
-    :param max_streams: open streams this process serves at most (:meth:`try_open`).
+    :param max_streams: open streams this process serves at most (:meth:`full`).
     :param backlog: events a stream may lag before it is sent the current state only.
     """
 
@@ -71,15 +71,16 @@ class RunBroker:
 
     # -- the stream cap
 
-    def try_open(self) -> bool:
-        """Count one more open stream, or return False when ``max_streams`` are open."""
-        if self.open_streams >= self.max_streams:
-            return False
+    def full(self) -> bool:
+        """True when ``max_streams`` streams are open: a new one is answered 503."""
+        return self.open_streams >= self.max_streams
+
+    def opened(self) -> None:
+        """A stream started (call :meth:`release` when it ends, however it ends)."""
         self.open_streams += 1
-        return True
 
     def release(self) -> None:
-        """A stream counted by :meth:`try_open` ended."""
+        """A stream counted by :meth:`opened` ended."""
         self.open_streams -= 1
 
     # -- changes of other processes
