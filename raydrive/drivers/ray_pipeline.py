@@ -203,9 +203,9 @@ class RayPipelineExecutor(BaseRayExecutor):
             validate_params(first, run_params)  # fail fast where we can; the actor checks all
         masker.learn(run_params)
 
-        # Re-check the working dir's package before every actor start: Ray deletes it when the
-        # last detached actor that used it ends, and a resume would find it gone.
-        built = self.runtime_env(recheck_s=0)
+        # Before every actor start: Ray deletes the working dir's package when the last detached
+        # actor that used it ends, and the next run (a resume) would find it gone.
+        built = self.runtime_env_for_actor(detached=True)
         request = self.resources(names[start] if start < len(names) else pipeline.name)
         stored = self.client.create_pipeline(
             pipeline.name,
