@@ -390,20 +390,23 @@ def test_progress_reports_and_patches_are_retried_as_idempotent() -> None:
     assert [r.method for r in script.requests] == ["PATCH", "PATCH"]
 
 
-def test_creates_are_not_retried_unless_the_request_never_left() -> None:
-    script = Script(503, body=PIPELINE_JSON)
-    with script.client() as client, pytest.raises(ServiceError) as failed:
-        client.create_pipeline("p", [{"name": "a"}])
-    assert failed.value.status_code == 503 and len(script.requests) == 1
-
-    script = Script(httpx.ReadError, body=PIPELINE_JSON)
-    with script.client() as client, pytest.raises(ServiceUnavailableError):
-        client.create_pipeline("p", [{"name": "a"}])
-    assert len(script.requests) == 1
-
-    script = Script(httpx.ConnectError, 200, body=PIPELINE_JSON)
+def test_creates_are_retried_with_one_idempotency_key() -> None:
+    script = Script(503, httpx.ReadTimeout, httpx.ConnectError, 200, body=PIPELINE_JSON)
     with script.client() as client:
         assert client.create_pipeline("p", [{"name": "a"}]).id == "p1"
+    keys = {request.headers["idempotency-key"] for request in script.requests}
+    assert len(script.requests) == 4 and len(keys) == 1
+
+    script = Script(200, 200, body=PIPELINE_JSON)
+    with script.client() as client:  # two creates: two keys
+        client.create_pipeline("p", [{"name": "a"}])
+        client.create_pipeline("p", [{"name": "a"}], idempotency_key="mine")
+    assert script.requests[0].headers["idempotency-key"] != "mine"
+    assert script.requests[1].headers["idempotency-key"] == "mine"
+
+    script = Script(httpx.ReadError, httpx.ReadError, body=PIPELINE_JSON)
+    with script.client(retries=1) as client, pytest.raises(ServiceUnavailableError):
+        client.create_pipeline("p", [{"name": "a"}])
     assert len(script.requests) == 2
 
 

@@ -53,6 +53,7 @@ from raydrive.service.guards import (
     stream_ends,
     utc_or_422,
 )
+from raydrive.service.idempotency import IdempotencyKeys, IdempotencyMiddleware
 from raydrive.service.limits import BodyLimitMiddleware, Limits, too_many_log_entries
 from raydrive.service.metrics import ServiceMetrics, TimedStore
 from raydrive.service.models import MAX_INT as _MAX_INT
@@ -216,6 +217,8 @@ def create_app(
     the_store = TimedStore(the_store, metrics)  # type: ignore[assignment]
     app.state.metrics = metrics
     app.state.limits = limits
+    app.state.idempotency = IdempotencyKeys()
+    app.add_middleware(IdempotencyMiddleware, keys=app.state.idempotency)  # inside the limits
     # Innermost of the middlewares: a body is only read once Host and token were accepted.
     app.add_middleware(BodyLimitMiddleware, limits=limits)
     if token:

@@ -1,0 +1,286 @@
+"""The synchronous client of the pipeline service."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+import httpx_sse
+
+from raydrive.core.pipeline import ActionProgress, PipelineProgress, RunStatus
+from raydrive.service.client._api import DEFAULT_URL, UNSET, ProgressEvent, _Api, _Call
+from raydrive.service.client._base import _CLIENT_DOC, _ClientBase, _Reconnect, _Self, _Stream, _Watchdog
+from raydrive.service.models import (
+    ActionSpec,
+    Checkpoint,
+    LogEntry,
+    LogEntryCreate,
+    Pipeline,
+    ProgressAck,
+    Run,
+    RunStatusView,
+)
+
+__all__ = ["PipelineServiceClient"]
+
+
+class PipelineServiceClient(_ClientBase):
+    __doc__ = "Synchronous client of the pipeline service.\n" + _CLIENT_DOC
+    _http: httpx.Client
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 2.0,
+        stream_read_timeout: float = 45.0,
+        reconnect_timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            base_url,
+            token,
+            timeout,
+            retries,
+            backoff,
+            max_backoff,
+            stream_read_timeout,
+            reconnect_timeout,
+            httpx.Client,
+            transport,
+        )
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _send(self, call: _Call) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(call.method, call.path, **call.send_kwargs())
+            except httpx.TransportError as error:
+                if not self._retryable(call, attempt, error=error):
+                    raise self._unavailable(call.path, error) from error
+                reason: object = error
+            else:
+                if not self._retryable(call, attempt, status=response.status_code):
+                    return self._answer(call, response)
+                reason = response.status_code
+            time.sleep(self._log_retry(call, attempt, reason))
+            attempt += 1
+
+    # -- endpoints
+
+    def health(self) -> dict[str, Any]:
+        """``GET /health``: ``{"status": "ok"}`` when the service is up."""
+        return self._send(_Api.health())
+
+    def create_pipeline(
+        self,
+        name: str,
+        actions: Sequence[ActionSpec | Mapping[str, Any]],
+        description: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Pipeline:
+        """Store a pipeline; ``actions`` are ``{"name", "entrypoint"}`` mappings or ActionSpecs.
+        Every create carries an ``Idempotency-Key`` (``idempotency_key``, or a fresh one), so a
+        retry after a lost answer stores nothing twice."""
+        return self._send(_Api.create_pipeline(name, actions, description, idempotency_key))
+
+    def list_pipelines(self, skip: int = 0, limit: int = 100) -> list[Pipeline]:
+        """Pipelines, newest first."""
+        return self._send(_Api.list_pipelines(skip, limit))
+
+    def get_pipeline(self, pipeline_id: str) -> Pipeline:
+        """One pipeline (ServiceError with ``status_code`` 404 when unknown)."""
+        return self._send(_Api.get_pipeline(pipeline_id))
+
+    def delete_pipeline(self, pipeline_id: str) -> None:
+        """Delete a pipeline and all its runs."""
+        self._send(_Api.delete_pipeline(pipeline_id))
+
+    def create_run(
+        self,
+        pipeline_id: str,
+        params: Mapping[str, Any] | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Run:
+        """Start a ``pending`` run of the pipeline."""
+        return self._send(_Api.create_run(pipeline_id, params, work_dir, idempotency_key))
+
+    def list_runs(self, status: RunStatus | str | None = None, skip: int = 0, limit: int = 100) -> list[Run]:
+        """Runs, newest first, optionally only those with ``status``."""
+        return self._send(_Api.list_runs(status, skip, limit))
+
+    def get_run(self, run_id: str) -> Run:
+        """One run (JobNotFoundError when unknown)."""
+        return self._send(_Api.get_run(run_id))
+
+    def update_run(
+        self, run_id: str, *, status: RunStatus | str = UNSET, result: Any = UNSET, error: str | None = UNSET
+    ) -> Run:
+        """Set the run's status, result or error (ServiceError 409 when a finished run would
+        change status)."""
+        return self._send(_Api.update_run(run_id, status=status, result=result, error=error))
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run with its checkpoints and logs."""
+        self._send(_Api.delete_run(run_id))
+
+    def report_progress(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus | str = UNSET,
+        current_action: str | None = UNSET,
+        current_action_index: int | None = UNSET,
+        action_progress: ActionProgress | Mapping[str, Any] = UNSET,
+        error: str | None = UNSET,
+    ) -> ProgressAck:
+        """Report progress; only the arguments given are changed. ``action_progress`` replaces
+        the run's entry with the same name. Answers the run's id, status and current action."""
+        return self._send(
+            _Api.report_progress(
+                run_id,
+                status=status,
+                current_action=current_action,
+                current_action_index=current_action_index,
+                action_progress=action_progress,
+                error=error,
+            )
+        )
+
+    def get_progress(self, run_id: str) -> PipelineProgress:
+        """The run's progress view."""
+        return self._send(_Api.get_progress(run_id))
+
+    def cancel_run(self, run_id: str) -> RunStatusView:
+        """Mark the run cancelled on the service (its pipeline actor stops on its own); a
+        cancelled run stays so; ServiceError 409 for a completed or failed run."""
+        return self._send(_Api.cancel_run(run_id))
+
+    def get_run_status(self, run_id: str) -> RunStatusView:
+        """``{id, status, cancel_requested}``: cheap to poll."""
+        return self._send(_Api.get_run_status(run_id))
+
+    def create_checkpoint(
+        self,
+        run_id: str,
+        action_name: str,
+        action_index: int,
+        *,
+        status: str = "completed",
+        params_snapshot: Mapping[str, Any] | None = None,
+        result: Any = None,
+        artifacts_path: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Checkpoint:
+        """Store a checkpoint of the run after ``action_name``."""
+        return self._send(
+            _Api.create_checkpoint(
+                run_id,
+                idempotency_key,
+                action_name=action_name,
+                action_index=action_index,
+                status=status,
+                params_snapshot=dict(params_snapshot or {}),
+                result=result,
+                artifacts_path=artifacts_path,
+            )
+        )
+
+    def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
+        """The run's checkpoints, oldest first."""
+        return self._send(_Api.list_checkpoints(run_id))
+
+    def get_latest_checkpoint(self, run_id: str) -> Checkpoint | None:
+        """The run's newest checkpoint, or None when it has none."""
+        return self._send(_Api.latest_checkpoint(run_id, None))
+
+    def get_checkpoint(self, run_id: str, action_name: str) -> Checkpoint | None:
+        """The newest checkpoint of ``action_name`` in the run, or None."""
+        return self._send(_Api.latest_checkpoint(run_id, action_name))
+
+    def append_logs(
+        self,
+        run_id: str,
+        entries: Sequence[LogEntryCreate | Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[LogEntry]:
+        """Store log entries (``{"message", "level", "action_name"}``) of the run (a caller
+        that retries on its own passes the same ``idempotency_key`` each time)."""
+        return self._send(_Api.append_logs(run_id, entries, idempotency_key))
+
+    def list_logs(
+        self,
+        run_id: str,
+        *,
+        action_name: str | None = None,
+        level: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[LogEntry]:
+        """The run's log entries, oldest first, filtered by the arguments given."""
+        return self._send(_Api.list_logs(run_id, action_name, level, since, limit))
+
+    # -- streams
+
+    def stream_events(
+        self, run_id: str, *, timeout: float = 3600.0, last_event_id: int | None = None
+    ) -> Iterator[ProgressEvent]:
+        """Yield the run's progress events until its terminal event.
+
+        The first event is the current state (or, with ``last_event_id``, the first change after
+        it). A dropped connection or a restarted service is resumed with ``Last-Event-ID``, so
+        each event arrives exactly once. Raises ExecutionTimeoutError after ``timeout`` seconds,
+        JobNotFoundError for an unknown run, ServiceUnavailableError when the service stays
+        unreachable for ``reconnect_timeout`` seconds.
+        """
+        stream = _Stream(self, run_id, timeout, last_event_id)
+        while True:
+            error: Exception | None = None
+            try:
+                with httpx_sse.connect_sse(
+                    self._http, "GET", stream.path, headers=stream.headers(), timeout=self._stream_timeout
+                ) as source:
+                    if not source.response.is_success:
+                        source.response.read()
+                    stream.check(source.response)
+                    with _Watchdog(source.response, stream.remaining()):
+                        for sse in source.iter_sse():
+                            event = stream.accept(sse)
+                            if event is not None:
+                                yield event
+                                if event.terminal:
+                                    return
+            except (httpx.TransportError, _Reconnect) as exc:
+                error = exc
+            time.sleep(stream.lost(error))
+
+    def stream_progress(self, run_id: str, timeout: float = 3600.0) -> Iterator[PipelineProgress]:
+        """Yield the run's progress view at every change until it finishes (see
+        :meth:`stream_events`)."""
+        for event in self.stream_events(run_id, timeout=timeout):
+            yield event.progress
