@@ -272,3 +272,34 @@ def test_the_cli_refuses_an_unreachable_postgres_url_and_creates_no_file(tmp_pat
         assert done.returncode == 2, done.stdout + done.stderr
         assert "error:" in done.stderr and "secret" not in done.stderr + done.stdout
         assert list(tmp_path.iterdir()) == []
+
+
+def test_the_migrate_command_copies_a_database(tmp_path: Path, pg_url: str) -> None:  # noqa: F811
+    import subprocess
+    import sys
+
+    source = f"sqlite:///{tmp_path / 'old.db'}"
+    old = open_store(source)
+    ids = _fill(old, runs=2)
+    old.close()
+    code = "import sys; from raydrive.cli import main; sys.argv[0] = 'raydrive'; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "service", "migrate", "--from", source, "--to", pg_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "copied 2 runs" in done.stdout and "logs: 6 rows" in done.stdout
+    new = open_store(pg_url)
+    try:
+        assert {run.id for run in new.list_runs()} == set(ids)
+    finally:
+        new.close()
+    again = subprocess.run(
+        [sys.executable, "-c", code, "service", "migrate", "--from", source, "--to", pg_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 2 and "empty database" in again.stderr
