@@ -254,11 +254,14 @@ def test_reporter_thread_survives_a_report_it_cannot_encode(tmp_path):
     with ServiceServer(db=tmp_path / "runs.db") as service, PipelineServiceClient(service.url) as client:
         run = new_run(client, {"source": "a"})
         reporter = BufferedReporter(PipelineServiceClient(service.url), run.id)
-        reporter.send("update_run", result={"handle": object()})  # raises inside the client
+        reporter.send("report_progress", error=object())  # raises inside the client
         reporter.log("after the bad report", "info", None)
+        # A lost outcome fails the run (after which the service takes no more logs: it is finished).
+        reporter.send("update_run", result={"handle": object()})
         reporter.close(timeout=30)
         assert [e.message for e in client.list_logs(run.id)] == ["after the bad report"]
-        assert reporter.errors and "update_run" in reporter.errors[0]
+        assert len(reporter.errors) == 2 and "report_progress" in reporter.errors[0]
+        assert "update_run" in reporter.errors[1]
         final = client.get_run(run.id)  # the lost outcome is not silent: the run says why
         assert final.status == RunStatus.FAILED and "could not report update_run" in final.error
 
@@ -277,11 +280,7 @@ def test_cancel_through_the_service_stops_a_tight_loop(tmp_path):
         )
         runner.start()
         wait_for(pid_file.exists, what="the spinning action to start")
-        cancel = getattr(client, "cancel_run", None)
-        if cancel is not None:
-            cancel(run.id)
-        else:
-            client.update_run(run.id, status=RunStatus.CANCELLED, error="cancelled by the user")
+        client.cancel_run(run.id)
         runner.join(30)
         assert not runner.is_alive() and result["status"] == "cancelled"
         final = client.get_run(run.id)

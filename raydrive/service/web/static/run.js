@@ -112,10 +112,13 @@
     // EventSource reconnects by itself and sends Last-Event-ID, so the service replays what we missed.
     stream = new EventSource(base + "/stream");
     const onEvent = (event) => {
-      render(JSON.parse(event.data));
-      if (TERMINAL.has(event.type)) { stream.close(); pollLogs(); }
+      const view = JSON.parse(event.data);
+      render(view);
+      // "reset": the replay was pruned; its data is the current state, which may be the end.
+      const ended = TERMINAL.has(event.type) || (event.type === "reset" && TERMINAL.has(view.status));
+      if (ended) { stream.close(); pollLogs(); }
     };
-    for (const name of ["progress", "completed", "failed", "cancelled"]) stream.addEventListener(name, onEvent);
+    for (const name of ["progress", "completed", "failed", "cancelled", "reset"]) stream.addEventListener(name, onEvent);
   }
 
   function logLine(entry) {
