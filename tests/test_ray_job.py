@@ -108,9 +108,14 @@ def test_results_expire_after_their_ttl(ray_cluster):
     executor = RayJobExecutor(ray_address=ray_cluster.address, result_ttl=1)
     job = executor.submit(AddAction, {"a": 1}, job_id=_id("ttl"))
     assert executor.wait(job, timeout_seconds=60) == "SUCCEEDED"
-    other = RayJobExecutor(ray_address=ray_cluster.address)  # no local copy of the outcome
-    # Waited on, not slept: the record goes once its TTL (1 s) has passed, well within 30 s.
-    assert _wait_state(other, job, "UNKNOWN", timeout=30) == JobState.UNKNOWN
+    # Waited on, not slept: the record goes once its TTL (1 s) has passed, well within 30 s. A
+    # fresh executor per look: none has a local copy of the outcome (an executor caches one).
+    deadline = time.monotonic() + 30
+    state = RayJobExecutor(ray_address=ray_cluster.address).get_status(job)
+    while state != JobState.UNKNOWN and time.monotonic() < deadline:
+        time.sleep(0.1)
+        state = RayJobExecutor(ray_address=ray_cluster.address).get_status(job)
+    assert state == JobState.UNKNOWN
 
 
 @pytest.mark.parametrize("mode", MODES)
