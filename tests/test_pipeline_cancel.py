@@ -30,11 +30,7 @@ def _alive(pid: int) -> bool:
 
 
 def _request_cancel(client, run_id: str) -> None:
-    cancel = getattr(client, "cancel_run", None)  # POST /api/v1/runs/{id}/cancel
-    if cancel is not None:
-        cancel(run_id)
-    else:  # the same record, on a service that predates the endpoint
-        client.update_run(run_id, status=RunStatus.CANCELLED, error="cancelled by the user")
+    client.cancel_run(run_id)  # POST /api/v1/runs/{id}/cancel: only the service is told
 
 
 def _start_spin(ex, tmp_path) -> tuple[str, int]:

@@ -124,12 +124,8 @@ def pipeline_cancel(run_id: str, service_url: str = ServiceUrlOpt, option: list[
         if client.get_progress(run_id).status.is_terminal():
             typer.echo(f"run {run_id} has ended already")
             return
-        request = getattr(client, "cancel_run", None)
         try:
-            if request is not None:
-                request(run_id)
-            else:  # a service without the cancel endpoint: the same record, written directly
-                client.update_run(run_id, status="cancelled", error="cancelled by the user")
+            client.cancel_run(run_id)
         except ServiceError as exc:
             if exc.status_code != 409:  # 409: it ended meanwhile
                 raise

@@ -35,22 +35,14 @@ class RunCancelled(BaseException):
 
 
 def _cancel_seen(client: Any, run_id: str) -> bool:
-    status_of = getattr(client, "get_run_status", None)
-    if status_of is not None:
-        status = status_of(run_id)
-        if isinstance(status, dict):
-            return bool(status.get("cancel_requested")) or status.get("status") == RunStatus.CANCELLED.value
-        return (
-            bool(getattr(status, "cancel_requested", False))
-            or str(getattr(status, "status", "")) == "cancelled"
-        )
-    return client.get_progress(run_id).status is RunStatus.CANCELLED
+    view = client.get_run_status(run_id)  # GET /api/v1/runs/{id}/status: {id, status, cancel_requested}
+    return bool(view.cancel_requested) or view.status is RunStatus.CANCELLED
 
 
 class CancelWatcher:
     """Polls the run's status; on a cancel, stops the action running in the watched thread.
 
-    :param client: a pipeline service client (``get_run_status``, or ``get_progress``).
+    :param client: a pipeline service client (its ``get_run_status`` is polled).
     :param interval: seconds between two polls.
     :param grace: seconds the action has to stop once interrupted before ``on_stuck`` is called.
     :param on_stuck: what to do with an action that does not stop (default: log and wait).
@@ -77,6 +69,7 @@ class CancelWatcher:
         self._idle = threading.Event()
         self._idle.set()
         self._thread: threading.Thread | None = None
+        self._complained = False
 
     def start(self) -> None:
         """Check once now (a run cancelled while pending runs nothing), then poll in a thread."""
@@ -112,7 +105,9 @@ class CancelWatcher:
         except ServiceError:  # unreachable or refused: try again at the next poll
             return False
         except Exception:  # never die silently: a cancel must still be seen later
-            _log.exception("checking run %s for a cancel failed", self._run_id)
+            if not self._complained:  # once, not every poll
+                self._complained = True
+                _log.exception("checking run %s for a cancel failed", self._run_id)
             return False
 
     def _loop(self) -> None:

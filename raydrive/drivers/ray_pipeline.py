@@ -407,12 +407,8 @@ class RayPipelineExecutor(BaseRayExecutor):
         self._finished_once(run_id, RunStatus.CANCELLED, "cancelled")
 
     def _request_cancel(self, run_id: str) -> None:
-        request = getattr(self.client, "cancel_run", None)
         try:
-            if request is not None:
-                request(run_id)
-            else:  # a service without the cancel endpoint: the same record, written directly
-                self.client.update_run(run_id, status=RunStatus.CANCELLED, error="cancelled by the user")
+            self.client.cancel_run(run_id)  # POST /api/v1/runs/{id}/cancel
         except ServiceUnavailableError:
             raise
         except ServiceError as exc:
