@@ -164,7 +164,8 @@ def test_progress_report_replaces_the_action_entry_and_sets_run_times(http: http
     assert first.status_code == 200, first.text
     body = first.json()
     # The answer is small: the run's id, status and current action, never params or result.
-    assert set(body) == {"id", "status", "current_action", "current_action_index", "started_at", "completed_at"}
+    small = {"id", "status", "current_action", "current_action_index", "started_at", "completed_at"}
+    assert set(body) == small
     assert body["status"] == "running" and body["started_at"] is not None
     assert (body["id"], body["current_action"], body["current_action_index"]) == (run["id"], "download", 0)
     entry = http.get(url).json()["progress"][0]

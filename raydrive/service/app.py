@@ -96,8 +96,7 @@ def _default_store(location: str | os.PathLike[str] | None) -> PipelineStore:
 
 _log = logging.getLogger("raydrive.service")
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
-#: Runs whose action names (which never change) are remembered to check progress reports.
-_ACTION_CACHE = 4096
+_ACTION_CACHE = 4096  # runs whose action names (which never change) are kept, to check reports
 _PING = b": ping\n\n"
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _LISTS: dict[type, TypeAdapter[Any]] = {
@@ -218,8 +217,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.limits = limits
     app.state.idempotency = IdempotencyKeys()
-    app.add_middleware(IdempotencyMiddleware, keys=app.state.idempotency)  # inside the limits
-    # Innermost of the middlewares: a body is only read once Host and token were accepted.
+    app.add_middleware(IdempotencyMiddleware, keys=app.state.idempotency)
+    # Innermost but for the keys: a body is only read once Host and token were accepted.
     app.add_middleware(BodyLimitMiddleware, limits=limits)
     if token:
         app.add_middleware(AuthMiddleware, token=token)

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,6 @@ import pytest
 from raydrive.core.errors import ServiceError
 from raydrive.service.client import AsyncPipelineServiceClient, PipelineServiceClient
 from raydrive.service.db import open_store
-from raydrive.service.models import PipelineCreate, RunCreate
 from raydrive.service.server import ServiceServer, start_service
 
 
@@ -435,108 +431,3 @@ def test_a_failed_listing_does_not_pin_an_old_snapshot(tmp_path: Path) -> None:
             # Created after the failures: a reader pinned to an old snapshot answered 404.
             pipeline = _pipeline(http)
             assert http.get(f"/api/v1/pipelines/{pipeline['id']}").status_code == 200
-
-
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
-def test_reader_threads_that_end_leave_no_file_descriptors_behind(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "s.db")
-    try:
-        run = store.create_run(
-            store.create_pipeline(PipelineCreate(name="p", actions=[{"name": "a"}])).id, RunCreate()
-        )
-
-        def burst() -> None:
-            # 200 short-lived threads that each read once, as the server's worker threads do.
-            threads = [threading.Thread(target=store.get_run, args=(run.id,)) for _ in range(200)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-
-        burst()  # the pool fills up to its bound
-        before = _open_fds()
-        for _ in range(3):
-            burst()
-        # The old store kept two fds (database and WAL) per retired thread: +18 per burst.
-        assert _open_fds() - before <= 2
-    finally:
-        store.close()
-
-
-# -- idempotent creates ------------------------------------------------------------------------
-
-
-def test_a_create_repeated_with_its_idempotency_key_stores_one_row(http: httpx.Client) -> None:
-    pipeline = _pipeline(http)
-    url = f"/api/v1/pipelines/{pipeline['id']}/runs/"
-    answers = [
-        http.post(url, json={"params": {"n": 1}}, headers={"Idempotency-Key": "k-1"}) for _ in range(3)
-    ]
-    assert [a.status_code for a in answers] == [200] * 3
-    assert len({a.json()["id"] for a in answers}) == 1
-    assert answers[1].headers["idempotent-replayed"] == "true"
-    runs = [r for r in http.get("/api/v1/runs/?limit=1000").json() if r["pipeline_id"] == pipeline["id"]]
-    assert len(runs) == 1
-    other = http.post(url, json={"params": {"n": 2}}, headers={"Idempotency-Key": "k-1"})
-    assert other.status_code == 422 and "another body" in other.json()["detail"]
-    # The key is scoped to the endpoint: the same key on logs is another request.
-    logs = f"/api/v1/runs/{runs[0]['id']}/logs"
-    for _ in range(2):
-        assert http.post(
-            logs, json={"entries": [{"message": "m"}]}, headers={"Idempotency-Key": "k-1"}
-        ).is_success
-        assert http.post(
-            f"{logs}/", json={"entries": [{"message": "m"}]}, headers={"Idempotency-Key": "k-1"}
-        ).is_success
-    assert len(http.get(f"{logs}/").json()) == 1
-
-
-class _SlowFirstCreate:
-    """A real store whose first ``create_run`` waits until the client has retried."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self.release = threading.Event()
-        self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def create_run(self, *args: Any) -> Any:
-        self.calls += 1
-        if self.calls == 1:
-            assert self.release.wait(30), "the client never retried"
-        return self._store.create_run(*args)
-
-
-def test_a_create_retried_after_a_read_timeout_stores_one_run(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "s.db")
-    slow = _SlowFirstCreate(store)
-    try:
-        with ServiceServer(store=slow).start() as svc:
-            keys = svc.app.state.idempotency
-            with PipelineServiceClient(svc.url, timeout=1.0, retries=5, backoff=0.01) as client:
-                pipeline = client.create_pipeline("p", [{"name": "a"}])
-
-                def release_once_retried() -> None:
-                    deadline = time.monotonic() + 30
-                    while keys.waiting == 0 and time.monotonic() < deadline:
-                        time.sleep(0.01)
-                    slow.release.set()
-
-                helper = threading.Thread(target=release_once_retried)
-                helper.start()
-                run = client.create_run(pipeline.id, {"n": 1})
-                helper.join()
-                assert keys.waiting == 0 and keys.replayed >= 1  # the retry got the first answer
-                assert [r.id for r in client.list_runs(limit=1000) if r.pipeline_id == pipeline.id] == [
-                    run.id
-                ]
-                assert slow.calls == 1
-    finally:
-        slow.release.set()
-        store.close()
