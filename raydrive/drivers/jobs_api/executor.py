@@ -121,8 +121,8 @@ class RayJobsApiExecutor(BaseExecutor):
     Options = JobsApiOptions
     options: JobsApiOptions
 
-    def __init__(self, *, plugins: PluginManager | None = None, **options: Any) -> None:
-        super().__init__(plugins=plugins, **options)
+    def __init__(self, env: Any = None, /, *, plugins: PluginManager | None = None, **options: Any) -> None:
+        super().__init__(env, plugins=plugins, **options)  # env first and positional, as the guide lists
         self._builder = RuntimeEnvBuilder(self.options, plugins)
         self._lock = threading.RLock()
         self._dashboard_: Dashboard | None = None
