@@ -171,8 +171,6 @@ def test_results_follow_pydantics_json_mode():
     when = datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.timezone.utc)
     uid = uuid.UUID("12345678-1234-5678-1234-567812345678")
     cases = [
-        ({1, 2}, [1, 2]),
-        (frozenset({3}), [3]),
         ((1, "a"), [1, "a"]),
         (when, "2024-05-01T12:30:00Z"),
         (datetime.date(2024, 5, 1), "2024-05-01"),
@@ -189,11 +187,17 @@ def test_results_follow_pydantics_json_mode():
         assert run_action(_returning(value), {"a": 1}) == expected, value
 
 
-@pytest.mark.parametrize("kind", ["object", "ndarray", "int64"])
+@pytest.mark.parametrize("kind", ["object", "ndarray", "int64", "set", "frozenset"])
 def test_non_json_results_are_an_execution_error_naming_the_type(kind):
     import numpy as np
 
-    value = {"object": object(), "ndarray": np.array([1, 2]), "int64": np.int64(3)}[kind]
+    value = {
+        "object": object(),
+        "ndarray": np.array([1, 2]),
+        "int64": np.int64(3),
+        "set": [{1, 2}],
+        "frozenset": (frozenset({3}),),
+    }[kind]
     with pytest.raises(ExecutionError) as info:
         run_action(_returning({"out": value}), {"a": 1})
     assert info.value.error_type == "ResultSerializationError"

@@ -158,7 +158,7 @@ def test_failure_reports_failed_action_and_run(tmp_path):
         assert [c.action_name for c in client.list_checkpoints(run.id)] == ["LoadAction"]
 
 
-@pytest.mark.parametrize(("kind", "named"), [("object", "object"), ("deep", "depth")])
+@pytest.mark.parametrize(("kind", "named"), [("set", "set"), ("object", "object"), ("deep", "depth")])
 def test_result_that_is_not_json_fails_the_action_with_a_clear_error(tmp_path, kind, named):
     actions, names = ["tests.actions_pipeline.BadResultAction", ACTIONS[0]], ["BadResultAction", "LoadAction"]
     with ServiceServer(db=tmp_path / "runs.db") as service, PipelineServiceClient(service.url) as client:
@@ -174,15 +174,6 @@ def test_result_that_is_not_json_fails_the_action_with_a_clear_error(tmp_path, k
             and final.progress[1].status == ActionStatus.PENDING
         )
         assert client.list_checkpoints(run.id) == []
-
-
-def test_a_set_result_becomes_a_list_as_on_every_driver(tmp_path):
-    actions, names = ["tests.actions_pipeline.BadResultAction"], ["BadResultAction"]
-    with ServiceServer(db=tmp_path / "runs.db") as service, PipelineServiceClient(service.url) as client:
-        run = new_run(client, {"kind": "set"}, actions, names)
-        spec = PipelineSpec(run.id, service.url, actions, names, dict(run.params))
-        assert run_pipeline(spec, PipelineServiceClient(service.url, retries=0))["status"] == "completed"
-        assert sorted(client.get_run(run.id).result["tags"]) == ["a", "b"]
 
 
 def test_service_outage_mid_run_loses_nothing(tmp_path):

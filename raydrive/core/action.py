@@ -244,15 +244,16 @@ def to_jsonable(value: Any, *, action: str | None = None, job_id: str | None = N
 
     pydantic's JSON mode (``pydantic_core.to_jsonable_python``) decides: models are dumped in
     JSON mode, ``datetime`` / ``date`` / ``UUID`` / ``Decimal`` / ``Path`` / ``Enum`` become strings,
-    tuples, sets and frozensets lists, dict keys strings, ``bytes`` UTF-8 text. What pydantic
-    cannot serialize (``object()``, numpy arrays and scalars, open files...) raises ExecutionError
-    naming the offending type (call ``.tolist()`` / ``.item()`` on numpy values first).
+    tuples lists, dict keys strings, ``bytes`` UTF-8 text. What has no JSON form (a ``set``, which
+    has no order either; ``object()``, numpy arrays and scalars, open files...) raises
+    ExecutionError naming the offending type (call ``.tolist()`` / ``.item()`` on numpy values first).
     """
     if value is None or type(value) in _PLAIN:
         return value  # the common case costs nothing
     from pydantic_core import PydanticSerializationError, to_jsonable_python
 
     try:
+        _refuse_sets(value)
         return to_jsonable_python(value)
     except (PydanticSerializationError, ValueError, TypeError, RecursionError) as exc:
         where = f"action {action!r}" if action else "the action"
@@ -266,6 +267,21 @@ def to_jsonable(value: Any, *, action: str | None = None, job_id: str | None = N
 
 
 _PLAIN = (str, int, float, bool)
+
+
+def _refuse_sets(value: Any) -> None:
+    # A set has no JSON form and no order: pydantic would make it a list in iteration order, so
+    # the same action could give different results from run to run. Refuse it, as json.dumps does.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (set, frozenset)):
+            kind = type(item).__name__
+            raise TypeError(f"Object of type {kind} is not JSON serializable (return a sorted list)")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
 
 
 def run_action(
