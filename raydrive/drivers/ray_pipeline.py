@@ -228,14 +228,19 @@ class RayPipelineExecutor(BaseRayExecutor):
             cancel_poll_interval=self.options.cancel_poll_interval,
         )
         try:
-            self.remote_class(_PipelineActor).options(
-                name=actor_name(run.id),
-                namespace=NAMESPACE,
-                lifetime="detached",
-                runtime_env=built.runtime_env,
-                max_restarts=0,
-                **request.as_ray_options(),
-            ).remote(built.secrets, spec)
+            actor = (
+                self.remote_class(_PipelineActor)
+                .options(
+                    name=actor_name(run.id),
+                    namespace=NAMESPACE,
+                    lifetime="detached",
+                    runtime_env=built.runtime_env,
+                    max_restarts=0,
+                    **request.as_ray_options(),
+                )
+                .remote(built.secrets, spec)
+            )
+            self._wait_creation_submitted(actor, run.id)
         except Exception as exc:
             error = masker.text(f"submission failed: {exc}")
             with contextlib.suppress(ExecutionError):
@@ -244,6 +249,27 @@ class RayPipelineExecutor(BaseRayExecutor):
         self._names[run.id] = pipeline.name
         self._emit_submitted(run.id, pipeline.name)
         return run.id
+
+    def _wait_creation_submitted(self, actor: Any, run_id: str) -> None:
+        """Return once the GCS holds the actor's creation, so the submitter may exit at once.
+
+        ``.remote()`` registers a named actor synchronously but sends its creation to the GCS in
+        the background; a submitter that exits before that is sent takes the actor with it
+        ("owner died", never started), detached or not. Through the Ray client the client server
+        owns it and stays up, so there is nothing to wait for.
+        """
+        conn = self.connection
+        if conn is not None and conn.client_mode:
+            return
+        import ray._private.state as ray_state  # checked on Ray 2.60; no public API says this
+
+        deadline = time.monotonic() + max(self.options.connect_timeout, 5.0)
+        while time.monotonic() < deadline:
+            info = ray_state.actors(actor_id=actor._actor_id.hex())
+            if info and info.get("State") != "DEPENDENCIES_UNREADY":
+                return
+            time.sleep(0.005)
+        _log.warning("run %s: the cluster has not taken the actor's creation yet; do not exit now", run_id)
 
     def _resume_point(
         self, run_id: str, names: list[str], params: dict[str, Any]
