@@ -686,8 +686,9 @@ def test_token_auth_cluster_for_real(
         job_id = ex.submit("jobsapi_actions.Add", {"a": 1, "b": 1})
         assert ex.get_result(job_id, timeout=120) == {"total": 2}
         assert any(line.startswith("[PROGRESS]") for line in ex.stream_logs(job_id, timeout=60))
+        headers = ex._dashboard().api.headers
         assert token not in json.dumps(
-            httpx.get(f"{cluster.dashboard_url}/api/jobs/{job_id}", headers=ex._dashboard().api.headers).json()
+            httpx.get(f"{cluster.dashboard_url}/api/jobs/{job_id}", headers=headers).json()
         )
     finally:
         cluster.stop()

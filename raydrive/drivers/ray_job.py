@@ -20,7 +20,7 @@ Two modes, same API and semantics (``mode`` option):
     job per CPU, or a small fraction (e.g. 0.01) to bound how many run at once per node.
 
 Jobs are fire-and-forget. They are owned by a detached job registry actor on the cluster
-(:class:`~raydrive.drivers.ray_common.worker.JobRegistry`), not by the submitting process, so
+(:class:`~raydrive.drivers.ray_common.job_registry.JobRegistry`), not by the submitting process, so
 they keep running after it exits, and any process connected to the same cluster can look a job
 up by id (``get_status``, ``get_result``, ``wait``, ``cancel``, ``delete``). A job id in use
 anywhere on the cluster is refused with DuplicateJobError.
@@ -65,7 +65,8 @@ from raydrive.core.options import RayOptions
 from raydrive.core.status import JobState
 from raydrive.drivers.ray_common.base import BaseRayExecutor, wire_params, wire_target
 from raydrive.drivers.ray_common.errors import is_actor_death, to_raydrive_error
-from raydrive.drivers.ray_common.worker import NAMESPACE, REGISTRY_NAME, remote_job_registry
+from raydrive.drivers.ray_common.job_registry import REGISTRY_NAME, remote_job_registry
+from raydrive.drivers.ray_common.worker import NAMESPACE
 
 __all__ = ["RayJobExecutor", "RayJobOptions"]
 
