@@ -21,6 +21,7 @@ from raydrive.cli._common import (
     spinner,
     user_errors,
 )
+from raydrive.core.protocols import AsyncExecutor, LogStreamingExecutor, SyncExecutor
 
 
 @app.command()
@@ -38,9 +39,9 @@ def run(
     # Like `python -m`: actions of the working dir, else of the current directory, import here.
     ensure_on_path(str(working_dir.resolve()) if working_dir else os.getcwd())
     with make_executor(executor, parse_options(option, working_dir)) as ex, spinner(f"running {action}..."):
-        if hasattr(ex, "execute"):
+        if isinstance(ex, SyncExecutor):
             result = ex.execute(action, parse_params(params))
-        elif hasattr(ex, "get_result"):
+        elif isinstance(ex, AsyncExecutor):
             result = ex.get_result(ex.submit(action, parse_params(params)))
         else:
             raise typer.BadParameter(f"driver {executor!r} cannot run a single action")
@@ -80,7 +81,7 @@ def logs(
 ) -> None:
     """Print a job's logs (drivers with log streaming, e.g. ray-jobs-api)."""
     with make_executor(executor, parse_options(option, None)) as ex:
-        if not hasattr(ex, "get_logs"):
+        if not isinstance(ex, LogStreamingExecutor):
             raise typer.BadParameter(f"driver {ex.name!r} keeps no logs; use ray-jobs-api")
         if follow:
             for line in ex.stream_logs(job_id):
@@ -107,7 +108,8 @@ def result(
 def stop(job_id: str, executor: str | None = JobExecutorOpt, option: list[str] = OptionOpt) -> None:
     """Stop a running job."""
     with make_executor(executor, parse_options(option, None)) as ex:
-        stopped = ex.stop(job_id) if hasattr(ex, "stop") else ex.cancel(job_id)
-        typer.echo("stopped" if stopped is not False else "not running")
+        if not isinstance(ex, AsyncExecutor):
+            raise typer.BadParameter(f"driver {ex.name!r} runs no jobs to stop")
+        typer.echo("stopped" if ex.cancel(job_id) else "not running")
 
 

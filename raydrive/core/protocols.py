@@ -55,6 +55,13 @@ class AsyncExecutor(Executor, Protocol):
         """Block until the job ends and return its result, or raise ExecutionError."""
         ...
 
+    def cancel(self, job_id: str) -> bool:
+        """Stop the job if it has not ended; False when it had already ended or is unknown.
+
+        The same meaning on every asynchronous driver (``ray-jobs-api``'s ``stop`` is the guide's
+        alias of it)."""
+        ...
+
 
 @runtime_checkable
 class LogStreamingExecutor(AsyncExecutor, Protocol):
