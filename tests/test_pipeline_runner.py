@@ -6,7 +6,6 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -15,6 +14,7 @@ from raydrive.drivers.pipeline_cancel import CancelWatcher
 from raydrive.drivers.pipeline_runner import BufferedReporter, PipelineSpec, run_pipeline
 from raydrive.service.client import PipelineServiceClient
 from raydrive.service.server import ServiceServer
+from tests.conditions import wait_for
 
 ACTIONS = [
     "tests.actions_pipeline.LoadAction",
@@ -22,18 +22,6 @@ ACTIONS = [
     "tests.actions_pipeline.SumAction",
 ]
 NAMES = ["LoadAction", "ScaleAction", "SumAction"]
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    """Poll ``condition`` until it is truthy; fail the test naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 class SlowProxy:

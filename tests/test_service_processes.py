@@ -9,8 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 
 from raydrive.service.db import open_store
 from raydrive.service.models import ActionSpec, PipelineCreate, RunCreate, RunUpdate
+from tests.conditions import wait_for as _wait
 from tests.pg import pg_server, pg_url  # noqa: F401
 
 _CLI = "import sys; from raydrive.cli import main; sys.argv[0] = 'raydrive'; main()"
@@ -28,17 +28,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _wait(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Service:

@@ -10,6 +10,7 @@ from raydrive import PipelineDefinition
 from raydrive.core.pipeline import RunStatus
 from raydrive.drivers.ray_actor import RayActorExecutor
 from raydrive.drivers.ray_job import RayJobExecutor
+from tests.conditions import wait_for as _wait
 
 pytestmark = [pytest.mark.ray, pytest.mark.multinode]
 
@@ -64,16 +65,6 @@ def plugin_dir(tmp_path_factory):
 
 def _second_node_id(cluster) -> str:
     return cluster.second.node_id
-
-
-def _wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_an_action_pinned_to_the_second_node_reads_its_working_dir_there(two_node_cluster, plugin_dir):
