@@ -34,6 +34,7 @@ from raydrive.core.redaction import MASK
 from raydrive.core.status import JobState
 from raydrive.drivers.pipeline_payload import SecretMasker, restore_secrets, secret_fields
 from raydrive.drivers.pipeline_runner import PipelineSpec, unique_names
+from raydrive.drivers.ray_common import compat
 from raydrive.drivers.ray_common.base import BaseRayExecutor, wire_target
 
 __all__ = ["PipelineOptions", "RayPipelineExecutor"]
@@ -261,11 +262,9 @@ class RayPipelineExecutor(BaseRayExecutor):
         conn = self.connection
         if conn is not None and conn.client_mode:
             return
-        import ray._private.state as ray_state  # checked on Ray 2.60; no public API says this
-
         deadline = time.monotonic() + max(self.options.connect_timeout, 5.0)
         while time.monotonic() < deadline:
-            info = ray_state.actors(actor_id=actor._actor_id.hex())
+            info = compat.actor_info(actor._actor_id.hex())
             if info and info.get("State") != "DEPENDENCIES_UNREADY":
                 return
             time.sleep(0.005)

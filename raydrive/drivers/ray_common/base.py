@@ -50,6 +50,7 @@ from raydrive.core.options import RayOptions
 from raydrive.core.plugins import PluginManager
 from raydrive.core.policy_types import ResourceRequest
 from raydrive.core.runtime_env import BuiltRuntimeEnv, RuntimeEnvBuilder
+from raydrive.drivers.ray_common import compat
 from raydrive.drivers.ray_common.connection import RayConnection, connect
 from raydrive.drivers.ray_common.errors import ray_errors, to_raydrive_error
 from raydrive.drivers.ray_common.resources import check_feasible, resource_request
@@ -228,9 +229,7 @@ class BaseRayExecutor(BaseExecutor):
         built = self.runtime_env(recheck_s=0)
         if detached and built.package is not None:
             with ray_errors(address=self.address):
-                from ray._private.runtime_env.packaging import pin_runtime_env_uri
-
-                pin_runtime_env_uri(built.package.uri, expiration_s=ACTOR_START_PIN_S)
+                compat.pin_runtime_env_uri(built.package.uri, expiration_s=ACTOR_START_PIN_S)
             self._ensure_uploaded(built, 0)
         return built
 
@@ -253,16 +252,14 @@ class BaseRayExecutor(BaseExecutor):
         if checked is not None and time.monotonic() - checked < recheck_s:
             return
         with self._upload_lock, ray_errors(address=self.address):
-            from ray._private.runtime_env.packaging import package_exists, upload_package_to_gcs
-
-            if not package_exists(package.uri):
+            if not compat.package_exists(package.uri):
                 _log.info(
                     "uploading working dir (%d files, %.1f KiB zipped) to the cluster as %s",
                     package.file_count,
                     len(package.data) / 1024,
                     package.uri,
                 )
-                upload_package_to_gcs(package.uri, package.data)
+                compat.upload_package_to_gcs(package.uri, package.data)
             self._uploaded[package.uri] = time.monotonic()
 
     def _upload_py_modules(self, runtime_env: dict[str, Any]) -> dict[str, Any]:
@@ -274,10 +271,8 @@ class BaseRayExecutor(BaseExecutor):
             return {**runtime_env, "py_modules": list(cached[1])}
         import tempfile
 
-        from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
-
         with self._upload_lock, ray_errors(address=self.address), tempfile.TemporaryDirectory() as scratch:
-            converted = upload_py_modules_if_needed(
+            converted = compat.upload_py_modules_if_needed(
                 dict(runtime_env), include_gitignore=False, scratch_dir=scratch
             )
         self._py_modules[key] = (time.monotonic(), list(converted["py_modules"]))

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raydrive.core.errors import ClusterUnreachableError, SubmissionError
+from raydrive.drivers.ray_common import compat
 from raydrive.drivers.ray_common.cluster import LocalCluster, loopback_client_env
 
 __all__ = [
@@ -154,9 +155,7 @@ def ensure_reachable(
 
     target = f"{host}:{port_no}"
     try:
-        from ray._private.grpc_utils import init_grpc_channel  # honours RAY_USE_TLS and token auth
-
-        channel = init_grpc_channel(target)
+        channel = compat.init_grpc_channel(target)  # honours RAY_USE_TLS and token auth
     except Exception:
         channel = grpc.insecure_channel(target)
     try:
@@ -180,9 +179,7 @@ def resolve_auto_address(environ: dict[str, str] | None = None) -> str:
     from_env = (env.get("RAY_ADDRESS") or "").strip()
     if from_env and from_env != "auto":
         return from_env
-    from ray._common.utils import get_ray_address_file
-
-    path = get_ray_address_file(None)
+    path = compat.get_ray_address_file(None)
     try:
         with open(path) as fh:
             recorded = fh.read().strip()
@@ -192,9 +189,7 @@ def resolve_auto_address(environ: dict[str, str] | None = None) -> str:
         return recorded
     others = ""
     try:
-        from ray._private.services import find_gcs_addresses
-
-        found = sorted(find_gcs_addresses())
+        found = sorted(compat.find_gcs_addresses())
         if found:
             others = f" Ray clusters found running here (not joined, pass one explicitly): {found}."
     except Exception:  # detection is only a hint
@@ -235,7 +230,7 @@ def _loopback_client() -> None:
     # Ray reads this variable once, when ray_constants is imported: set it in the environment
     # (for later imports and child processes) and, when Ray is already loaded, in the constant.
     loopback_client_env()
-    constants = sys.modules.get("ray._private.ray_constants")
+    constants = compat.loaded_ray_constants()
     if constants is not None:
         constants.ENABLE_RAY_CLUSTER = False
 
@@ -427,7 +422,7 @@ def _init(ray: Any, conn: RayConnection, timeout: float) -> None:
                     ray.shutdown()
             attempt.done.set()
 
-    worker_log = logging.getLogger("ray._private.worker")
+    worker_log = logging.getLogger(compat.WORKER_LOGGER_NAME)
     quiet = _DropSigtermWarning()
     worker_log.addFilter(quiet)
     try:
