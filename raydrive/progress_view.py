@@ -43,5 +43,3 @@ def watch_run(client: Any, run_id: str, *, timeout: float = 3600.0, console: Con
                 if entry.status.value in ("completed", "skipped", "failed"):
                     bars.stop_task(task)
     return final
-
-

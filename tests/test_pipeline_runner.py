@@ -10,8 +10,8 @@ import time
 import pytest
 
 from raydrive.core.pipeline import ActionStatus, RunStatus
-from raydrive.drivers.pipeline_cancel import CancelWatcher
-from raydrive.drivers.pipeline_runner import BufferedReporter, PipelineSpec, run_pipeline
+from raydrive.drivers.remote.pipeline_cancel import CancelWatcher
+from raydrive.drivers.remote.pipeline_runner import BufferedReporter, PipelineSpec, run_pipeline
 from raydrive.service.client import PipelineServiceClient
 from raydrive.service.server import ServiceServer
 from tests.conditions import wait_for

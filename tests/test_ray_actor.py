@@ -21,7 +21,7 @@ from raydrive import (
 )
 from raydrive.core.protocols import SyncExecutor
 from raydrive.drivers.ray_actor import RayActorExecutor, RayTaskExecutor
-from raydrive.drivers.ray_common.worker import NAMESPACE
+from raydrive.drivers.remote.workers import NAMESPACE
 from tests.actions_for_tests import AddAction, BoomAction
 
 pytestmark = pytest.mark.ray

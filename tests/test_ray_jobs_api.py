@@ -715,7 +715,7 @@ def test_importing_and_listing_drivers_does_not_import_ray() -> None:
     code = (
         "import sys, raydrive\n"
         "from raydrive.drivers.ray_jobs_api import RayJobsApiExecutor, JobsApiOptions\n"
-        "from raydrive.drivers.jobs_api import entry\n"
+        "from raydrive.drivers.remote import jobs_api_entry as entry\n"
         "names = [d.name for d in raydrive.available_drivers()]\n"
         "RayJobsApiExecutor(dashboard_address='http://127.0.0.1:1')\n"
         "assert 'ray-jobs-api' in names, names\n"

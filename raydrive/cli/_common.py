@@ -60,7 +60,6 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-
 def print_json(value: Any) -> None:
     """A JSON document on stdout, secrets redacted."""
     from raydrive.core.redaction import redact
@@ -113,6 +112,8 @@ OptionOpt = typer.Option([], "--option", "-o", help="Driver option key=value; re
 WorkingDirOpt = typer.Option(None, "--working-dir", "-w", help="Plugin working directory.")
 ParamsOpt = typer.Option(None, "--params", "-p", help="Params as JSON or @file.json.")
 
+from raydrive.core.pipeline import DEFAULT_SERVICE_URL as _DEFAULT_SERVICE_URL  # noqa: E402
+
 JobExecutorOpt = typer.Option(None, "--executor", "-e", help="Job driver (ray-job, ray-jobs-api...).")
-DEFAULT_SERVICE_URL = os.environ.get("RAYDRIVE_SERVICE_URL", "http://127.0.0.1:8100")
+DEFAULT_SERVICE_URL = os.environ.get("RAYDRIVE_SERVICE_URL", _DEFAULT_SERVICE_URL)
 ServiceUrlOpt = typer.Option(DEFAULT_SERVICE_URL, "--service-url", help="Pipeline service URL.")

@@ -83,5 +83,3 @@ def cluster_status() -> None:
         f"running (pid {pid}): address {info['address']}, dashboard {info['dashboard']}, "
         f"client {info['client']}"
     )
-
-

@@ -115,5 +115,3 @@ def package(
         console.print(table)
     if not report.within_limit:
         raise typer.Exit(1)
-
-

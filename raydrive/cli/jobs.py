@@ -111,5 +111,3 @@ def stop(job_id: str, executor: str | None = JobExecutorOpt, option: list[str] =
         if not isinstance(ex, AsyncExecutor):
             raise typer.BadParameter(f"driver {ex.name!r} runs no jobs to stop")
         typer.echo("stopped" if ex.cancel(job_id) else "not running")
-
-

@@ -42,7 +42,9 @@ def service(
 @service_app.command("migrate")
 @user_errors
 def migrate(
-    source: str = typer.Option(..., "--from", help="Database to copy from (path, sqlite:///, postgresql://)."),
+    source: str = typer.Option(
+        ..., "--from", help="Database to copy from (path, sqlite:///, postgresql://)."
+    ),
     target: str = typer.Option(..., "--to", help="Empty database to copy into."),
 ) -> None:
     """Copy every pipeline, run, checkpoint, log and event into another database."""
@@ -68,4 +70,3 @@ def demo(
     from raydrive.demo import run_demo
 
     run_demo(console, num_cpus=num_cpus)
-

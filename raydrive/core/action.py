@@ -55,6 +55,7 @@ __all__ = [
 
 P = TypeVar("P", bound=BaseModel)
 
+
 class BaseAction(Generic[P]):
     """Base class of plugin actions. Subclass as ``BaseAction[MyParams]`` and implement execute().
 

@@ -231,7 +231,14 @@ class JobNotFoundError(ExecutionError, LookupError):
 
 
 class ExecutionTimeoutError(ExecutionError, TimeoutError):
-    """Waiting for a job or run took longer than the given timeout."""
+    """Waiting for a job or run took longer than the given timeout, or the job passed its own
+    deadline (``timeout_s``) and was stopped on the cluster: then ``reason`` is
+    ``"deadline exceeded"`` (:data:`raydrive.core.retry.DEADLINE_EXCEEDED`) and its status FAILED."""
+
+    def __init__(self, message: str, *, reason: str | None = None, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.reason = reason
+        self._fields = {**self._fields, "reason": reason}
 
 
 class ServiceError(RaydriveError):

@@ -6,12 +6,14 @@ the convenient way to write one, and the way the built-in drivers are written.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 
 from raydrive.core.errors import InvalidOptionsError
 from raydrive.core.options import DriverOptions, validate_options
 from raydrive.core.plugins import PluginManager, get_plugin_manager
 from raydrive.core.policy_types import JobEvent
+from raydrive.core.status import job_state
 
 __all__ = ["BaseExecutor", "merge_env_argument"]
 
@@ -63,14 +65,50 @@ class BaseExecutor:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options!r})"
 
-    # lifecycle hooks: one place, so every driver reports events the same way
+    # --- the lifecycle: one place, so every driver reports the same events the same way ---------
+    # A job is "submitted" once and "finished" exactly once, with the same action name at both
+    # ends, by the executor that submitted it (another process looking a job up reports nothing).
+    def _lifecycle(self) -> tuple[threading.Lock, dict[str, str]]:
+        state = self.__dict__.get("_lifecycle_state")
+        if state is None:
+            state = self.__dict__.setdefault("_lifecycle_state", (threading.Lock(), {}))
+        return state
+
+    def _track_job(self, job_id: str, action: str) -> None:
+        """Record a job as this executor's before it is sent (its outcome may come back at once)."""
+        lock, jobs = self._lifecycle()
+        with lock:
+            jobs[job_id] = action
+
+    def _untrack_job(self, job_id: str) -> None:
+        """Forget a job that was never sent (its submission failed): no event is reported."""
+        lock, jobs = self._lifecycle()
+        with lock:
+            jobs.pop(job_id, None)
+
+    def _unfinished_jobs(self) -> list[str]:
+        """The ids of this executor's jobs not reported finished yet, oldest first."""
+        lock, jobs = self._lifecycle()
+        with lock:
+            return list(jobs)
+
     def _emit_submitted(self, job_id: str, action: str) -> None:
+        """Report a job as submitted (and track it, if :meth:`_track_job` did not already)."""
+        self._track_job(job_id, action)
         if self.plugins.has_impls("raydrive_job_submitted"):
             self.plugins.job_submitted(JobEvent(driver=self.name, job_id=job_id, action=action))
 
-    def _emit_finished(self, job_id: str, action: str, status: str, error: str | None = None) -> None:
-        if not self.plugins.has_impls("raydrive_job_finished"):
-            return
-        self.plugins.job_finished(
-            JobEvent(driver=self.name, job_id=job_id, action=action, status=str(status), error=error)
-        )
+    def _emit_finished(self, job_id: str, status: Any, error: str | None = None) -> bool:
+        """Report a job as finished, once: False (and nothing reported) when it already was, or
+        when this executor did not submit it. ``status`` is any driver's status word."""
+        lock, jobs = self._lifecycle()
+        with lock:
+            action = jobs.pop(job_id, None)
+        if action is None:
+            return False
+        if self.plugins.has_impls("raydrive_job_finished"):
+            state = job_state(status)
+            self.plugins.job_finished(
+                JobEvent(driver=self.name, job_id=job_id, action=action, status=state.value, error=error)
+            )
+        return True

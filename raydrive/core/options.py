@@ -6,16 +6,31 @@ misspelt option fails in ``get_executor`` naming the field, before anything reac
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from raydrive.core.errors import InvalidOptionsError
 from raydrive.core.redaction import redact
+from raydrive.core.retry import JobPolicyOptions
 
-__all__ = ["DriverOptions", "RayOptions", "validate_options"]
+__all__ = ["DriverOptions", "RayOptions", "UserPath", "validate_options"]
+
+UserPath = Annotated[Path, AfterValidator(lambda path: path.expanduser())]
+"""A path option: ``~`` and ``~user`` are expanded when the option is validated, as a shell does,
+so every driver and the runtime-env builder see the same absolute-or-relative path."""
+
+
+def _user_path_or_flag(value: bool | str) -> bool | str:
+    # A CA bundle path given as an option (``verify='~/ca.pem'``): expanded like any path option.
+    return os.path.expanduser(value) if isinstance(value, str) else value
+
+
+UserPathOrFlag = Annotated[bool | str, AfterValidator(_user_path_or_flag)]
+"""``True``/``False`` or a path (expanded as :data:`UserPath`), e.g. TLS ``verify``."""
 
 
 class DriverOptions(BaseModel):
@@ -49,7 +64,7 @@ class DriverOptions(BaseModel):
     __str__ = __repr__
 
 
-class RayOptions(DriverOptions):
+class RayOptions(JobPolicyOptions, DriverOptions):
     """Options shared by every Ray driver (the guide's BaseRayExecutor parameters and more)."""
 
     ray_address: str = Field(
@@ -57,8 +72,8 @@ class RayOptions(DriverOptions):
         description="'auto' (running cluster), 'host:port', 'ray://host:port' or 'local'.",
     )
     runtime_env: dict[str, Any] | None = Field(default=None, description="Ray runtime env to merge.")
-    working_dir: Path | None = Field(default=None, description="Plugin directory shipped to Ray.")
-    requirements_file: Path | None = Field(default=None, description="requirements.txt to install.")
+    working_dir: UserPath | None = Field(default=None, description="Plugin directory shipped to Ray.")
+    requirements_file: UserPath | None = Field(default=None, description="requirements.txt to install.")
     package_manager: Literal["pip", "uv"] = "pip"
     package_manager_options: list[str] | None = None
     wheels_dir: str = Field(default="wheels", description="Wheels directory, under working_dir.")

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, Field, PlainSerializer
 
 __all__ = [
+    "DEFAULT_SERVICE_URL",
     "ActionProgress",
     "ActionStatus",
     "PipelineDefinition",
@@ -45,6 +46,10 @@ Timestamp = Annotated[
     AfterValidator(_as_utc),
     PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json"),
 ]
+
+
+DEFAULT_SERVICE_URL = "http://127.0.0.1:8100"
+"""Where the pipeline service listens by default (loopback; ``raydrive service``'s default)."""
 
 
 class RunStatus(str, Enum):

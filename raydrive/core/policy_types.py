@@ -78,6 +78,8 @@ class JobEvent:
     action: str
     status: str | None = None
     error: str | None = None
+    attempt: int = 1
+    """The attempt this event is about (1 for the first; retries count up, same job id)."""
 
 
 def merge_options(*parts: list[str]) -> list[str]:

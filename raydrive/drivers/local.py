@@ -11,7 +11,6 @@ import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -30,7 +29,7 @@ from raydrive.core.errors import (
     JobNotFoundError,
 )
 from raydrive.core.executor import BaseExecutor
-from raydrive.core.options import DriverOptions
+from raydrive.core.options import DriverOptions, UserPath
 from raydrive.core.runtime_env import resolve_environment
 from raydrive.core.status import JobState
 
@@ -38,7 +37,7 @@ __all__ = ["LocalExecutor", "LocalOptions"]
 
 
 class LocalOptions(DriverOptions):
-    working_dir: Path | None = Field(default=None, description="Put first on sys.path.")
+    working_dir: UserPath | None = Field(default=None, description="Put first on sys.path.")
     max_workers: int = Field(default=4, ge=1, description="Threads for submitted jobs.")
 
 
@@ -53,11 +52,10 @@ class LocalExecutor(BaseExecutor):
         super().__init__(env, **options)
         self._pool: ThreadPoolExecutor | None = None
         self._jobs: dict[str, tuple[str, Future[Any]]] = {}
-        self._reported: set[str] = set()
         self._lock = threading.Lock()
 
     def _prepare(self, action: Any, params: dict[str, Any]) -> tuple[type, dict[str, str]]:
-        ensure_on_path(str(Path(self.options.working_dir).resolve()) if self.options.working_dir else None)
+        ensure_on_path(str(self.options.working_dir.resolve()) if self.options.working_dir else None)
         action_cls = resolve_action(action)
         validate_params(action_cls, params)
         env_vars, secrets = resolve_environment(self.plugins, self.options.env)
@@ -71,9 +69,9 @@ class LocalExecutor(BaseExecutor):
         try:
             result = run_action(cls, params, job_id=job_id, env=env)
         except ExecutionError as exc:
-            self._emit_finished(job_id, action_name(cls), JobState.FAILED, exc.message)
+            self._emit_finished(job_id, JobState.FAILED, exc.message)
             raise
-        self._emit_finished(job_id, action_name(cls), JobState.SUCCEEDED)
+        self._emit_finished(job_id, JobState.SUCCEEDED)
         return result
 
     def submit(self, action_cls: Any, params: dict[str, Any], *, job_id: str | None = None) -> str:
@@ -105,7 +103,7 @@ class LocalExecutor(BaseExecutor):
         return JobState.FAILED if future.exception() else JobState.SUCCEEDED
 
     def get_result(self, job_id: str, timeout: float | None = None) -> Any:
-        name, future = self._job(job_id)
+        _, future = self._job(job_id)
         try:
             result = future.result(timeout=timeout)
         except FutureTimeout:
@@ -113,9 +111,9 @@ class LocalExecutor(BaseExecutor):
                 f"job {job_id!r} did not finish within {timeout} s", job_id=job_id
             ) from None
         except ExecutionError as exc:
-            self._finished_once(job_id, name, JobState.FAILED, exc.message)
+            self._emit_finished(job_id, JobState.FAILED, exc.message)
             raise
-        self._finished_once(job_id, name, JobState.SUCCEEDED)
+        self._emit_finished(job_id, JobState.SUCCEEDED)
         return result
 
     def wait(self, job_id: str, timeout_seconds: float = 300) -> str:
@@ -125,13 +123,6 @@ class LocalExecutor(BaseExecutor):
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not started yet (a running thread cannot be stopped)."""
         return self._job(job_id)[1].cancel()
-
-    def _finished_once(self, job_id: str, name: str, status: JobState, error: str | None = None) -> None:
-        with self._lock:
-            if job_id in self._reported:
-                return
-            self._reported.add(job_id)
-        self._emit_finished(job_id, name, status, error)
 
     def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -19,11 +19,12 @@ import threading
 import uuid
 from typing import Any
 
-from raydrive.core.action import action_name, validate_params
 from raydrive.core.status import JobState
-from raydrive.drivers.ray_common.base import BaseRayExecutor, wire_params, wire_target
+from raydrive.drivers.ray_common.base import BaseRayExecutor
 from raydrive.drivers.ray_common.errors import is_actor_death, ray_errors, to_raydrive_error
-from raydrive.drivers.ray_common.worker import NAMESPACE, remote_action_actor
+from raydrive.drivers.remote.workers import remote_action_actor
+from raydrive.drivers.submission import Submission
+from raydrive.drivers.wire import NAMESPACE, ActionCall
 
 __all__ = ["RayActorExecutor", "RayTaskExecutor"]
 
@@ -43,7 +44,6 @@ class RayActorExecutor(BaseRayExecutor):
         self._actor_name: str | None = None
         self._call_lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self._prepared: dict[Any, tuple[type | None, str, Any, Any]] = {}
         self._ray: Any = None  # the ray module, once an actor started (importing us imports no Ray)
         # Call ids: a random prefix once, a counter per call (no urandom per call).
         self._id_prefix = uuid.uuid4().hex[:12]
@@ -66,64 +66,52 @@ class RayActorExecutor(BaseRayExecutor):
             ActorDiedError when the actor died under the call.
         """
         with self._call_lock:
-            prepared = self._prepared.get(action_cls) if isinstance(action_cls, _KEYS) else None
-            if prepared is None:
-                prepared = self._prepare(action_cls)
-            cls, name, target, validator = prepared
-            if validator is not None:
-                try:
-                    validator(params)  # pydantic-core directly: the common, valid case
-                except Exception:
-                    validate_params(cls, params)  # raises ValidationError naming the fields
-            elif cls is not None:
-                validate_params(cls, params)
             job_id = kwargs.get("job_id") or self.options.job_id or f"{self._id_prefix}-{next(self._ids)}"
-            actor = self._actor if self._actor is not None else self._start_actor(name)
+            actor = self._actor
+            # A warm actor is already placed: only the action and the params are prepared.
+            sub = self.prepare(
+                action_cls, params, job_id=job_id, place=actor is None, runtime=self._actor_env
+            )
+            if actor is None:
+                actor = self._start_actor(sub)
             try:
-                wired = params if type(params) is dict else wire_params(params)
-                ref = actor.run.remote([target, wired, job_id, False])
-                self._emit_submitted(job_id, name)  # while the call is in flight: costs the caller nothing
+                ref = actor.run.remote(ActionCall(sub.target, sub.params, job_id).pack())
+                self._emit_submitted(
+                    job_id, sub.name
+                )  # while the call is in flight: costs the caller nothing
                 result = self._ray.get(ref)
             except Exception as exc:
-                error = to_raydrive_error(exc, action=name, job_id=job_id, address=self.address)
+                error = to_raydrive_error(exc, action=sub.name, job_id=job_id, address=self.address)
                 if getattr(error, "error_type", None) == "RuntimeEnvSetupError":
                     self.forget_uploads()
                     self._forget(actor)
                 elif is_actor_death(error):
                     self._forget(actor)
-                self._emit_finished(job_id, name, JobState.FAILED, getattr(error, "message", str(error)))
+                self._emit_finished(job_id, JobState.FAILED, getattr(error, "message", str(error)))
                 if error is exc:
                     raise
                 raise error from exc
-            self._emit_finished(job_id, name, JobState.SUCCEEDED)
+            self._emit_finished(job_id, JobState.SUCCEEDED)
             return result
 
-    def _prepare(self, action: Any) -> tuple[type | None, str, Any, Any]:
-        # Once per action and executor: the warm path is one dict lookup, not an import attempt.
-        cls = self.resolve(action)
-        model = getattr(cls, "params_model", None)
-        core = getattr(model, "__pydantic_validator__", None)
-        validator = getattr(core, "validate_python", None)
-        prepared = (cls, action_name(cls or action), wire_target(action, cls), validator)
-        if len(self._prepared) < 1024:
-            self._prepared[action] = prepared
-        return prepared
+    def _actor_env(self) -> Any:
+        return self.runtime_env_for_actor()  # an actor start is rare: make sure of the package
 
-    def _start_actor(self, action: str) -> Any:
+    def _start_actor(self, sub: Submission) -> Any:
         import ray
 
         self._ray = ray
-        built = self.runtime_env_for_actor()  # an actor start is rare: make sure of the package
+        assert sub.runtime is not None and sub.resources is not None
         options: dict[str, Any] = {
-            **self.resources(action).as_ray_options(),
+            **sub.resources.as_ray_options(),
             "name": f"raydrive-actor-{uuid.uuid4().hex[:16]}",
             "namespace": NAMESPACE,
             "max_concurrency": 1,  # one call at a time, in submission order
         }
-        if built.runtime_env:
-            options["runtime_env"] = built.runtime_env
-        with ray_errors(action=action, address=self.address):
-            actor = remote_action_actor().options(**options).remote(built.env)
+        if sub.runtime.runtime_env:
+            options["runtime_env"] = sub.runtime.runtime_env
+        with ray_errors(action=sub.name, address=self.address):
+            actor = remote_action_actor().options(**options).remote(sub.runtime.env)
         with self._state_lock:
             self._actor, self._actor_name = actor, options["name"]
         return actor
@@ -145,8 +133,6 @@ class RayActorExecutor(BaseRayExecutor):
         """Same as :meth:`shutdown`."""
         self.shutdown()
 
-
-_KEYS = (str, type)
 
 RayTaskExecutor = RayActorExecutor
 """Alias of :class:`RayActorExecutor` (the guide's older name; registered as ``ray-task``)."""

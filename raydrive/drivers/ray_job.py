@@ -20,7 +20,7 @@ Two modes, same API and semantics (``mode`` option):
     job per CPU, or a small fraction (e.g. 0.01) to bound how many run at once per node.
 
 Jobs are fire-and-forget. They are owned by a detached job registry actor on the cluster
-(:class:`~raydrive.drivers.ray_common.job_registry.JobRegistry`), not by the submitting process, so
+(:class:`~raydrive.drivers.remote.job_registry.JobRegistry`), not by the submitting process, so
 they keep running after it exits, and any process connected to the same cluster can look a job
 up by id (``get_status``, ``get_result``, ``wait``, ``cancel``, ``delete``). A job id in use
 anywhere on the cluster is refused with DuplicateJobError.
@@ -62,11 +62,12 @@ from raydrive.core.errors import (
     JobNotFoundError,
 )
 from raydrive.core.options import RayOptions
-from raydrive.core.status import JobState
-from raydrive.drivers.ray_common.base import BaseRayExecutor, wire_params, wire_target
+from raydrive.core.status import TERMINAL_STATES, JobState
+from raydrive.drivers.ray_common.base import BaseRayExecutor
 from raydrive.drivers.ray_common.errors import is_actor_death, to_raydrive_error
-from raydrive.drivers.ray_common.job_registry import REGISTRY_NAME, remote_job_registry
-from raydrive.drivers.ray_common.worker import NAMESPACE
+from raydrive.drivers.remote.job_registry import remote_job_registry
+from raydrive.drivers.submission import Submission
+from raydrive.drivers.wire import NAMESPACE, REGISTRY_NAME, JobSpec
 
 __all__ = ["RayJobExecutor", "RayJobOptions"]
 
@@ -98,7 +99,6 @@ class RayJobExecutor(BaseRayExecutor):
         super().__init__(env, **options)
         self._registry: Any = None
         self._lock = threading.Lock()
-        self._mine: dict[str, str] = {}  # job id -> action name, for this executor's unfinished jobs
         self._outcomes: OrderedDict[str, tuple[str, Any, BaseException | None]] = OrderedDict()
         # Jobs with generated ids go to the registry in batches, from a helper thread (see _Outbox).
         self._outbox = _Outbox(self)
@@ -167,46 +167,53 @@ class RayJobExecutor(BaseRayExecutor):
         :raises DuplicateJobError: a job with this id exists on the cluster.
         :raises InfeasibleResourcesError: no node of the cluster can hold the request.
         """
-        cls, name = self.check_params(action_cls, params)
         chosen = job_id or self.options.job_id
         job_id = chosen or uuid.uuid4().hex
         self._registry_handle()
         # Actor mode starts an actor per job: the package is re-checked for each burst of them.
-        built = self.runtime_env(reuse_s=ENV_REUSE_S, recheck_s=0 if self.options.mode == "actor" else None)
-        ray_options = self.resources(name).as_ray_options()
-        runtime_env = self._isolated(built) if built.secrets and self.options.mode == "task" else None
-        if runtime_env or built.runtime_env:
-            ray_options["runtime_env"] = runtime_env or built.runtime_env
-        spec = {
-            "mode": self.options.mode,
-            "action": name,
-            "target": wire_target(action_cls, cls),
-            "params": wire_params(params),
-            "env": built.env,
-            "code_paths": self.code_paths,
-            "ray_options": ray_options,
-            "ttl": self.options.result_ttl,
-            "launch": self._launch_key(built, ray_options),
-        }
+        recheck = 0 if self.options.mode == "actor" else None
+        sub = self.prepare(
+            action_cls,
+            params,
+            job_id=job_id,
+            runtime=lambda: self.runtime_env(reuse_s=ENV_REUSE_S, recheck_s=recheck),
+        )
+        spec = self._spec(sub)
+        self._track_job(job_id, sub.name)  # before it is sent: its outcome may come back at once
         if chosen:
             # A chosen id may be taken: registered now, refused here and now.
-            with self._lock:
-                self._mine[job_id] = name
             try:
-                self._call("submit", job_id, spec)
+                self._call("submit", job_id, spec.pack())
             except BaseException:
-                with self._lock:
-                    self._mine.pop(job_id, None)
+                self._untrack_job(job_id)
                 raise
         else:
             # A fresh uuid cannot be taken: queued for the next batch, settled before any lookup.
-            with self._lock:
-                self._mine[job_id] = name
-            self._outbox.put(job_id, spec)
+            self._outbox.put(job_id, spec.pack())
         with self._lock:
             self._outcomes.pop(job_id, None)
-        self._emit_submitted(job_id, name)
+        self._emit_submitted(job_id, sub.name)
         return job_id
+
+    def _spec(self, sub: Submission) -> JobSpec:
+        """What the registry gets for a prepared job (see :class:`~raydrive.drivers.wire.JobSpec`)."""
+        built = sub.runtime
+        assert built is not None and sub.resources is not None
+        ray_options = sub.resources.as_ray_options()
+        runtime_env = self._isolated(built) if built.secrets and self.options.mode == "task" else None
+        if runtime_env or built.runtime_env:
+            ray_options["runtime_env"] = runtime_env or built.runtime_env
+        return JobSpec(
+            mode=self.options.mode,
+            action=sub.name,
+            target=sub.target,
+            params=sub.params,
+            env=built.env,
+            code_paths=self.code_paths,
+            ray_options=ray_options,
+            launch=self._launch_key(built, ray_options),
+            ttl=self.options.result_ttl,
+        )
 
     def _isolated(self, built: Any) -> dict[str, Any]:
         """The runtime env of a pooled job that carries secrets: a worker pool of its own.
@@ -288,15 +295,13 @@ class RayJobExecutor(BaseRayExecutor):
         with self._lock:
             self._registry = None
             self._outcomes.clear()
-            self._mine.clear()
 
     # --- outcomes -----------------------------------------------------------------------------
     def _outcome(self, job_id: str, timeout: float | None) -> tuple[str, Any, BaseException | None]:
         cached = self._outcomes.get(job_id)
         if cached is not None:
             return cached
-        with self._lock:
-            also = [j for j in self._mine if j != job_id][:_PREFETCH]
+        also = [j for j in self._unfinished_jobs()[: _PREFETCH + 1] if j != job_id][:_PREFETCH]
         # The registry waits at most `timeout`; no client-side timeout is needed on top.
         found: dict[str, tuple[str, Any, BaseException | None]] = self._call(
             "outcome", job_id, timeout, also, job_id=job_id
@@ -308,7 +313,7 @@ class RayJobExecutor(BaseRayExecutor):
                 f"kept past its result_ttl)",
                 job_id=job_id,
             )
-        if outcome[0] not in _TERMINAL:
+        if outcome[0] not in TERMINAL_STATES:
             raise ExecutionTimeoutError(
                 f"job {job_id!r} did not finish within {timeout:g} s (state {outcome[0]})", job_id=job_id
             )
@@ -323,13 +328,8 @@ class RayJobExecutor(BaseRayExecutor):
             self._outcomes[job_id] = outcome
             while len(self._outcomes) > _OUTCOME_CACHE:
                 self._outcomes.popitem(last=False)
-            name = self._mine.pop(job_id, None)
-        if name is not None:  # lifecycle: once per job, by the executor that submitted it
-            error = outcome[2]
-            self._emit_finished(job_id, name, outcome[0], getattr(error, "message", None) if error else None)
-
-
-_TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED})
+        error = outcome[2]  # lifecycle: once per job, by the executor that submitted it
+        self._emit_finished(job_id, outcome[0], getattr(error, "message", None) if error else None)
 
 
 class _Outbox:

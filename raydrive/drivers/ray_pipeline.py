@@ -15,12 +15,11 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from raydrive.core.action import action_entrypoint, action_name, require_action, validate_params
+from raydrive.core.action import validate_params
 from raydrive.core.errors import (
     ExecutionError,
     ExecutionTimeoutError,
@@ -29,26 +28,22 @@ from raydrive.core.errors import (
     SubmissionError,
 )
 from raydrive.core.options import RayOptions
-from raydrive.core.pipeline import PipelineDefinition, PipelineProgress, RunStatus
+from raydrive.core.pipeline import DEFAULT_SERVICE_URL, PipelineDefinition, PipelineProgress, RunStatus
 from raydrive.core.redaction import MASK
-from raydrive.core.status import JobState
 from raydrive.drivers.pipeline_payload import SecretMasker, restore_secrets, secret_fields
-from raydrive.drivers.pipeline_runner import PipelineSpec, unique_names
 from raydrive.drivers.ray_common import compat
-from raydrive.drivers.ray_common.base import BaseRayExecutor, wire_target
+from raydrive.drivers.ray_common.base import BaseRayExecutor
+from raydrive.drivers.remote.pipeline_actor import PipelineActor
+from raydrive.drivers.remote.pipeline_runner import unique_names
+from raydrive.drivers.wire import NAMESPACE, PipelineSpec, pipeline_actor_name
 
 __all__ = ["PipelineOptions", "RayPipelineExecutor"]
 
-NAMESPACE = "raydrive"
 _log = logging.getLogger("raydrive.pipeline")
 
 
-def actor_name(run_id: str) -> str:
-    return f"raydrive-pipeline-{run_id}"
-
-
 class PipelineOptions(RayOptions):
-    pipeline_service_url: str = Field(default="http://localhost:8100", description="Service URL.")
+    pipeline_service_url: str = Field(default=DEFAULT_SERVICE_URL, description="Service URL.")
     actor_pipeline_service_url: str | None = Field(
         default=None, description="Service URL as the Ray actor must reach it (default: the same)."
     )
@@ -66,61 +61,6 @@ class PipelineOptions(RayOptions):
     )
 
 
-class _PipelineActor:
-    """Runs one pipeline run; created detached, it exits when the run ends.
-
-    The run starts in the constructor (in a thread), not in a method call: Ray keeps a detached
-    actor's creation whatever its creator does next, while a method call still queued in a
-    submitter that exits is lost (the run would stay ``pending`` for ever).
-    """
-
-    def __init__(self, secrets: dict[str, str], spec: PipelineSpec) -> None:
-        os.environ.update(secrets)  # credentials arrive as an argument, never in the runtime env
-        self._thread = threading.Thread(
-            target=self._main, args=(spec,), name="raydrive-pipeline", daemon=True
-        )
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    @staticmethod
-    def _main(spec: PipelineSpec) -> None:
-        from raydrive.drivers.pipeline_cancel import CancelWatcher
-        from raydrive.drivers.pipeline_runner import run_pipeline
-        from raydrive.service.client import PipelineServiceClient
-
-        client = PipelineServiceClient(spec.service_url, token=spec.token, retries=0)
-        watcher = CancelWatcher(
-            client, spec.run_id, interval=spec.cancel_poll_interval, grace=spec.cancel_grace,
-            on_stuck=_exit_process,
-        )  # fmt: skip
-        try:
-            run_pipeline(spec, client, watcher=watcher)
-        except BaseException:  # the runner reports failures itself; this is a last resort
-            _log.exception("pipeline run %s ended abnormally", spec.run_id)
-        finally:
-            client.close()
-            _exit_actor()
-
-
-def _exit_actor() -> None:
-    # exit_actor() only works in an actor method's thread: ask the actor to end itself.
-    import ray
-
-    try:
-        ray.get_runtime_context().current_actor.__ray_terminate__.remote()
-    except Exception:
-        _exit_process()
-
-
-def _exit_process() -> None:
-    # An action that does not stop when cancelled (blocked in C code): end the process. The run is
-    # already cancelled on the service, which refuses any later change to it.
-    logging.shutdown()
-    os._exit(0)
-
-
 class RayPipelineExecutor(BaseRayExecutor):
     """Runs multi-action pipelines with checkpoints, resume and progress streamed over SSE."""
 
@@ -136,8 +76,6 @@ class RayPipelineExecutor(BaseRayExecutor):
             super().__init__(**options)
         self._client: Any = None
         self._lock = threading.Lock()
-        self._reported: set[str] = set()
-        self._names: dict[str, str] = {}
 
     # -- the service -----------------------------------------------------------------------
     @property
@@ -189,10 +127,9 @@ class RayPipelineExecutor(BaseRayExecutor):
             raise SubmissionError(f"pipeline {pipeline.name!r} has no actions")
         # The shared check first: a class that is not a BaseAction is refused before anything is
         # registered with the service or started on the cluster.
-        resolved = [self.resolve(require_action(a)) for a in pipeline.actions]
-        targets = [wire_target(a, c) for a, c in zip(pipeline.actions, resolved, strict=True)]
-        entrypoints = [action_entrypoint(c or a) for a, c in zip(pipeline.actions, resolved, strict=True)]
-        names = unique_names([action_name(c or a) for a, c in zip(pipeline.actions, resolved, strict=True)])
+        actions = [self.action(a) for a in pipeline.actions]
+        resolved = [a.cls for a in actions]
+        names = unique_names([a.name for a in actions])
         masker = SecretMasker(secret_fields([getattr(c, "params_model", None) for c in resolved]))
 
         self._check_service()
@@ -210,16 +147,15 @@ class RayPipelineExecutor(BaseRayExecutor):
         request = self.resources(names[start] if start < len(names) else pipeline.name)
         stored = self.client.create_pipeline(
             pipeline.name,
-            [{"name": n, "entrypoint": e} for n, e in zip(names, entrypoints, strict=True)],
+            [{"name": n, "entrypoint": a.entrypoint} for n, a in zip(names, actions, strict=True)],
             description=pipeline.description,
         )
-        work_dir = self.options.working_dir
-        work_dir = str(Path(work_dir).expanduser().resolve()) if work_dir else None
+        work_dir = str(self.options.working_dir.resolve()) if self.options.working_dir else None
         run = self.client.create_run(stored.id, params=masker.data(run_params), work_dir=work_dir)
         spec = PipelineSpec(
             run_id=run.id,
             service_url=self.options.actor_pipeline_service_url or self.options.pipeline_service_url,
-            entrypoints=targets,
+            entrypoints=[a.target for a in actions],
             names=names,
             params=run_params,
             start_index=start,
@@ -230,9 +166,9 @@ class RayPipelineExecutor(BaseRayExecutor):
         )
         try:
             actor = (
-                self.remote_class(_PipelineActor)
+                self.remote_class(PipelineActor)
                 .options(
-                    name=actor_name(run.id),
+                    name=pipeline_actor_name(run.id),
                     namespace=NAMESPACE,
                     lifetime="detached",
                     runtime_env=built.runtime_env,
@@ -247,7 +183,6 @@ class RayPipelineExecutor(BaseRayExecutor):
             with contextlib.suppress(ExecutionError):
                 self.client.update_run(run.id, status=RunStatus.FAILED, error=error)
             raise self.map_error(exc, job_id=run.id) from exc
-        self._names[run.id] = pipeline.name
         self._emit_submitted(run.id, pipeline.name)
         return run.id
 
@@ -336,7 +271,7 @@ class RayPipelineExecutor(BaseRayExecutor):
 
     def _actor_alive(self, run_id: str) -> bool:
         try:
-            return self.actor_exists(actor_name(run_id), NAMESPACE)
+            return self.actor_exists(pipeline_actor_name(run_id), NAMESPACE)
         except SubmissionError:  # cluster unreachable from here: trust the service
             return True
 
@@ -401,7 +336,7 @@ class RayPipelineExecutor(BaseRayExecutor):
         self.wait(run_id, timeout_seconds=timeout if timeout is not None else float("inf"))
         return self.client.get_run(run_id).result
 
-    def cancel(self, run_id: str) -> None:
+    def cancel(self, run_id: str) -> bool:
         """Cancel a run through the service; its actor stops the running action and exits.
 
         The service marks the run cancelled at once (later reports cannot change it); the actor
@@ -410,10 +345,12 @@ class RayPipelineExecutor(BaseRayExecutor):
         is killed at once and the run is marked failed ("actor died") by the next status read
         once the service is back; :class:`ServiceUnavailableError` is raised only when the
         actor could not be killed either.
+
+        :returns: True when the run was stopped by this call, False when it had ended already.
         """
         try:
             if self.client.get_progress(run_id).status.is_terminal():
-                return
+                return False
             self._request_cancel(run_id)
             grace = self.options.cancel_grace
         except ServiceUnavailableError as exc:
@@ -425,11 +362,12 @@ class RayPipelineExecutor(BaseRayExecutor):
         while time.monotonic() < deadline and self._actor_alive(run_id):
             time.sleep(0.05)
         try:
-            self.kill_actor(actor_name(run_id), NAMESPACE)  # no-op when it is gone already
+            self.kill_actor(pipeline_actor_name(run_id), NAMESPACE)  # no-op when it is gone already
         except SubmissionError:
             if unreachable is not None:
                 raise unreachable from None
         self._finished_once(run_id, RunStatus.CANCELLED, "cancelled")
+        return True
 
     def _request_cancel(self, run_id: str) -> None:
         try:
@@ -441,25 +379,9 @@ class RayPipelineExecutor(BaseRayExecutor):
                 raise
 
     def _finished_once(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
-        with self._lock:
-            if run_id in self._reported:
-                return
-            self._reported.add(run_id)
-            name = self._names.get(run_id)
-        if name is None:
-            name = self._pipeline_name(run_id)
-        # One status word per outcome, whichever call saw it (wait or cancel): the job states.
-        word = {RunStatus.COMPLETED: JobState.SUCCEEDED, RunStatus.CANCELLED: JobState.STOPPED}.get(
-            status, JobState.FAILED
-        )
-        self._emit_finished(run_id, name, word.value, error)
-
-    def _pipeline_name(self, run_id: str) -> str:
-        # The same name as the submitted event, also when another process submitted the run.
-        try:
-            return self.client.get_pipeline(self.client.get_run(run_id).pipeline_id).name
-        except ServiceError:
-            return run_id
+        # One status word per outcome, whichever call saw it (wait or cancel); once, by the
+        # executor that submitted the run (the base class keeps the name given at submission).
+        self._emit_finished(run_id, status, error)
 
     def close(self) -> None:
         """Close the service client (runs keep going on the cluster)."""

@@ -11,6 +11,7 @@ Every change of a run is also written, in the same transaction, as a numbered *r
 (``run_id``, ``seq``, event name, progress view as JSON): that table is what the progress stream
 replays after a reconnect, and why stream ids keep growing across a restart of the service.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -44,6 +45,7 @@ __all__ = [
     "apply_update",
     "progress_view",
 ]
+
 
 class RecordNotFoundError(LookupError):
     """No pipeline, run or checkpoint with that key. ``kind`` says which one is missing."""

@@ -8,6 +8,6 @@
 - :mod:`.entry`: what runs on the cluster (the job's entrypoint); :mod:`.cleanup`: ``delete()``'s
   removal of the outcome file.
 
-Nothing is imported here: the job's entry (``python -m raydrive.drivers.jobs_api.entry``) loads
+Nothing is imported here: the job's entry (``python -m raydrive.drivers.remote.jobs_api_entry``) loads
 this package first and must stay light.
 """

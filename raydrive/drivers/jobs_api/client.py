@@ -29,7 +29,7 @@ from raydrive.core.errors import (
     SubmissionError,
 )
 from raydrive.core.redaction import redact_url
-from raydrive.drivers.jobs_api.wire import valid_job_id
+from raydrive.drivers.wire import valid_job_id
 
 if TYPE_CHECKING:
     import httpx

@@ -5,7 +5,7 @@ dashboard's HTTP address (:mod:`.client`), often the only port of a cluster user
 
 How a job is put together
 -------------------------
-- **Entrypoint**: ``python -m raydrive.drivers.jobs_api.entry --job-id <id> --payload <dir>``
+- **Entrypoint**: ``python -m raydrive.drivers.remote.jobs_api_entry --job-id <id> --payload <dir>``
   (:mod:`.entry`). Ray's submission id is the job id.
 - **Params and secrets** travel in a one-off ``py_modules`` package (:class:`.wire.Payload`):
   a zip holding ``<dir>/payload.json``, uploaded to the GCS through the dashboard under a
@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import json
 import logging
 import secrets as _secrets
 import shlex
@@ -48,34 +47,31 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from raydrive.core.action import action_name, require_action, try_resolve_action, validate_params
 from raydrive.core.errors import (
     DuplicateJobError,
     ExecutionTimeoutError,
     JobNotFoundError,
     RaydriveError,
     SubmissionError,
-    ValidationError,
 )
 from raydrive.core.executor import BaseExecutor
 from raydrive.core.packaging import DASHBOARD_UPLOAD_LIMIT, check_upload_size
 from raydrive.core.plugins import PluginManager
 from raydrive.core.policy_types import ResourceRequest
-from raydrive.core.runtime_env import BuiltRuntimeEnv, RuntimeEnvBuilder
+from raydrive.core.runtime_env import BuiltRuntimeEnv
 from raydrive.drivers.jobs_api.client import AsyncDashboard, Dashboard, JobInfo
 from raydrive.drivers.jobs_api.follow import DRIVER_LOG, follow, iterate_in_thread, poll_delay
 from raydrive.drivers.jobs_api.options import JobsApiOptions
 from raydrive.drivers.jobs_api.outcome import ENTRY_MODULE, read_outcome, result_of
 from raydrive.drivers.jobs_api.sdk import submit_job
-from raydrive.drivers.jobs_api.wire import (
+from raydrive.drivers.submission import Submitter
+from raydrive.drivers.wire import (
     PAYLOAD_DIR_PREFIX,
     PAYLOAD_FILE,
     PAYLOAD_PREFIX,
     Payload,
     valid_job_id,
 )
-from raydrive.drivers.ray_common.base import wire_target
-from raydrive.drivers.ray_common.resources import check_feasible, resource_request
 
 if TYPE_CHECKING:
     from ray.job_submission import JobStatus
@@ -83,22 +79,6 @@ if TYPE_CHECKING:
 __all__ = ["JobsApiOptions", "RayJobsApiExecutor"]
 
 _log = logging.getLogger("raydrive.jobs_api")
-
-
-def _payload_params(params: Mapping[str, Any] | BaseModel, cls: type | None) -> Any:
-    """Params as JSON data for the payload (the job validates them again)."""
-    if isinstance(params, BaseModel):
-        return params.model_dump(mode="json", by_alias=True)
-    try:
-        json.dumps(params)
-        return params
-    except (TypeError, ValueError):
-        if cls is None:
-            raise ValidationError(
-                "params must be JSON-serializable when the action cannot be imported here "
-                "(dates, paths... are turned into JSON by its params model when it can be)",
-            ) from None
-    return validate_params(cls, params).model_dump(mode="json", by_alias=True)
 
 
 class RayJobsApiExecutor(BaseExecutor):
@@ -123,12 +103,9 @@ class RayJobsApiExecutor(BaseExecutor):
 
     def __init__(self, env: Any = None, /, *, plugins: PluginManager | None = None, **options: Any) -> None:
         super().__init__(env, plugins=plugins, **options)  # env first and positional, as the guide lists
-        self._builder = RuntimeEnvBuilder(self.options, plugins)
+        self.submitter = Submitter(self.name, self.options, plugins, default_cpus=0.0)
         self._lock = threading.RLock()
         self._dashboard_: Dashboard | None = None
-        self._feasible: set[tuple[Any, ...]] = set()
-        self._submitted: dict[str, str] = {}  # job id -> action name, for the lifecycle events
-        self._reported: set[str] = set()
         self._last_env: dict[str, Any] | None = None
 
     # --- connection ---------------------------------------------------------------------------
@@ -169,14 +146,6 @@ class RayJobsApiExecutor(BaseExecutor):
         :raises ClusterUnreachableError: the dashboard did not answer within ``connect_timeout``.
         :raises AuthenticationError: the dashboard refused the credentials.
         """
-        # The shared check, before anything is sent; a string may import only on the cluster.
-        require_action(action_cls)
-        cls = try_resolve_action(action_cls) if isinstance(action_cls, str) else action_cls
-        if cls is not None:
-            validate_params(cls, params)
-        name = action_name(cls or action_cls)
-        target = wire_target(action_cls, cls)
-        wired = _payload_params(params, cls)
         job_id = job_id or f"raydrive_{uuid.uuid4().hex[:20]}"
         if not valid_job_id(job_id):
             raise SubmissionError(
@@ -184,18 +153,28 @@ class RayJobsApiExecutor(BaseExecutor):
                 "letter, digit or '_'",
                 job_id=job_id,
             )
-        request = resource_request(self.options, name, self.plugins)
+        # The shared submission step (the payload is JSON: params as JSON data; a Jobs API
+        # entrypoint reserves nothing unless asked, so an empty request needs no cluster check).
         dashboard = self._dashboard()
-        self._check_feasible(request, name)
+        sub = self.submitter.prepare(
+            action_cls,
+            params,
+            job_id=job_id,
+            nodes=self._node_totals,
+            runtime=self._build_runtime_env,
+            json_params=True,
+            resources_required=False,
+        )
+        name, request, built = sub.name, sub.resources, sub.runtime
+        assert built is not None
         if self._run(dashboard.api.job(job_id)) is not None:
             raise DuplicateJobError(f"a job with id {job_id!r} already exists on the cluster", job_id=job_id)
-
-        with self._lock:  # one build at a time: the builder caches the working-dir zip
-            built = self._builder.build(package=True)
         if built.package is not None:
             check_upload_size(built.package)  # before anything is uploaded
             self._run(self._upload(dashboard.api, built.package.uri, built.package.data, pin=True))
-        payload = Payload.for_target(target, wired, built.runtime_env.get("env_vars", {}), built.secrets)
+        payload = Payload.for_target(
+            sub.target, sub.params, built.runtime_env.get("env_vars", {}), built.secrets
+        )
         package_dir = f"{PAYLOAD_DIR_PREFIX}{_secrets.token_hex(12)}"
         payload_uri = self._run(self._upload_payload(dashboard.api, package_dir, payload))
         runtime_env = dict(built.runtime_env)
@@ -227,8 +206,6 @@ class RayJobsApiExecutor(BaseExecutor):
                 f"job {job_id!r} was not submitted to {dashboard.api.shown}: {type(exc).__name__}: {exc}",
                 job_id=job_id,
             ) from exc
-        with self._lock:
-            self._submitted[job_id] = name
         self._emit_submitted(job_id, name)
         return job_id
 
@@ -251,16 +228,12 @@ class RayJobsApiExecutor(BaseExecutor):
             resources=resources,
         )
 
-    def _check_feasible(self, request: ResourceRequest, action: str) -> None:
-        if not (request.num_cpus or request.num_gpus or request.memory or request.resources):
-            return  # a Jobs API entrypoint reserves nothing by default: always feasible
-        key = (request.num_cpus, request.num_gpus, request.memory, tuple(sorted(request.resources.items())))
-        if key in self._feasible:
-            return
+    def _node_totals(self) -> list[dict[str, float]]:
         nodes = self._run(self._dashboard().api.nodes())
-        totals = [dict(node.get("resources_total") or {}) for node in nodes]
-        check_feasible(request, totals, default_cpus=0.0, action=action)
-        self._feasible.add(key)
+        return [dict(node.get("resources_total") or {}) for node in nodes]
+
+    def _build_runtime_env(self) -> BuiltRuntimeEnv:
+        return self.submitter.build_runtime_env()
 
     def _pin(self, uri: str) -> None:
         # GET on a package adds a reference that expires (Ray's RAY_RUNTIME_ENV_TEMPORARY_
@@ -309,13 +282,8 @@ class RayJobsApiExecutor(BaseExecutor):
         """Report ``job_finished`` once, the first time this executor sees its job ended."""
         if not info.terminal:
             return
-        with self._lock:
-            name = self._submitted.get(job_id)
-            if name is None or job_id in self._reported:
-                return
-            self._reported.add(job_id)
         error = None if info.status == "SUCCEEDED" else (info.message or info.status)
-        self._emit_finished(job_id, name, info.status, error)
+        self._emit_finished(job_id, info.status, error)
 
     def get_status(self, job_id: str) -> JobStatus:
         """The job's status: Ray's ``JobStatus`` (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED).
@@ -418,15 +386,13 @@ class RayJobsApiExecutor(BaseExecutor):
         deleted = self._run(self._dashboard().api.job_action("DELETE", job_id, "", "deleted"))
         if deleted is None:
             raise JobNotFoundError(f"no job {job_id!r} on the cluster", job_id=job_id)
-        with self._lock:
-            self._submitted.pop(job_id, None)
-            self._reported.discard(job_id)
+        self._untrack_job(job_id)
         return deleted
 
     def _cleanup_env(self) -> dict[str, Any]:
         if self._last_env is None:
             with self._lock:
-                built: BuiltRuntimeEnv = self._builder.build(package=False)
+                built: BuiltRuntimeEnv = self.submitter.builder.build(package=False)
             self._last_env = {k: v for k, v in built.runtime_env.items() if k == "env_vars"}
         return dict(self._last_env)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from raydrive.core.options import RayOptions
+from raydrive.core.options import RayOptions, UserPathOrFlag
 
 __all__ = ["JobsApiOptions"]
 
@@ -29,7 +29,7 @@ class JobsApiOptions(RayOptions):
         default=30.0, gt=0, description="Seconds for one HTTP request once the dashboard has answered."
     )
     headers: dict[str, str] | None = Field(default=None, description="Extra HTTP headers (proxies).")
-    verify: bool | str = Field(default=True, description="TLS: verify, or a CA bundle path.")
+    verify: UserPathOrFlag = Field(default=True, description="TLS: verify, or a CA bundle path.")
     metadata: dict[str, str] | None = Field(default=None, description="Extra job metadata (shown).")
 
     @field_validator("dashboard_address")

@@ -11,11 +11,11 @@ from typing import Any
 
 from raydrive.core.errors import ActorDiedError, ExecutionError
 from raydrive.drivers.jobs_api.client import AsyncDashboard, JobInfo
-from raydrive.drivers.jobs_api.wire import Outcome, result_filename
+from raydrive.drivers.wire import Outcome, result_filename
 
 __all__ = ["ENTRY_MODULE", "job_failure", "read_outcome", "result_of"]
 
-ENTRY_MODULE = "raydrive.drivers.jobs_api.entry"
+ENTRY_MODULE = "raydrive.drivers.remote.jobs_api_entry"
 
 
 async def read_outcome(api: AsyncDashboard, job_id: str, info: JobInfo) -> Outcome | None:

@@ -18,11 +18,10 @@
 - **Secrets** (:attr:`BuiltRuntimeEnv.secrets`) never go into the runtime env that Ray's state API
   and dashboard show; drivers pass ``BuiltRuntimeEnv.env`` as an argument of the actor
   constructor or task, and the worker sets it in ``os.environ`` (see ``worker.py``).
-- **Resources**: options, then the resources hooks (:func:`resource_request`), then a pre-flight
-  :func:`check_feasible` against the alive nodes' totals, so a request no node can ever hold fails
-  at once with InfeasibleResourcesError instead of pending forever.
-- **Actions**: resolved once per executor (:func:`try_resolve_action`) and validated before
-  submission when importable here; the worker validates again either way.
+- **The submission step** (action, params, resources after the hooks and the feasibility check,
+  runtime env) is :class:`~raydrive.drivers.submission.Submitter`'s, shared with ray-jobs-api:
+  :meth:`BaseRayExecutor.prepare` gives a typed :class:`~raydrive.drivers.submission.Submission`
+  that each driver then sends its own way.
 """
 
 from __future__ import annotations
@@ -38,48 +37,20 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from raydrive.core.action import (
-    action_entrypoint,
-    action_name,
-    resolve_action,
-    try_resolve_action,
-    validate_params,
-)
 from raydrive.core.executor import BaseExecutor
 from raydrive.core.options import RayOptions
 from raydrive.core.plugins import PluginManager
 from raydrive.core.policy_types import ResourceRequest
-from raydrive.core.runtime_env import BuiltRuntimeEnv, RuntimeEnvBuilder
+from raydrive.core.runtime_env import BuiltRuntimeEnv
 from raydrive.drivers.ray_common import compat
 from raydrive.drivers.ray_common.connection import RayConnection, connect
 from raydrive.drivers.ray_common.errors import ray_errors, to_raydrive_error
-from raydrive.drivers.ray_common.resources import check_feasible, resource_request
-from raydrive.drivers.ray_common.worker import NAMESPACE
+from raydrive.drivers.submission import PreparedAction, Submission, Submitter
+from raydrive.drivers.wire import NAMESPACE
 
-__all__ = ["BaseRayExecutor", "wire_params", "wire_target"]
+__all__ = ["BaseRayExecutor"]
 
 _log = logging.getLogger("raydrive.ray")
-
-
-def wire_target(action: Any, resolved: type | None) -> Any:
-    """What to send a worker for ``action``: ``module.Class`` when importable by name, else the class.
-
-    A string makes the worker's import error an ActionImportError naming the entrypoint; a class
-    from ``__main__`` or a function body cannot be imported by name, so it travels by value.
-    """
-    if isinstance(action, str):
-        return action
-    cls = resolved or action
-    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
-        return cls
-    return action_entrypoint(cls)
-
-
-def wire_params(params: Mapping[str, Any] | BaseModel) -> Any:
-    """Params as plain data for the worker (a pydantic model is dumped; the worker re-validates)."""
-    if isinstance(params, BaseModel):
-        return params.model_dump()
-    return params
 
 
 class BaseRayExecutor(BaseExecutor):
@@ -97,12 +68,10 @@ class BaseRayExecutor(BaseExecutor):
 
     def __init__(self, env: Any = None, /, *, plugins: PluginManager | None = None, **options: Any) -> None:
         super().__init__(env, plugins=plugins, **options)
-        self._builder = RuntimeEnvBuilder(self.options, plugins)
+        self.submitter = Submitter(self.name, self.options, plugins, default_cpus=self.default_cpus)
         self._connection: RayConnection | None = None
         self._uploaded: dict[str, float] = {}  # package URI -> when its presence was last checked
         self._py_modules: dict[tuple[str, ...], tuple[float, list[Any]]] = {}
-        self._feasible: set[tuple[Any, ...]] = set()
-        self._resolved: dict[Any, type | None] = {}
         self._last_runtime_env: dict[str, Any] | None = None
         self._last_build: tuple[float, dict[str, str], BuiltRuntimeEnv] | None = None
         self._code_paths: list[str] | None = None
@@ -119,7 +88,7 @@ class BaseRayExecutor(BaseExecutor):
             # Another cluster (or the same one restarted): what was uploaded and checked may be gone.
             self._uploaded.clear()
             self._py_modules.clear()
-            self._feasible.clear()
+            self.submitter.forget_cluster()
             self._last_build = None
             self._code_paths = None
         self._connection = conn
@@ -135,30 +104,44 @@ class BaseRayExecutor(BaseExecutor):
         conn = self._connection
         return conn.address if conn is not None else self.options.ray_address
 
-    # --- actions --------------------------------------------------------------------------------
-    def resolve(self, action: Any) -> type | None:
-        """The action class when importable here (cached per executor), else None.
+    # --- the submission step --------------------------------------------------------------------
+    def prepare(
+        self,
+        action: Any,
+        params: Mapping[str, Any] | BaseModel,
+        *,
+        job_id: str,
+        place: bool = True,
+        runtime: Any = None,
+    ) -> Submission:
+        """The typed :class:`~raydrive.drivers.submission.Submission` for one job.
 
-        :raises ActionImportError: ``action`` is a class but not a BaseAction subclass, or is
-            neither a class nor a string.
-        """
-        if not isinstance(action, str):
-            return resolve_action(action)  # a class is checked here, never sent to fail remotely
-        try:
-            return self._resolved[action]
-        except KeyError:
-            cls = self._resolved[action] = try_resolve_action(action)
-            return cls
-
-    def check_params(self, action: Any, params: Mapping[str, Any] | BaseModel) -> tuple[type | None, str]:
-        """Validate ``params`` here when the class is importable; return ``(class or None, name)``.
-
+        :param place: a process is placed for this job: resources (after the hooks, checked
+            feasible) and the runtime env are part of it. False for a call to a running actor.
+        :param runtime: builds the runtime env (default :meth:`runtime_env`).
+        :raises ActionImportError: the action is not a BaseAction subclass or ``module.Class``.
         :raises ValidationError: the params do not fit the action's params model.
+        :raises InfeasibleResourcesError: no alive node can hold the request.
         """
-        cls = self.resolve(action)
-        if cls is not None:
-            validate_params(cls, params)
-        return cls, action_name(cls or action)
+        return self.submitter.prepare(
+            action,
+            params,
+            job_id=job_id,
+            nodes=self.nodes if place else None,
+            runtime=(runtime or self.runtime_env) if place else None,
+        )
+
+    def action(self, action: Any) -> PreparedAction:
+        """The prepared action (resolved here when importable; cached per executor)."""
+        return self.submitter.action(action)
+
+    def nodes(self) -> list[dict[str, float]]:
+        """The alive nodes' resource totals (connects first when needed)."""
+        self.connect()
+        import ray
+
+        with ray_errors(address=self.address):
+            return [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
 
     @property
     def code_paths(self) -> list[str]:
@@ -204,7 +187,7 @@ class BaseRayExecutor(BaseExecutor):
                 return cached[2]
         self.connect()
         environ = dict(os.environ)
-        built = self._builder.build(package=True, os_environ=environ)
+        built = self.submitter.build_runtime_env(environ)
         if built.package is not None:
             self._ensure_uploaded(built, self.upload_recheck_s if recheck_s is None else recheck_s)
         runtime_env = built.runtime_env
@@ -278,26 +261,13 @@ class BaseRayExecutor(BaseExecutor):
         self._py_modules[key] = (time.monotonic(), list(converted["py_modules"]))
         return converted
 
-    # --- resources ------------------------------------------------------------------------------
     def resources(self, action: str) -> ResourceRequest:
         """The resource request for ``action`` after the hooks, checked feasible on the cluster.
-
-        Pass ``.as_ray_options()`` of it to Ray. Connects first when needed.
 
         :raises InfeasibleResourcesError: no alive node's totals can hold the request.
         :raises ResourceVetoError: a resources hook refused the request.
         """
-        request = resource_request(self.options, action, self.plugins)
-        key = (request.num_cpus, request.num_gpus, request.memory, tuple(sorted(request.resources.items())))
-        if key not in self._feasible:
-            self.connect()
-            import ray
-
-            with ray_errors(address=self.address):
-                nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-            check_feasible(request, nodes, default_cpus=self.default_cpus, action=action)
-            self._feasible.add(key)
-        return request
+        return self.submitter.resources(action, self.nodes)
 
     # --- small Ray helpers for drivers ----------------------------------------------------------
     @staticmethod

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import to_jsonable_python
 
-from raydrive.core.pipeline import PipelineProgress, RunStatus
+from raydrive.core.pipeline import DEFAULT_SERVICE_URL, PipelineProgress, RunStatus
 from raydrive.service.models import (
     ActionSpec,
     Checkpoint,
@@ -29,7 +29,7 @@ from raydrive.service.models import (
 __all__ = ["DEFAULT_URL", "HEADER", "TOKEN_ENV", "UNSET", "ProgressEvent"]
 
 #: Where the clients look for the service unless told otherwise.
-DEFAULT_URL = "http://localhost:8100"
+DEFAULT_URL = DEFAULT_SERVICE_URL
 #: Environment variable holding the bearer token (read by the service and the clients).
 TOKEN_ENV = "RAYDRIVE_SERVICE_TOKEN"
 

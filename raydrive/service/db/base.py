@@ -221,6 +221,7 @@ class SQLStore:
 
     def update_run(self, run_id: str, body: RunUpdate) -> Run:
         """Apply a PATCH (see :func:`~raydrive.service.store.apply_update`)."""
+
         def change(run: Run, now: datetime) -> Run | None:
             check_update(run, body)  # in the write transaction: no other change can slip in between
             return apply_update(run, body, now)
@@ -229,6 +230,7 @@ class SQLStore:
 
     def report_progress(self, run_id: str, body: ProgressReport) -> Run:
         """Apply a progress report (see :func:`~raydrive.service.store.apply_progress`)."""
+
         def change(run: Run, now: datetime) -> Run | None:
             check_progress(run.id, run.status, [entry.name for entry in run.progress], body)
             return apply_progress(run, body, now)

@@ -1,11 +1,27 @@
-"""What crosses between the ``ray-jobs-api`` submitter and its job, packed and unpacked here only.
+"""Everything that crosses between a submitter and the cluster, typed, packed and unpacked here only.
 
-- :class:`Payload`: the action, params, env and secrets, in ``<dir>/payload.json`` of a one-off
-  ``py_modules`` package (never in the entrypoint, env vars or metadata, which the dashboard shows);
-- :class:`Outcome`: the result or the error, written by the job as ``raydrive/<id>.json`` in Ray's
-  log directory of the driver's node and read back through the dashboard's log API.
+One module, so that a change to a message is made on both ends at once. Each message is a frozen
+dataclass with ``pack()`` (what travels) and ``unpack()`` (the other end):
 
-Kept light (no Ray, httpx or pydantic import): the job's entry imports it before anything else.
+============================  =================================================  ==================
+message                       carries                                            packed as
+============================  =================================================  ==================
+:class:`ActionCall`           ray-actor: one call on the action actor            list (msgpack)
+:class:`PooledJob`            ray-job ``mode='task'``: one pooled task           list (msgpack)
+:class:`JobSpec`              ray-job: a job for the cluster's job registry      dict
+:class:`PipelineSpec`         ray-pipeline: one run for the pipeline actor       the dataclass
+:class:`Payload`              ray-jobs-api: the job's input (a GCS package)      JSON
+:class:`Outcome`              ray-jobs-api: the job's result or error            JSON
+:class:`RemoteError`          the error schema of every JSON outcome             JSON
+============================  =================================================  ==================
+
+Ray packs a list of plain values with msgpack where a tuple or an object goes through pickle
+(about 40 us per round trip), so the hot messages travel as lists. ``target`` is always an
+entrypoint string ``module.Class`` when the class can be imported by name, else the class itself
+(pickled by value, e.g. a class defined in ``__main__``). Secrets travel only in these messages
+(never in a runtime env, which Ray's state API and the dashboard show).
+
+Kept light (no Ray, httpx or pydantic import): the Jobs API entry imports it before anything else.
 """
 
 from __future__ import annotations
@@ -15,22 +31,148 @@ import dataclasses
 import json
 import re
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "NAMESPACE",
     "PAYLOAD_DIR_PREFIX",
     "PAYLOAD_FILE",
     "PAYLOAD_PREFIX",
     "PROTOCOL",
+    "REGISTRY_NAME",
+    "ActionCall",
+    "JobSpec",
     "Outcome",
     "Payload",
+    "PipelineSpec",
+    "PooledJob",
     "RemoteError",
+    "pipeline_actor_name",
     "result_filename",
     "valid_job_id",
 ]
 
+NAMESPACE = "raydrive"
+"""Ray namespace of every named actor raydrive creates."""
+
+REGISTRY_PROTOCOL = 2  # 2: typed JobSpec
+REGISTRY_NAME = f"raydrive-job-registry-v{REGISTRY_PROTOCOL}"
+"""Name of ray-job's detached job registry; versioned, so an old registry never serves a newer client."""
+
+
+def pipeline_actor_name(run_id: str) -> str:
+    """The detached pipeline actor's name for a run (namespace :data:`NAMESPACE`)."""
+    return f"raydrive-pipeline-{run_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionCall:
+    """One call on ray-actor's action actor (or ray-job's fresh actor per job).
+
+    ``notify``: tell ray-job's registry when the job has run a while (it shows RUNNING).
+    """
+
+    target: Any
+    params: Any
+    job_id: str
+    notify: bool = False
+
+    def pack(self) -> list[Any]:
+        return [self.target, self.params, self.job_id, self.notify]
+
+    @classmethod
+    def unpack(cls, data: Sequence[Any]) -> ActionCall:
+        target, params, job_id, notify = data
+        return cls(target, params, job_id, notify)
+
+
+@dataclass(frozen=True, slots=True)
+class PooledJob:
+    """One ray-job job run as a pooled Ray task: the call plus what the pooled process lacks.
+
+    ``env`` (variables and secrets) is set for the job only; ``code_paths`` are the submitter's
+    script dir and cwd, as Ray gives a driver's own workers.
+    """
+
+    target: Any
+    params: Any
+    job_id: str
+    env: Mapping[str, str]
+    code_paths: Sequence[str] = ()
+
+    def pack(self) -> list[Any]:
+        return [self.target, self.params, self.job_id, self.env, list(self.code_paths)]
+
+    @classmethod
+    def unpack(cls, data: Sequence[Any]) -> PooledJob:
+        target, params, job_id, env, code_paths = data
+        return cls(target, params, job_id, env, code_paths)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A ray-job job as its submitter sends it to the cluster's job registry.
+
+    ``ray_options`` are the task's or actor's Ray options (resources, runtime env); ``launch`` a
+    key naming ``mode`` and ``ray_options`` (the same for the same ones), for the registry's cache
+    of Ray launchers; ``ttl`` how long the outcome is kept after the job ends.
+    """
+
+    mode: str
+    action: str
+    target: Any
+    params: Any
+    env: Mapping[str, str]
+    code_paths: Sequence[str]
+    ray_options: Mapping[str, Any]
+    launch: str
+    ttl: float = 3600.0
+
+    def pack(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in _JOB_SPEC_FIELDS}
+
+    @classmethod
+    def unpack(cls, data: Mapping[str, Any]) -> JobSpec:
+        """:raises TypeError: not a spec of this protocol (a field missing or unknown)."""
+        return cls(**data)
+
+    def pooled(self, job_id: str) -> PooledJob:
+        return PooledJob(self.target, self.params, job_id, self.env, self.code_paths)
+
+    def call(self, job_id: str) -> ActionCall:
+        return ActionCall(self.target, self.params, job_id, True)
+
+
+_JOB_SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(JobSpec))
+
+
+@dataclass
+class PipelineSpec:
+    """Everything the pipeline actor needs to run (or resume) one run.
+
+    ``entrypoints`` holds targets (``module.Class`` strings, or classes that travel by value);
+    ``params`` holds the real values, secrets included.
+    """
+
+    run_id: str
+    service_url: str
+    entrypoints: list[Any]
+    names: list[str]
+    params: dict[str, Any]
+    start_index: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    progress_interval: float = 0.25
+    token: str | None = None
+    cancel_poll_interval: float = 0.5
+    cancel_grace: float = 0.75
+
+    def __repr__(self) -> str:  # the token, env and params may hold secrets
+        return f"PipelineSpec(run_id={self.run_id!r}, names={self.names!r}, start={self.start_index})"
+
+
+# --- ray-jobs-api: the payload and the outcome ----------------------------------------------------
 PROTOCOL = 2  # 2: the action may travel pickled (a class defined in __main__)
 PAYLOAD_FILE = "payload.json"
 PAYLOAD_PREFIX = "_raydrive_payload_"  # of the payload package's gcs:// name

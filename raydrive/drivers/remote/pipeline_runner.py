@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -35,8 +34,9 @@ from raydrive.core.errors import (
     ValidationError,
 )
 from raydrive.core.pipeline import ActionProgress, ActionStatus, RunStatus, utcnow
-from raydrive.drivers.pipeline_cancel import CancelWatcher, RunCancelled
 from raydrive.drivers.pipeline_payload import SecretMasker, secret_fields, snapshot
+from raydrive.drivers.remote.pipeline_cancel import CancelWatcher, RunCancelled
+from raydrive.drivers.wire import PipelineSpec
 
 __all__ = [
     "BufferedReporter",
@@ -48,30 +48,6 @@ __all__ = [
 
 _log = logging.getLogger("raydrive.pipeline")
 _STOP = object()
-
-
-@dataclass
-class PipelineSpec:
-    """Everything the actor needs to run (or resume) one run.
-
-    ``entrypoints`` holds ``module.Class`` strings, or classes that travel by value (a class
-    defined in ``__main__``); ``params`` holds the real values, secrets included.
-    """
-
-    run_id: str
-    service_url: str
-    entrypoints: list[Any]
-    names: list[str]
-    params: dict[str, Any]
-    start_index: int = 0
-    env: dict[str, str] = field(default_factory=dict)
-    progress_interval: float = 0.25
-    token: str | None = None
-    cancel_poll_interval: float = 0.5
-    cancel_grace: float = 0.75
-
-    def __repr__(self) -> str:  # the token, env and params may hold secrets
-        return f"PipelineSpec(run_id={self.run_id!r}, names={self.names!r}, start={self.start_index})"
 
 
 # -- the reporter ---------------------------------------------------------------------------------

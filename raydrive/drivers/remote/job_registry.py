@@ -2,7 +2,8 @@
 
 It runs on the cluster (one per cluster, named :data:`REGISTRY_NAME` in namespace ``raydrive``),
 so a job outlives the process that submitted it and any process can look it up. The code each job
-runs (the pooled task, the fresh actor) is in :mod:`raydrive.drivers.ray_common.worker`.
+runs (the pooled task, the fresh actor) is in :mod:`raydrive.drivers.remote.workers`; what it
+receives is a :class:`~raydrive.drivers.wire.JobSpec`.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from raydrive.core.errors import DuplicateJobError, ExecutionError, RaydriveError
-from raydrive.drivers.ray_common.worker import (
-    REGISTRY_NAME,
-    REGISTRY_PROTOCOL,
+from raydrive.core.status import TERMINAL_STATES, JobState
+from raydrive.drivers.remote.workers import (
     _kill,
     _remote,
     remote_job_actor,
     remote_job_task,
 )
+from raydrive.drivers.wire import REGISTRY_NAME, REGISTRY_PROTOCOL, JobSpec
 
 __all__ = ["REGISTRY_NAME", "JobRegistry", "remote_job_registry"]
 
@@ -34,15 +35,9 @@ MAX_FINISHED_RECORDS = 100_000
 """The registry keeps at most this many finished jobs; the oldest are dropped first."""
 
 # --- the job registry ---------------------------------------------------------------------------
-PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED, UNKNOWN = (
-    "PENDING",
-    "RUNNING",
-    "SUCCEEDED",
-    "FAILED",
-    "STOPPED",
-    "UNKNOWN",
-)
-_TERMINAL = frozenset({SUCCEEDED, FAILED, STOPPED})
+# The core vocabulary, as plain strings: what travels back to the executors (msgpack, no pickle).
+PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED, UNKNOWN = (s.value for s in JobState)
+_TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 
 Outcome = tuple[str, Any, BaseException | None]
 """``(state, result, error)`` of a job as the registry reports it."""
@@ -109,21 +104,20 @@ class JobRegistry:
     async def protocol(self) -> int:
         return REGISTRY_PROTOCOL
 
-    async def submit(self, job_id: str, spec: dict[str, Any]) -> None:
+    async def submit(self, job_id: str, packed: dict[str, Any]) -> None:
         """Register and start a job; raise DuplicateJobError when the id is held.
 
-        ``spec``: ``mode`` ('task' or 'actor'), ``action`` (name), ``target``, ``params``, ``env``
-        (variables and secrets), ``code_paths``, ``ray_options`` (resources, runtime env),
-        ``launch`` (a key naming mode and ray_options, the same for the same ones) and ``ttl``.
+        ``packed``: a :class:`~raydrive.drivers.wire.JobSpec`, packed.
         """
         self._sweep()
+        spec = JobSpec.unpack(packed)
         if job_id in self._jobs:
             raise DuplicateJobError(
                 f"job id {job_id!r} is already in use on this cluster (job registry "
                 f"{REGISTRY_NAME!r}); choose another id or delete() the finished job first",
                 job_id=job_id,
             )
-        job = _Job(job_id, spec["action"], float(spec.get("ttl", 3600.0)))
+        job = _Job(job_id, spec.action, float(spec.ttl))
         self._jobs[job_id] = job
         try:
             self._start(job, spec)
@@ -142,25 +136,24 @@ class JobRegistry:
                 refused.append(job_id)
         return refused
 
-    def _launcher(self, spec: dict[str, Any]) -> Any:
+    def _launcher(self, spec: JobSpec) -> Any:
         # `.options()` validates and serializes the runtime env each time: once per distinct set.
-        key = spec.get("launch") or f"{spec['mode']}:{json.dumps(spec['ray_options'], sort_keys=True)}"
+        key = spec.launch or f"{spec.mode}:{json.dumps(spec.ray_options, sort_keys=True)}"
         launcher = self._launchers.get(key)
         if launcher is None:
-            remote = remote_job_actor() if spec["mode"] == "actor" else remote_job_task()
+            remote = remote_job_actor() if spec.mode == "actor" else remote_job_task()
             if len(self._launchers) > 256:
                 self._launchers.clear()
-            launcher = self._launchers[key] = remote.options(**spec["ray_options"])
+            launcher = self._launchers[key] = remote.options(**spec.ray_options)
         return launcher
 
-    def _start(self, job: _Job, spec: dict[str, Any]) -> None:
-        target, params, env, code_paths = spec["target"], spec["params"], spec["env"], spec["code_paths"]
+    def _start(self, job: _Job, spec: JobSpec) -> None:
         launcher = self._launcher(spec)
-        if spec["mode"] == "actor":
-            job.actor = launcher.remote(env, code_paths)
-            job.ref = job.actor.run.remote([target, params, job.job_id, True])
+        if spec.mode == "actor":
+            job.actor = launcher.remote(spec.env, spec.code_paths)
+            job.ref = job.actor.run.remote(spec.call(job.job_id).pack())
         else:
-            job.ref = launcher.remote([target, params, job.job_id, env, code_paths])
+            job.ref = launcher.remote(spec.pooled(job.job_id).pack())
 
     async def _track(self, job: _Job) -> None:
         try:

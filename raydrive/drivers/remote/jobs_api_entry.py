@@ -1,4 +1,4 @@
-"""The entrypoint of a ``ray-jobs-api`` job: ``python -m raydrive.drivers.jobs_api.entry``.
+"""The entrypoint of a ``ray-jobs-api`` job: ``python -m raydrive.drivers.remote.jobs_api_entry``.
 
 It runs inside the job's driver process on the cluster and is kept light (no Ray import unless
 the action travelled by value): it
@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from raydrive.drivers.jobs_api.wire import (
+from raydrive.drivers.wire import (
     PAYLOAD_DIR_PREFIX,
     PAYLOAD_FILE,
     PAYLOAD_PREFIX,
@@ -192,7 +192,7 @@ def _delete_result(job_id: str, own: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="raydrive.drivers.jobs_api.entry")
+    parser = argparse.ArgumentParser(prog="raydrive.drivers.remote.jobs_api_entry")
     parser.add_argument("--job-id", help="the job's submission id")
     parser.add_argument("--payload", help="name of the payload package directory")
     parser.add_argument("--action", default=None, help="the action, for display only")

@@ -5,14 +5,8 @@ These are plain classes and functions; the drivers turn them into Ray actors and
 (ray-job's registry is in :mod:`.job_registry`). Ray imports them in the workers by module path,
 so the cluster needs raydrive installed (or ``include_sdk=True``).
 
-The wire format is one list per call: one argument serializes faster than several, and Ray packs
-a list of plain values with msgpack where a tuple goes through pickle (about 40 us per round trip):
-
-- a *call* ``[target, params, job_id, notify]`` for :meth:`ActionActor.run`;
-- a *job* ``[target, params, job_id, env, code_paths]`` for :func:`run_job`.
-
-``target`` is an entrypoint string ``module.Class`` when the class can be imported by name, else
-the class itself (pickled by value, e.g. a class defined in ``__main__``).
+What they receive is packed by :mod:`raydrive.drivers.wire`: an :class:`~raydrive.drivers.wire.ActionCall`
+for :meth:`ActionActor.run`, a :class:`~raydrive.drivers.wire.PooledJob` for :func:`run_job`.
 
 Secrets travel only in these arguments (never in a runtime env, which Ray's state API and
 dashboard show) and are put in ``os.environ`` here: for the life of the process in an actor of
@@ -30,10 +24,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from raydrive.core.action import resolve_action, run_action
+from raydrive.drivers.wire import NAMESPACE, REGISTRY_NAME, ActionCall, PooledJob
 
 __all__ = [
-    "NAMESPACE",
-    "REGISTRY_NAME",
     "ActionActor",
     "JobActor",
     "remote_action_actor",
@@ -43,14 +36,6 @@ __all__ = [
     "scoped_environ",
     "scoped_sys_path",
 ]
-
-NAMESPACE = "raydrive"
-"""Ray namespace of every named actor raydrive creates."""
-
-REGISTRY_PROTOCOL = 1
-REGISTRY_NAME = f"raydrive-job-registry-v{REGISTRY_PROTOCOL}"
-"""Name of ray-job's detached job registry (:mod:`.job_registry`); versioned, so an old registry
-never serves a newer client."""
 
 _classes: dict[str, type] = {}
 
@@ -162,9 +147,10 @@ class ActionActor:
         self._env = dict(env)
         sys.path[:0] = [p for p in code_paths if p and p not in sys.path]
 
-    def run(self, call: list[Any]) -> Any:
-        target, params, job_id, notify = call
-        if not (notify and job_id):
+    def run(self, packed: list[Any]) -> Any:
+        call = ActionCall.unpack(packed)
+        target, params, job_id = call.target, call.params, call.job_id
+        if not (call.notify and job_id):
             return run_action(_resolve(target), params, job_id=job_id, env=self._env)
         token = _reporter.begin(job_id)
         try:
@@ -180,13 +166,13 @@ class JobActor(ActionActor):
     """ActionActor as ray-job's fresh actor per job (its own class name in Ray's state API)."""
 
 
-def run_job(job: list[Any]) -> Any:
+def run_job(packed: list[Any]) -> Any:
     """The pooled Ray task of ray-job: run one action with its environment, then restore the process."""
-    target, params, job_id, env, code_paths = job
-    token = _reporter.begin(job_id)
+    job = PooledJob.unpack(packed)
+    token = _reporter.begin(job.job_id)
     try:
-        with scoped_environ(env), scoped_sys_path(code_paths):
-            return run_action(_resolve(target), params, job_id=job_id, env=env)
+        with scoped_environ(job.env), scoped_sys_path(job.code_paths):
+            return run_action(_resolve(job.target), job.params, job_id=job.job_id, env=job.env)
     finally:
         _reporter.end(token)
 
