@@ -98,9 +98,10 @@ class BaseExecutor:
         if self.plugins.has_impls("raydrive_job_submitted"):
             self.plugins.job_submitted(JobEvent(driver=self.name, job_id=job_id, action=action))
 
-    def _emit_finished(self, job_id: str, status: Any, error: str | None = None) -> bool:
+    def _emit_finished(self, job_id: str, status: Any, error: str | None = None, *, attempt: int = 1) -> bool:
         """Report a job as finished, once: False (and nothing reported) when it already was, or
-        when this executor did not submit it. ``status`` is any driver's status word."""
+        when this executor did not submit it. ``status`` is any driver's status word; ``attempt``
+        the attempt that ended it (retries keep the job id)."""
         lock, jobs = self._lifecycle()
         with lock:
             action = jobs.pop(job_id, None)
@@ -109,6 +110,13 @@ class BaseExecutor:
         if self.plugins.has_impls("raydrive_job_finished"):
             state = job_state(status)
             self.plugins.job_finished(
-                JobEvent(driver=self.name, job_id=job_id, action=action, status=state.value, error=error)
+                JobEvent(
+                    driver=self.name,
+                    job_id=job_id,
+                    action=action,
+                    status=state.value,
+                    error=error,
+                    attempt=attempt,
+                )
             )
         return True

@@ -8,7 +8,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["AsyncExecutor", "Executor", "LogStreamingExecutor", "PipelineExecutor", "SyncExecutor"]
+__all__ = [
+    "AsyncExecutor",
+    "Executor",
+    "LogStreamingExecutor",
+    "PipelineExecutor",
+    "RetryingExecutor",
+    "SyncExecutor",
+]
 
 
 @runtime_checkable
@@ -91,4 +98,19 @@ class PipelineExecutor(Executor, Protocol):
 
     def stream_progress(self, run_id: str, timeout: float = 3600.0) -> Iterator[Any]: ...
 
-    def cancel(self, run_id: str) -> None: ...
+    def cancel(self, run_id: str) -> bool:
+        """Stop the run; True when this call stopped it, False when it had ended already."""
+        ...
+
+
+@runtime_checkable
+class RetryingExecutor(Protocol):
+    """An executor that retries failed attempts under the same job id (``retries`` option)."""
+
+    def get_attempts(self, job_id: str) -> list[Any]:
+        """The job's attempts so far, oldest first (:class:`raydrive.core.retry.Attempt`), each
+        with its state and error; one attempt for a job that was never retried.
+
+        :raises JobNotFoundError: no job with this id.
+        """
+        ...

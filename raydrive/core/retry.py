@@ -94,6 +94,8 @@ class RetryBackoff(BaseModel):
 
 RetryOn = Literal["infra", "any"] | list[str]
 
+_NO_BACKOFF_GIVEN = RetryBackoff()  # frozen, so one shared default is safe
+
 
 class JobPolicyOptions(BaseModel):
     """Options of retries and deadlines, shared by the Ray drivers (see the module docstring)."""
@@ -115,9 +117,10 @@ class JobPolicyOptions(BaseModel):
     @field_validator("retry_on")
     @classmethod
     def _names(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            if len(value) > 100 or not all(isinstance(v, str) and v.isidentifier() for v in value):
-                raise ValueError("retry_on must be 'infra', 'any' or a list of exception type names")
+        if isinstance(value, list) and (
+            len(value) > 100 or not all(isinstance(v, str) and v.isidentifier() for v in value)
+        ):
+            raise ValueError("retry_on must be 'infra', 'any' or a list of exception type names")
         return value
 
 
@@ -127,7 +130,7 @@ class RetryPolicy:
 
     retries: int = 0
     retry_on: str | tuple[str, ...] = "infra"
-    backoff: RetryBackoff = RetryBackoff()
+    backoff: RetryBackoff = _NO_BACKOFF_GIVEN
 
     @classmethod
     def resolve(cls, options: Any, action: type | None = None) -> RetryPolicy:
