@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -74,7 +74,8 @@ def _annotation_kind(model: type[BaseModel] | None, name: str) -> tuple[bool, bo
     if model is None or name not in model.model_fields:
         return False, False
     ann = model.model_fields[name].annotation
-    kinds = [ann, *get_args(ann)]
+    # Annotated[Path, ...] (a UserPath option) counts as its base type.
+    kinds = [get_args(k)[0] if get_origin(k) is Annotated else k for k in (ann, *get_args(ann))]
     is_list = any(get_origin(k) is list or k is list for k in kinds)
     is_path = any(k is Path for k in kinds)
     return is_list, is_path
@@ -127,8 +128,10 @@ def resolve_config(
     driver_table = table.get(driver, {}) if isinstance(table.get(driver), dict) else {}
     for key, value in driver_table.items():
         _, is_path = _annotation_kind(model, key)
-        if is_path and isinstance(value, str) and file_path and not Path(value).is_absolute():
-            value = str((file_path.parent / value).resolve())
+        if is_path and isinstance(value, str) and file_path:
+            # `~` first (a home path is absolute), then relative to the config file, as git does.
+            if not Path(value).expanduser().is_absolute():
+                value = str((file_path.parent / value).resolve())
         merged[key], sources[key] = value, str(file_path)
     if model is not None:
         for key in model.model_fields:

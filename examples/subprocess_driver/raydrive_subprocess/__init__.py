@@ -71,7 +71,7 @@ class SubprocessExecutor(BaseExecutor):
                 timeout=self.options.timeout,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
-            self._emit_finished(job_id, name, "FAILED", "timeout")
+            self._emit_finished(job_id, "FAILED", "timeout")
             raise ExecutionTimeoutError(
                 f"{name} did not finish within {self.options.timeout} s", job_id=job_id
             ) from None
@@ -79,7 +79,7 @@ class SubprocessExecutor(BaseExecutor):
         try:
             outcome = json.loads(last)
         except json.JSONDecodeError:
-            self._emit_finished(job_id, name, "FAILED", f"exit code {done.returncode}")
+            self._emit_finished(job_id, "FAILED", f"exit code {done.returncode}")
             raise ExecutionError(
                 f"action {name!r} died (exit code {done.returncode})",
                 error_type="ProcessDied",
@@ -90,7 +90,7 @@ class SubprocessExecutor(BaseExecutor):
             import pickle
 
             error = pickle.loads(bytes.fromhex(outcome["error"]))
-            self._emit_finished(job_id, name, "FAILED", str(error).splitlines()[0])
+            self._emit_finished(job_id, "FAILED", str(error).splitlines()[0])
             raise error if isinstance(error, RaydriveError) else ExecutionError(str(error))
-        self._emit_finished(job_id, name, "SUCCEEDED")
+        self._emit_finished(job_id, "SUCCEEDED")
         return outcome["ok"]
