@@ -39,6 +39,14 @@ def test_pyproject_table_is_read_and_paths_are_relative_to_it(project):
     assert config.sources["max_workers"] == str(project / "pyproject.toml")
 
 
+def test_a_home_path_in_a_config_file_is_expanded_not_made_relative(project, monkeypatch):
+    home = project / "home"
+    (home / "plugins").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    (project / "raydrive.toml").write_text('executor = "local"\n[local]\nworking_dir = "~/plugins"\n')
+    assert raydrive.get_executor().options.working_dir == home / "plugins"
+
+
 def test_raydrive_toml(project):
     (project / "raydrive.toml").write_text('executor = "local"\n[local]\nmax_workers = 5\n')
     assert raydrive.get_executor().options.max_workers == 5
