@@ -11,6 +11,7 @@ from raydrive.core.protocols import (
     Executor,
     LogStreamingExecutor,
     PipelineExecutor,
+    RetryingExecutor,
     SyncExecutor,
 )
 from raydrive.core.registry import get_registry
@@ -19,8 +20,8 @@ CLAIMS = {
     "local": [SyncExecutor, AsyncExecutor],
     "ray-actor": [SyncExecutor],
     "ray-task": [SyncExecutor],
-    "ray-job": [AsyncExecutor],
-    "ray-jobs-api": [LogStreamingExecutor],
+    "ray-job": [AsyncExecutor, RetryingExecutor],
+    "ray-jobs-api": [LogStreamingExecutor, RetryingExecutor],
     "ray-pipeline": [PipelineExecutor],
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import typer
@@ -21,7 +22,7 @@ from raydrive.cli._common import (
     spinner,
     user_errors,
 )
-from raydrive.core.protocols import AsyncExecutor, LogStreamingExecutor, SyncExecutor
+from raydrive.core.protocols import AsyncExecutor, LogStreamingExecutor, RetryingExecutor, SyncExecutor
 
 
 @app.command()
@@ -66,9 +67,34 @@ def submit(
 @app.command()
 @user_errors
 def status(job_id: str, executor: str | None = JobExecutorOpt, option: list[str] = OptionOpt) -> None:
-    """Print a job's status."""
+    """Print a job's status, then its attempts when it was retried (drivers with retries)."""
     with make_executor(executor, parse_options(option, None)) as ex:
         typer.echo(str(ex.get_status(job_id)))
+        if isinstance(ex, RetryingExecutor):
+            for line in _attempt_lines(ex, job_id):
+                typer.echo(line)
+
+
+def _attempt_lines(ex: RetryingExecutor, job_id: str) -> list[str]:
+    """One line per attempt (number, state, start, duration, error), none for a single attempt."""
+    from raydrive.core.errors import JobNotFoundError
+
+    try:
+        attempts = ex.get_attempts(job_id)
+    except JobNotFoundError:  # the status line already said UNKNOWN
+        return []
+    if len(attempts) < 2:
+        return []
+    lines = []
+    for attempt in attempts:
+        started = getattr(attempt, "started_at", None)
+        ended = getattr(attempt, "ended_at", None)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "-"
+        took = f"{ended - started:.1f} s" if started and ended else "-"
+        error = getattr(attempt, "error", None)
+        why = f"  {attempt.error_type}: {error}" if error else ""
+        lines.append(f"attempt {attempt.number}  {attempt.state:<9}  {when}  {took:>8}{why}")
+    return lines
 
 
 @app.command()

@@ -36,35 +36,44 @@ outcomes of its other finished jobs along with the one asked for, so submitting 
 so that a taken id is refused by ``submit`` itself. Queued submissions are sent before ``close()``
 returns and at interpreter exit. The runtime env is built once per second of a burst (see
 :meth:`~raydrive.drivers.ray_common.base.BaseRayExecutor.runtime_env`).
+
+Queue, retries, deadline: all three are held by the registry on the cluster, so they hold for
+every submitting process and with the submitter gone. ``max_concurrent`` bounds how many jobs of
+the ``queue`` (a name shared cluster-wide) hold a slot at once; the others wait as PENDING,
+``priority`` first, then FIFO, and no Ray task exists for them while they wait
+(:mod:`~raydrive.drivers.remote.job_queue`). ``retries`` / ``retry_on`` / ``retry_backoff``
+(:class:`~raydrive.core.retry.RetryPolicy`, resolved here per job) are carried out by the
+registry under the same job id (:meth:`RayJobExecutor.get_attempts`); ``timeout_s`` stops an
+attempt at its deadline, counted from the attempt's launch (see
+:mod:`~raydrive.drivers.remote.job_registry` for both choices).
 """
 
 from __future__ import annotations
 
-import atexit
 import copy
 import hashlib
 import hmac
 import json
-import logging
 import os
 import threading
 import uuid
-import weakref
 from collections import OrderedDict
 from typing import Any, Literal, NoReturn
 
 from pydantic import Field
 
 from raydrive.core.errors import (
-    DuplicateJobError,
     ExecutionError,
     ExecutionTimeoutError,
+    InvalidOptionsError,
     JobNotFoundError,
 )
 from raydrive.core.options import RayOptions
+from raydrive.core.retry import Attempt, RetryPolicy
 from raydrive.core.status import TERMINAL_STATES, JobState
 from raydrive.drivers.ray_common.base import BaseRayExecutor
 from raydrive.drivers.ray_common.errors import is_actor_death, to_raydrive_error
+from raydrive.drivers.ray_job_outbox import Outbox
 from raydrive.drivers.remote.job_registry import remote_job_registry
 from raydrive.drivers.submission import Submission
 from raydrive.drivers.wire import NAMESPACE, REGISTRY_NAME, JobSpec
@@ -74,7 +83,6 @@ __all__ = ["RayJobExecutor", "RayJobOptions"]
 _OUTCOME_CACHE = 10_000  # finished outcomes an executor keeps at hand
 ENV_REUSE_S = 1.0  # a burst of submissions shares one runtime-env build (see BaseRayExecutor.runtime_env)
 _PREFETCH = 1_000  # other jobs' outcomes asked for per round trip
-_OUTBOX_IDLE_S = 30.0  # an executor's submission thread ends after this long without work
 
 
 class RayJobOptions(RayOptions):
@@ -85,6 +93,18 @@ class RayJobOptions(RayOptions):
     )
     result_ttl: float = Field(
         default=3600.0, gt=0, description="Seconds a finished job's status and result are kept."
+    )
+    max_concurrent: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Jobs of `queue` holding a slot at once, cluster-wide (None: jobs are not queued).",
+    )
+    queue: str = Field(
+        default="default",
+        min_length=1,
+        max_length=200,
+        description="The registry's queue (a name shared by every submitter) that max_concurrent limits.",
     )
 
 
@@ -99,11 +119,12 @@ class RayJobExecutor(BaseRayExecutor):
         super().__init__(env, **options)
         self._registry: Any = None
         self._lock = threading.Lock()
-        self._outcomes: OrderedDict[str, tuple[str, Any, BaseException | None]] = OrderedDict()
-        # Jobs with generated ids go to the registry in batches, from a helper thread (see _Outbox).
-        self._outbox = _Outbox(self)
+        self._outcomes: OrderedDict[str, tuple[str, Any, BaseException | None, int]] = OrderedDict()
+        # Jobs with generated ids go to the registry in batches, from a helper thread (see Outbox).
+        self._outbox = Outbox(self)
         self._launch: tuple[Any, list[tuple[str, str]], str] | None = None
         self._pool_key = os.urandom(16)  # keys the worker-pool digest of secret sets (see module doc)
+        self._policies: dict[Any, dict[str, Any] | None] = {}  # action class -> retry policy on the wire
 
     # --- the registry -------------------------------------------------------------------------
     def _registry_handle(self) -> Any:
@@ -159,14 +180,26 @@ class RayJobExecutor(BaseRayExecutor):
         return ray_errors(address=self.address)
 
     # --- the API ------------------------------------------------------------------------------
-    def submit(self, action_cls: Any, params: dict[str, Any], *, job_id: str | None = None) -> str:
+    def submit(
+        self,
+        action_cls: Any,
+        params: dict[str, Any],
+        *,
+        job_id: str | None = None,
+        priority: int = 0,
+        timeout_s: float | None = None,
+    ) -> str:
         """Submit the action as a job (non-blocking); return its id.
 
         :param job_id: the job's id; default the ``job_id`` option, else a new unique id.
+        :param priority: the job's place in its queue (``max_concurrent``): higher first, then FIFO.
+        :param timeout_s: this job's deadline (each attempt's), instead of the ``timeout_s`` option.
+        :raises InvalidOptionsError: ``priority`` is not an integer or ``timeout_s`` not > 0.
         :raises ValidationError: params fail the action's params model (when importable here).
         :raises DuplicateJobError: a job with this id exists on the cluster.
         :raises InfeasibleResourcesError: no node of the cluster can hold the request.
         """
+        timeout_s = self._checked_call(priority, timeout_s)
         chosen = job_id or self.options.job_id
         job_id = chosen or uuid.uuid4().hex
         self._registry_handle()
@@ -178,7 +211,7 @@ class RayJobExecutor(BaseRayExecutor):
             job_id=job_id,
             runtime=lambda: self.runtime_env(reuse_s=ENV_REUSE_S, recheck_s=recheck),
         )
-        spec = self._spec(sub)
+        spec = self._spec(sub, priority, timeout_s)
         self._track_job(job_id, sub.name)  # before it is sent: its outcome may come back at once
         if chosen:
             # A chosen id may be taken: registered now, refused here and now.
@@ -195,7 +228,33 @@ class RayJobExecutor(BaseRayExecutor):
         self._emit_submitted(job_id, sub.name)
         return job_id
 
-    def _spec(self, sub: Submission) -> JobSpec:
+    def _checked_call(self, priority: Any, timeout_s: Any) -> float | None:
+        """The per-call arguments checked; returns the job's deadline (argument, else option)."""
+        problems = []
+        if type(priority) is not int or not -(2**31) <= priority < 2**31:
+            problems.append(("priority", "must be an integer between -2**31 and 2**31-1"))
+        if timeout_s is not None and (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, int | float)
+            or not 0 < timeout_s <= 10 * 365 * 86400
+        ):
+            problems.append(("timeout_s", "must be a number of seconds > 0 (at most ten years)"))
+        if problems:
+            raise InvalidOptionsError(self.name, problems)
+        return float(timeout_s) if timeout_s is not None else self.options.timeout_s
+
+    def _retry_wire(self, cls: type | None) -> dict[str, Any] | None:
+        # The policy depends only on the options and the action class: resolved once per class.
+        try:
+            return self._policies[cls]
+        except KeyError:
+            policy = RetryPolicy.resolve(self.options, cls)
+            wired = policy.to_wire() if policy.retries else None
+            if len(self._policies) < 1024:
+                self._policies[cls] = wired
+            return wired
+
+    def _spec(self, sub: Submission, priority: int = 0, timeout_s: float | None = None) -> JobSpec:
         """What the registry gets for a prepared job (see :class:`~raydrive.drivers.wire.JobSpec`)."""
         built = sub.runtime
         assert built is not None and sub.resources is not None
@@ -213,6 +272,11 @@ class RayJobExecutor(BaseRayExecutor):
             ray_options=ray_options,
             launch=self._launch_key(built, ray_options),
             ttl=self.options.result_ttl,
+            retry=self._retry_wire(sub.action.cls),
+            timeout_s=timeout_s,
+            queue=self.options.queue,
+            max_concurrent=self.options.max_concurrent,
+            priority=priority,
         )
 
     def _isolated(self, built: Any) -> dict[str, Any]:
@@ -259,7 +323,7 @@ class RayJobExecutor(BaseRayExecutor):
         :raises ExecutionTimeoutError: it did not end within ``timeout``.
         :raises JobNotFoundError: no job has this id.
         """
-        state, result, error = self._outcome(job_id, timeout)
+        state, result, error, _ = self._outcome(job_id, timeout)
         if state == JobState.SUCCEEDED:
             return result
         if error is not None:
@@ -276,9 +340,22 @@ class RayJobExecutor(BaseRayExecutor):
         self.get_result(job_id, timeout=timeout_seconds)
         return JobState.SUCCEEDED.value
 
+    def get_attempts(self, job_id: str) -> list[Attempt]:
+        """The job's attempts so far, oldest first, each with its state, times and error (one for
+        a job that was never retried; none while it waits in its queue).
+
+        :raises JobNotFoundError: no job has this id.
+        """
+        found = self._call("attempts", job_id, job_id=job_id)
+        if found is None:
+            raise JobNotFoundError(f"no job {job_id!r} on the cluster's job registry", job_id=job_id)
+        fields = ("number", "state", "started_at", "ended_at", "error_type", "error")
+        return [Attempt(**dict(zip(fields, record, strict=False))) for record in found]
+
     def cancel(self, job_id: str) -> bool:
-        """Stop a job that has not ended (its task is cancelled, its actor killed). False when the
-        job already ended or is unknown."""
+        """Stop a job that has not ended: a queued job never starts, a waiting retry is not made,
+        a running task is cancelled, a running actor killed. False when the job already ended or
+        is unknown."""
         return bool(self._call("cancel", job_id, job_id=job_id))
 
     def delete(self, job_id: str) -> bool:
@@ -297,13 +374,13 @@ class RayJobExecutor(BaseRayExecutor):
             self._outcomes.clear()
 
     # --- outcomes -----------------------------------------------------------------------------
-    def _outcome(self, job_id: str, timeout: float | None) -> tuple[str, Any, BaseException | None]:
+    def _outcome(self, job_id: str, timeout: float | None) -> tuple[str, Any, BaseException | None, int]:
         cached = self._outcomes.get(job_id)
         if cached is not None:
             return cached
         also = [j for j in self._unfinished_jobs()[: _PREFETCH + 1] if j != job_id][:_PREFETCH]
         # The registry waits at most `timeout`; no client-side timeout is needed on top.
-        found: dict[str, tuple[str, Any, BaseException | None]] = self._call(
+        found: dict[str, tuple[str, Any, BaseException | None, int]] = self._call(
             "outcome", job_id, timeout, also, job_id=job_id
         )
         outcome = found[job_id]
@@ -321,7 +398,7 @@ class RayJobExecutor(BaseRayExecutor):
             self._remember(other, value)
         return outcome
 
-    def _remember(self, job_id: str, outcome: tuple[str, Any, BaseException | None]) -> None:
+    def _remember(self, job_id: str, outcome: tuple[str, Any, BaseException | None, int]) -> None:
         if getattr(outcome[2], "error_type", None) == "RuntimeEnvSetupError":
             self.forget_uploads()  # the package may be gone: check (and upload) again next time
         with self._lock:
@@ -329,107 +406,5 @@ class RayJobExecutor(BaseRayExecutor):
             while len(self._outcomes) > _OUTCOME_CACHE:
                 self._outcomes.popitem(last=False)
         error = outcome[2]  # lifecycle: once per job, by the executor that submitted it
-        self._emit_finished(job_id, outcome[0], getattr(error, "message", None) if error else None)
-
-
-class _Outbox:
-    """Submissions with generated ids, sent to the registry in batches by a helper thread.
-
-    One message carries every job queued while the previous one was on its way, so a burst of
-    submissions costs a few registry calls, not one each (the registry is a single actor, the
-    bottleneck of a burst). A job is settled (its batch acknowledged, a refusal raised) before
-    this executor looks it up, and everything queued is sent before the executor closes or the
-    interpreter exits, so a job submitted just before exit is not lost.
-    """
-
-    def __init__(self, executor: RayJobExecutor) -> None:
-        # A strong reference: `RayJobExecutor(...).submit(...)` must send its job even though
-        # nothing else keeps the executor (the thread keeps this object while it works).
-        self._executor = executor
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._queued: list[tuple[str, dict[str, Any]]] = []
-        self._batch_sent = threading.Event()  # the event of the batch being filled
-        self._unacked: dict[str, threading.Event] = {}
-        self._failed: dict[str, BaseException] = {}
-        self._thread: threading.Thread | None = None
-
-    def put(self, job_id: str, spec: dict[str, Any]) -> None:
-        with self._lock:
-            self._queued.append((job_id, spec))
-            self._unacked[job_id] = self._batch_sent
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="raydrive-job-outbox", daemon=True)
-                self._thread.start()
-                _OUTBOXES.add(self)
-                _register_atexit()
-        self._wake.set()
-
-    def settle(self, job_id: str) -> None:
-        """Wait until ``job_id``'s batch reached the registry; raise if it was refused."""
-        sent = self._unacked.get(job_id)
-        if sent is not None:
-            self._wake.set()
-            sent.wait()
-        error = self._failed.pop(job_id, None) if self._failed else None
-        if error is not None:
-            raise copy.copy(error)
-
-    def drain(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued was sent and acknowledged; False on timeout."""
-        with self._lock:
-            pending = set(self._unacked.values())
-        self._wake.set()
-        return all(event.wait(timeout) for event in pending)
-
-    def _run(self) -> None:
-        while True:
-            woke = self._wake.wait(_OUTBOX_IDLE_S)
-            self._wake.clear()
-            with self._lock:
-                if not woke and not self._queued:  # idle: the thread goes, put() starts another
-                    self._thread = None
-                    return
-            while True:
-                with self._lock:
-                    batch, sent = self._queued, self._batch_sent
-                    if not batch:
-                        break
-                    self._queued, self._batch_sent = [], threading.Event()
-                self._send(batch)
-                with self._lock:
-                    for job_id, _ in batch:
-                        self._unacked.pop(job_id, None)
-                sent.set()
-
-    def _send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
-        try:
-            refused = self._executor._call("submit_many", batch)
-        except BaseException as exc:  # the whole batch failed (registry gone...): said at lookup
-            _log.warning("could not submit %d job(s) to the job registry: %s", len(batch), exc)
-            for job_id, _ in batch:
-                self._failed[job_id] = exc
-            return
-        for job_id in refused:  # generated ids are unique: only a broken registry gets here
-            self._failed[job_id] = DuplicateJobError(f"job id {job_id!r} is already in use", job_id=job_id)
-
-
-_log = logging.getLogger("raydrive.ray")
-_OUTBOXES: weakref.WeakSet[_Outbox] = weakref.WeakSet()
-
-
-_atexit_registered = False
-
-
-def _register_atexit() -> None:
-    # On first use, after Ray registered its own handler at import: atexit runs the last
-    # registered first, so queued jobs are sent while the connection is still up.
-    global _atexit_registered
-    if not _atexit_registered:
-        _atexit_registered = True
-        atexit.register(_drain_outboxes)
-
-
-def _drain_outboxes() -> None:
-    for outbox in list(_OUTBOXES):
-        outbox.drain(timeout=30)
+        message = getattr(error, "message", None) if error else None
+        self._emit_finished(job_id, outcome[0], message, attempt=max(1, outcome[3]))

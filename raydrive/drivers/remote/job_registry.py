@@ -1,9 +1,22 @@
-"""ray-job's detached job registry: owns every job's task or actor, queues nothing, keeps outcomes.
+"""ray-job's detached job registry: owns every job's task or actor, its queue, retries and deadline.
 
 It runs on the cluster (one per cluster, named :data:`REGISTRY_NAME` in namespace ``raydrive``),
 so a job outlives the process that submitted it and any process can look it up. The code each job
 runs (the pooled task, the fresh actor) is in :mod:`raydrive.drivers.remote.workers`; what it
-receives is a :class:`~raydrive.drivers.wire.JobSpec`.
+receives is a :class:`~raydrive.drivers.wire.JobSpec`; the queues are in :mod:`.job_queue`.
+
+Retries are the registry's, not Ray's: the pooled task keeps ``max_retries=0`` and the actor
+``max_restarts=0``. Ray's task retry resubmits at once, unseen by the owner, so the registry
+could neither count nor record the attempts nor wait a backoff; here each attempt is a fresh
+task (or actor) under the same job id, the backoff is an ``asyncio`` wait that holds no
+process, and ``get_status`` follows the latest attempt (PENDING while a retry waits).
+
+Deadlines (``timeout_s``) are timers on this actor's event loop, so they hold with the submitter
+gone: at the deadline the attempt's task is force-cancelled (its process killed) or its actor
+killed, and the attempt fails with :func:`~raydrive.core.retry.deadline_error`. A deadline counts
+from the attempt's launch by the registry (after any wait in the queue), Ray's scheduling and
+the runtime env's setup included, as Kubernetes' ``activeDeadlineSeconds`` counts from the pod's
+start, image pulls included.
 """
 
 from __future__ import annotations
@@ -17,7 +30,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from raydrive.core.errors import DuplicateJobError, ExecutionError, RaydriveError
+from raydrive.core.retry import RetryPolicy, deadline_error
 from raydrive.core.status import TERMINAL_STATES, JobState
+from raydrive.drivers.remote.job_queue import JobQueue, JobQueues
 from raydrive.drivers.remote.workers import (
     _kill,
     _remote,
@@ -39,31 +54,41 @@ MAX_FINISHED_RECORDS = 100_000
 PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED, UNKNOWN = (s.value for s in JobState)
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 
-Outcome = tuple[str, Any, BaseException | None]
-"""``(state, result, error)`` of a job as the registry reports it."""
+Outcome = tuple[str, Any, BaseException | None, int]
+"""``(state, result, error, attempt)`` of a job as the registry reports it (``attempt``: the
+number of the attempt that ended it, 0 for a job that never started)."""
 
 
 class _Job:
     __slots__ = (
         "action",
         "actor",
+        "attempt",
+        "attempts",
         "cancelled",
         "done",
         "error",
         "expires",
         "finished_at",
         "job_id",
+        "queue",
+        "queued",
         "ref",
         "result",
+        "spec",
         "state",
         "submitted_at",
+        "task",
+        "timed_out",
         "ttl",
+        "wake",
     )
 
-    def __init__(self, job_id: str, action: str, ttl: float) -> None:
+    def __init__(self, job_id: str, spec: JobSpec) -> None:
         self.job_id = job_id
-        self.action = action
-        self.ttl = ttl
+        self.action = spec.action
+        self.ttl = float(spec.ttl)
+        self.spec: JobSpec | None = spec  # dropped when the job ends (params and env go with it)
         self.state = PENDING
         self.result: Any = None
         self.error: BaseException | None = None
@@ -74,9 +99,16 @@ class _Job:
         self.submitted_at = time.time()
         self.finished_at: float | None = None
         self.expires = float("inf")
+        self.attempt = 0
+        self.attempts: list[list[Any]] = []  # [number, state, started_at, ended_at, error_type, error]
+        self.queue: JobQueue | None = None
+        self.queued = False
+        self.task: asyncio.Task[None] | None = None  # kept: the loop holds tasks only weakly
+        self.timed_out = False
+        self.wake: asyncio.Event | None = None  # set while a retry waits out its backoff
 
     def outcome(self) -> Outcome:
-        return (self.state, self.result, self.error)
+        return (self.state, self.result, self.error, self.attempt)
 
 
 class JobRegistry:
@@ -88,11 +120,12 @@ class JobRegistry:
     that a detached actor owns are not killed when the submitting driver exits; their results are
     kept here, since an object owned by a dead driver would be lost.
 
-    Retention: a finished job's record (state, result or error) is kept ``ttl`` seconds after it
-    finished (the executor's ``result_ttl``), however often it is read, or until ``delete``; at most
-    :data:`MAX_FINISHED_RECORDS` finished records are kept, the oldest dropped first. A job id is
-    reserved while its record is kept. Records live in this actor's memory: if the registry dies
-    (or the cluster stops), they are lost, and jobs still running under it are stopped by Ray.
+    Retention: a finished job's record (state, result or error, attempts) is kept ``ttl`` seconds
+    after it finished (the executor's ``result_ttl``), however often it is read, or until
+    ``delete``; at most :data:`MAX_FINISHED_RECORDS` finished records are kept, the oldest dropped
+    first. A job id is reserved while its record is kept. Records live in this actor's memory: if
+    the registry dies (or the cluster stops), they are lost, and jobs still running under it are
+    stopped by Ray.
     """
 
     def __init__(self) -> None:
@@ -100,12 +133,14 @@ class JobRegistry:
         self._expiry: list[tuple[float, str]] = []
         self._finished = 0
         self._launchers: dict[str, Any] = {}
+        self._queues = JobQueues()
 
     async def protocol(self) -> int:
         return REGISTRY_PROTOCOL
 
     async def submit(self, job_id: str, packed: dict[str, Any]) -> None:
-        """Register and start a job; raise DuplicateJobError when the id is held.
+        """Register a job and start it, or queue it when its queue is full; raise
+        DuplicateJobError when the id is held.
 
         ``packed``: a :class:`~raydrive.drivers.wire.JobSpec`, packed.
         """
@@ -117,14 +152,12 @@ class JobRegistry:
                 f"{REGISTRY_NAME!r}); choose another id or delete() the finished job first",
                 job_id=job_id,
             )
-        job = _Job(job_id, spec.action, float(spec.ttl))
-        self._jobs[job_id] = job
-        try:
-            self._start(job, spec)
-        except Exception as exc:
-            self._finish(job, FAILED, error=_describe(exc, job))
-            return
-        asyncio.get_running_loop().create_task(self._track(job))
+        job = self._jobs[job_id] = _Job(job_id, spec)
+        if spec.max_concurrent:
+            job.queue = self._queues.enqueue(job, spec.queue, int(spec.max_concurrent), int(spec.priority))
+            self._pump(job.queue)
+        else:
+            self._launch(job)
 
     async def submit_many(self, jobs: list[tuple[str, dict[str, Any]]]) -> list[str]:
         """:meth:`submit` for a batch (one message for many jobs); returns the ids refused as taken."""
@@ -135,6 +168,13 @@ class JobRegistry:
             except DuplicateJobError:
                 refused.append(job_id)
         return refused
+
+    def _pump(self, queue: JobQueue) -> None:
+        for job in queue.startable():
+            self._launch(job)
+
+    def _launch(self, job: _Job) -> None:
+        job.task = asyncio.get_running_loop().create_task(self._run(job))
 
     def _launcher(self, spec: JobSpec) -> Any:
         # `.options()` validates and serializes the runtime env each time: once per distinct set.
@@ -155,34 +195,105 @@ class JobRegistry:
         else:
             job.ref = launcher.remote(spec.pooled(job.job_id).pack())
 
-    async def _track(self, job: _Job) -> None:
+    # --- one job, from its launch to its end: attempts, backoff, deadline ----------------------
+    async def _run(self, job: _Job) -> None:
         try:
-            result = await job.ref
-        except Exception as exc:
-            if job.cancelled:
-                self._finish(
-                    job,
-                    STOPPED,
-                    error=ExecutionError(
-                        f"job {job.job_id!r} (action {job.action!r}) was cancelled",
-                        error_type="TaskCancelledError",
-                        error_message="cancelled",
-                        job_id=job.job_id,
-                    ),
-                )
-            else:
-                self._finish(job, FAILED, error=_describe(exc, job))
-        else:
-            self._finish(job, SUCCEEDED, result=result)
+            while True:
+                state, result, error = await self._attempt(job)
+                if state == FAILED and not job.cancelled and self._retried(job, error):
+                    if await self._backoff(job):
+                        continue
+                    state, error = STOPPED, _cancelled(job)
+                self._finish(job, state, result=result, error=error)
+                return
         finally:
-            actor, job.actor, job.ref = job.actor, None, None
-            if actor is not None:  # the fresh actor per job goes as soon as its job is done
+            queue = job.queue
+            if queue is not None:  # it held a slot: the next job of its queue starts
+                job.queue = None
+                queue.release()
+                self._pump(queue)
+
+    async def _attempt(self, job: _Job) -> tuple[str, Any, BaseException | None]:
+        spec = job.spec
+        assert spec is not None
+        job.attempt += 1
+        record: list[Any] = [job.attempt, RUNNING, time.time(), None, None, None]
+        job.attempts.append(record)
+        job.state = PENDING  # RUNNING once the worker says so (see workers._RunningReporter)
+        state, result, error = STOPPED, None, None
+        timer = None
+        try:
+            if job.cancelled:
+                error = _cancelled(job)
+                return state, result, error
+            try:
+                self._start(job, spec)
+            except Exception as exc:
+                state, error = FAILED, _describe(exc, job)
+                return state, result, error
+            if spec.timeout_s:
+                timer = asyncio.get_running_loop().call_later(
+                    float(spec.timeout_s), self._expire, job, job.attempt
+                )
+            try:
+                result = await job.ref
+            except Exception as exc:
+                if job.timed_out:
+                    state, error = FAILED, deadline_error(job.job_id, float(spec.timeout_s or 0), job.action)
+                elif job.cancelled:
+                    state, error = STOPPED, _cancelled(job)
+                else:
+                    state, error = FAILED, _describe(exc, job)
+            else:
+                state = SUCCEEDED
+            return state, result, error
+        finally:
+            if timer is not None:
+                timer.cancel()
+            actor, job.actor, job.ref, job.timed_out = job.actor, None, None, False
+            if actor is not None:  # the fresh actor per attempt goes as soon as it is done
                 _kill(actor)
+            record[1], record[3] = state, time.time()
+            if error is not None:
+                record[4] = getattr(error, "error_type", None) or type(error).__name__
+                record[5] = getattr(error, "message", None) or str(error)  # raydrive errors: redacted
+
+    def _retried(self, job: _Job, error: BaseException | None) -> bool:
+        # The policy is parsed only when an attempt failed: jobs that succeed pay nothing for it.
+        retry = job.spec.retry if job.spec is not None else None
+        if not retry or error is None:
+            return False
+        return RetryPolicy.from_wire(retry).should_retry(error, job.attempt)
+
+    async def _backoff(self, job: _Job) -> bool:
+        """Wait out the delay before the next attempt (PENDING meanwhile); False if cancelled."""
+        assert job.spec is not None
+        delay = RetryPolicy.from_wire(job.spec.retry).backoff.delay(job.attempt)
+        job.state = PENDING
+        job.wake = asyncio.Event()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(job.wake.wait(), delay)
+        job.wake = None
+        return not job.cancelled
+
+    def _expire(self, job: _Job, attempt: int) -> None:
+        # The deadline of this attempt passed: stop it at once (no grace: time is up).
+        if job.attempt != attempt or job.ref is None or job.state in _TERMINAL:
+            return
+        job.timed_out = True
+        if job.actor is not None:
+            _kill(job.actor)
+        else:
+            import ray
+
+            with contextlib.suppress(Exception):
+                ray.cancel(job.ref, force=True)
 
     def _finish(
         self, job: _Job, state: str, *, result: Any = None, error: BaseException | None = None
     ) -> None:
         job.state, job.result, job.error = state, result, error
+        job.spec = None
         job.finished_at = time.time()
         job.expires = time.monotonic() + job.ttl
         heapq.heappush(self._expiry, (job.expires, job.job_id))
@@ -199,9 +310,10 @@ class JobRegistry:
                 del self._jobs[job_id]
                 self._finished -= 1
 
+    # --- what executors ask ---------------------------------------------------------------------
     async def started(self, job_id: str) -> None:
         job = self._jobs.get(job_id)
-        if job is not None and job.state == PENDING:
+        if job is not None and job.state == PENDING and job.ref is not None:
             job.state = RUNNING
 
     async def status(self, job_id: str) -> str:
@@ -217,7 +329,7 @@ class JobRegistry:
         self._sweep()
         job = self._jobs.get(job_id)
         if job is None:
-            return {job_id: (UNKNOWN, None, None)}
+            return {job_id: (UNKNOWN, None, None, 0)}
         if not job.done.is_set() and (timeout is None or timeout > 0):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(job.done.wait(), timeout)
@@ -228,15 +340,30 @@ class JobRegistry:
                 found[other] = done.outcome()
         return found
 
+    async def attempts(self, job_id: str) -> list[list[Any]] | None:
+        """The job's attempts, oldest first (``[number, state, started_at, ended_at, error_type,
+        error]`` each); None when no job has this id. Empty while the job waits in its queue."""
+        job = self._jobs.get(job_id)
+        return None if job is None else [list(a) for a in job.attempts]
+
     async def cancel(self, job_id: str) -> bool:
-        """Stop a job that has not finished: its task is cancelled, its actor killed."""
+        """Stop a job that has not finished: a queued job never starts, a retry waiting for its
+        backoff is not made, a running task is cancelled, a running actor killed."""
         import ray
 
         job = self._jobs.get(job_id)
         if job is None or job.state in _TERMINAL:
             return False
         job.cancelled = True
-        if job.actor is not None:
+        if job.queued:  # never started: it ends here, its heap entry is skipped later
+            job.queued = False
+            if job.queue is not None:
+                job.queue.withdraw()
+                job.queue = None
+            self._finish(job, STOPPED, error=_cancelled(job))
+        elif job.wake is not None:
+            job.wake.set()
+        elif job.actor is not None:
             _kill(job.actor)
         elif job.ref is not None:
             try:
@@ -271,6 +398,19 @@ class JobRegistry:
         for job in self._jobs.values():
             counts[job.state] = counts.get(job.state, 0) + 1
         return counts
+
+    async def queues(self) -> dict[str, dict[str, int]]:
+        """Each queue's limit, jobs holding a slot and jobs waiting (for monitoring and tests)."""
+        return self._queues.info()
+
+
+def _cancelled(job: _Job) -> ExecutionError:
+    return ExecutionError(
+        f"job {job.job_id!r} (action {job.action!r}) was cancelled",
+        error_type="TaskCancelledError",
+        error_message="cancelled",
+        job_id=job.job_id,
+    )
 
 
 def _describe(exc: BaseException, job: _Job) -> BaseException:

@@ -1,0 +1,125 @@
+"""ray-job's outbox: submissions with generated ids, sent to the job registry in batches.
+
+Kept apart from :mod:`raydrive.drivers.ray_job` (which uses it) to keep modules small.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from raydrive.core.errors import DuplicateJobError
+
+if TYPE_CHECKING:
+    from raydrive.drivers.ray_job import RayJobExecutor
+
+__all__ = ["Outbox"]
+
+_OUTBOX_IDLE_S = 30.0  # an executor's submission thread ends after this long without work
+
+
+class Outbox:
+    """Submissions with generated ids, sent to the registry in batches by a helper thread.
+
+    One message carries every job queued while the previous one was on its way, so a burst of
+    submissions costs a few registry calls, not one each (the registry is a single actor, the
+    bottleneck of a burst). A job is settled (its batch acknowledged, a refusal raised) before
+    this executor looks it up, and everything queued is sent before the executor closes or the
+    interpreter exits, so a job submitted just before exit is not lost.
+    """
+
+    def __init__(self, executor: RayJobExecutor) -> None:
+        # A strong reference: `RayJobExecutor(...).submit(...)` must send its job even though
+        # nothing else keeps the executor (the thread keeps this object while it works).
+        self._executor = executor
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._queued: list[tuple[str, dict[str, Any]]] = []
+        self._batch_sent = threading.Event()  # the event of the batch being filled
+        self._unacked: dict[str, threading.Event] = {}
+        self._failed: dict[str, BaseException] = {}
+        self._thread: threading.Thread | None = None
+
+    def put(self, job_id: str, spec: dict[str, Any]) -> None:
+        with self._lock:
+            self._queued.append((job_id, spec))
+            self._unacked[job_id] = self._batch_sent
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="raydrive-job-outbox", daemon=True)
+                self._thread.start()
+                _OUTBOXES.add(self)
+                _register_atexit()
+        self._wake.set()
+
+    def settle(self, job_id: str) -> None:
+        """Wait until ``job_id``'s batch reached the registry; raise if it was refused."""
+        sent = self._unacked.get(job_id)
+        if sent is not None:
+            self._wake.set()
+            sent.wait()
+        error = self._failed.pop(job_id, None) if self._failed else None
+        if error is not None:
+            raise copy.copy(error)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued was sent and acknowledged; False on timeout."""
+        with self._lock:
+            pending = set(self._unacked.values())
+        self._wake.set()
+        return all(event.wait(timeout) for event in pending)
+
+    def _run(self) -> None:
+        while True:
+            woke = self._wake.wait(_OUTBOX_IDLE_S)
+            self._wake.clear()
+            with self._lock:
+                if not woke and not self._queued:  # idle: the thread goes, put() starts another
+                    self._thread = None
+                    return
+            while True:
+                with self._lock:
+                    batch, sent = self._queued, self._batch_sent
+                    if not batch:
+                        break
+                    self._queued, self._batch_sent = [], threading.Event()
+                self._send(batch)
+                with self._lock:
+                    for job_id, _ in batch:
+                        self._unacked.pop(job_id, None)
+                sent.set()
+
+    def _send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        try:
+            refused = self._executor._call("submit_many", batch)
+        except BaseException as exc:  # the whole batch failed (registry gone...): said at lookup
+            _log.warning("could not submit %d job(s) to the job registry: %s", len(batch), exc)
+            for job_id, _ in batch:
+                self._failed[job_id] = exc
+            return
+        for job_id in refused:  # generated ids are unique: only a broken registry gets here
+            self._failed[job_id] = DuplicateJobError(f"job id {job_id!r} is already in use", job_id=job_id)
+
+
+_log = logging.getLogger("raydrive.ray")
+_OUTBOXES: weakref.WeakSet[Outbox] = weakref.WeakSet()
+
+
+_atexit_registered = False
+
+
+def _register_atexit() -> None:
+    # On first use, after Ray registered its own handler at import: atexit runs the last
+    # registered first, so queued jobs are sent while the connection is still up.
+    global _atexit_registered
+    if not _atexit_registered:
+        _atexit_registered = True
+        atexit.register(_drain_outboxes)
+
+
+def _drain_outboxes() -> None:
+    for outbox in list(_OUTBOXES):
+        outbox.drain(timeout=30)
