@@ -49,6 +49,8 @@ __all__ = [
     "PipelineSpec",
     "PooledJob",
     "RemoteError",
+    "attempt_of",
+    "attempt_submission_id",
     "pipeline_actor_name",
     "result_filename",
     "valid_job_id",
@@ -57,7 +59,7 @@ __all__ = [
 NAMESPACE = "raydrive"
 """Ray namespace of every named actor raydrive creates."""
 
-REGISTRY_PROTOCOL = 3  # 2: typed JobSpec; 3: queue, priority, retries, deadline, attempts
+REGISTRY_PROTOCOL = 2  # 2: typed JobSpec
 REGISTRY_NAME = f"raydrive-job-registry-v{REGISTRY_PROTOCOL}"
 """Name of ray-job's detached job registry; versioned, so an old registry never serves a newer client."""
 
@@ -118,11 +120,6 @@ class JobSpec:
     ``ray_options`` are the task's or actor's Ray options (resources, runtime env); ``launch`` a
     key naming ``mode`` and ``ray_options`` (the same for the same ones), for the registry's cache
     of Ray launchers; ``ttl`` how long the outcome is kept after the job ends.
-
-    ``retry``: the job's :class:`~raydrive.core.retry.RetryPolicy` (``to_wire()``; None: never
-    retried); ``timeout_s``: the deadline of each attempt, counted from its launch; ``queue`` and
-    ``max_concurrent``: the registry's queue the job waits in and that queue's limit (None: the
-    job is not queued); ``priority``: its place in the queue (higher first, then FIFO).
     """
 
     mode: str
@@ -134,11 +131,6 @@ class JobSpec:
     ray_options: Mapping[str, Any]
     launch: str
     ttl: float = 3600.0
-    retry: Mapping[str, Any] | None = None
-    timeout_s: float | None = None
-    queue: str = "default"
-    max_concurrent: int | None = None
-    priority: int = 0
 
     def pack(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in _JOB_SPEC_FIELDS}
@@ -183,7 +175,7 @@ class PipelineSpec:
 
 
 # --- ray-jobs-api: the payload and the outcome ----------------------------------------------------
-PROTOCOL = 2  # 2: the action may travel pickled (a class defined in __main__)
+PROTOCOL = 3  # 2: the action may travel pickled (a class defined in __main__); 3: deadline, retries
 PAYLOAD_FILE = "payload.json"
 PAYLOAD_PREFIX = "_raydrive_payload_"  # of the payload package's gcs:// name
 PAYLOAD_DIR_PREFIX = "_rdp_"  # of the directory inside it (one per submission)
@@ -197,6 +189,24 @@ def valid_job_id(job_id: object) -> bool:
     return isinstance(job_id, str) and _JOB_ID.fullmatch(job_id) is not None
 
 
+ATTEMPT_SEPARATOR = "--a"
+_ATTEMPT_SUFFIX = re.compile(r"--a([0-9]+)$")
+
+
+def attempt_submission_id(job_id: str, attempt: int) -> str:
+    """Ray's submission id of attempt ``attempt`` of a ray-jobs-api job: the job id itself for the
+    first attempt, ``<job id>--a<n>`` for the n-th (the Jobs API has no retries: each is a job)."""
+    return job_id if attempt <= 1 else f"{job_id}{ATTEMPT_SEPARATOR}{attempt}"
+
+
+def attempt_of(submission_id: str) -> tuple[str, int]:
+    """``(job id, attempt)`` of a submission id made by :func:`attempt_submission_id`."""
+    match = _ATTEMPT_SUFFIX.search(submission_id)
+    if match is None or int(match.group(1)) < 2:
+        return submission_id, 1
+    return submission_id[: match.start()], int(match.group(1))
+
+
 def result_filename(submission_id: str) -> str:
     """The outcome file's path relative to the Ray logs directory of the driver's node."""
     return f"{RESULT_DIR}/{submission_id}.json"
@@ -205,26 +215,41 @@ def result_filename(submission_id: str) -> str:
 @dataclass(frozen=True)
 class Payload:
     """The job's input. ``action`` is ``module.Class``; ``action_pickle`` the class by value
-    (cloudpickle, base64) when it cannot be imported by name (defined in ``__main__``)."""
+    (cloudpickle, base64) when it cannot be imported by name (defined in ``__main__``).
+
+    ``timeout_s``: the deadline of each attempt, enforced by the entry's watchdog on the cluster;
+    ``retry``: the job's :class:`~raydrive.core.retry.RetryPolicy` (``to_wire()``), so that the
+    entry keeps the payload on disk only while a later attempt may need it. Every attempt of a
+    job reads the same payload (the same package).
+    """
 
     action: str
     params: Any
     env: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     action_pickle: str | None = None
+    timeout_s: float | None = None
+    retry: dict[str, Any] | None = None
 
     @classmethod
     def for_target(
-        cls, target: Any, params: Any, env: Mapping[str, str], secrets: Mapping[str, str]
+        cls,
+        target: Any,
+        params: Any,
+        env: Mapping[str, str],
+        secrets: Mapping[str, str],
+        *,
+        timeout_s: float | None = None,
+        retry: dict[str, Any] | None = None,
     ) -> Payload:
         """From :func:`~raydrive.drivers.ray_common.base.wire_target`'s answer (a string or a class)."""
         if isinstance(target, str):
-            return cls(target, params, dict(env), dict(secrets))
+            return cls(target, params, dict(env), dict(secrets), None, timeout_s, retry)
         from ray import cloudpickle  # the submitter has Ray; only a by-value class needs it
 
         name = f"{target.__module__}.{target.__qualname__}"
         blob = base64.b64encode(cloudpickle.dumps(target)).decode("ascii")
-        return cls(name, params, dict(env), dict(secrets), blob)
+        return cls(name, params, dict(env), dict(secrets), blob, timeout_s, retry)
 
     def pack(self) -> str:
         return json.dumps({"protocol": PROTOCOL, **dataclasses.asdict(self)})
@@ -255,7 +280,7 @@ class Payload:
 class RemoteError:
     """An error raised in the job, with what it takes to raise the same raydrive error here."""
 
-    kind: str  # "validation", "import", "execution" or "payload"
+    kind: str  # "validation", "import", "execution", "deadline" or "payload"
     type: str
     message: str
     summary: str
@@ -281,11 +306,24 @@ class RemoteError:
 
     def to_raydrive(self, job_id: str) -> Exception:
         """The raydrive error it was in the job."""
-        from raydrive.core.errors import ActionImportError, ExecutionError, ValidationError
+        from raydrive.core.errors import (
+            ActionImportError,
+            ExecutionError,
+            ExecutionTimeoutError,
+            ValidationError,
+        )
 
         summary = self.summary or self.message or "the job failed"
         if self.kind == "validation":
             return ValidationError(summary, action=self.action, errors=self.errors or [])
+        if self.kind == "deadline":
+            return ExecutionTimeoutError(
+                summary,
+                reason=self.reason,
+                error_type=self.type,
+                error_message=self.message,
+                job_id=job_id,
+            )
         if self.kind == "import":
             return ActionImportError(str(self.entrypoint), str(self.reason))
         return ExecutionError(

@@ -55,6 +55,7 @@ AUTH_MODE_ENV = "RAY_AUTH_MODE"
 JOB_STATES = frozenset({"PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED"})
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 _GATEWAY = frozenset({502, 503, 504})
+_RESOURCE_FIELDS = ("entrypoint_num_cpus", "entrypoint_num_gpus", "entrypoint_memory", "entrypoint_resources")
 
 
 def auth_headers(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -78,13 +79,23 @@ def auth_headers(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class JobInfo:
-    """The fields of Ray's ``JobDetails`` that raydrive reads, checked when parsed."""
+    """The fields of Ray's ``JobDetails`` that raydrive reads, checked when parsed.
+
+    ``entrypoint``, ``runtime_env``, ``metadata`` and the ``entrypoint_*`` resources are what a
+    retry resubmits (from any process); ``start_time`` / ``end_time`` are Ray's, in seconds.
+    """
 
     status: str
     message: str | None = None
     error_type: str | None = None
     driver_node_id: str | None = None
     driver_exit_code: int | None = None
+    entrypoint: str | None = None
+    runtime_env: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    start_time: float | None = None
+    end_time: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -105,6 +116,10 @@ class _Shared:
 def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
     return value if isinstance(value, str) and value else None
+
+
+def _seconds(ms: Any) -> float | None:
+    return ms / 1000.0 if isinstance(ms, int | float) and ms > 0 else None
 
 
 class AsyncDashboard:
@@ -265,12 +280,38 @@ class AsyncDashboard:
         if status not in JOB_STATES:
             raise self.not_dashboard(response, what, f"with no job status (got {str(status)[:50]!r})")
         code = data.get("driver_exit_code")
+        metadata = data.get("metadata")
+        runtime_env = data.get("runtime_env")
+        resources = {key: data[key] for key in _RESOURCE_FIELDS if data.get(key) not in (None, 0, {})}
         return JobInfo(
             status=status,
             message=_opt_str(data, "message"),
             error_type=_opt_str(data, "error_type"),
             driver_node_id=_opt_str(data, "driver_node_id"),
             driver_exit_code=code if isinstance(code, int) else None,
+            entrypoint=_opt_str(data, "entrypoint"),
+            runtime_env=runtime_env if isinstance(runtime_env, dict) else {},
+            metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
+            resources=resources,
+            start_time=_seconds(data.get("start_time")),
+            end_time=_seconds(data.get("end_time")),
+        )
+
+    async def submit(self, request: Mapping[str, Any]) -> bool:
+        """POST a job (Ray's ``JobSubmitRequest`` as JSON, nothing to upload); False when a job
+        with its submission id exists already (Ray refuses a second one: the id is the lock that
+        makes a retry start once, whichever process submits it)."""
+        what = "POST /api/jobs/"
+        response = await self.request("POST", "/api/jobs/", json=dict(request))
+        if response.status_code == 200:
+            return True
+        if response.status_code == 400 and "already exists" in response.text:
+            return False
+        raise SubmissionError(
+            f"{what} on {self.shown} failed ({response.status_code}) for job "
+            f"{request.get('submission_id')!r}: {response.text[-2000:]}",
+            job_id=request.get("submission_id"),
+            address=self.shown,
         )
 
     async def job_action(self, method: str, job_id: str, suffix: str, key: str) -> bool | None:

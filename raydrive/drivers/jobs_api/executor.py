@@ -20,7 +20,13 @@ How a job is put together
 - **Result**: the entry writes a :class:`.wire.Outcome` as ``raydrive/<id>.json`` in Ray's log
   directory of the driver's node; :meth:`get_result` reads it through the dashboard's log API
   (:mod:`.outcome`), never from the job's output; :meth:`delete` removes it.
-- **Logs**: :mod:`.follow`.
+- **Logs**: :mod:`.follow`; a retried job's logs are every attempt's, a header line between them.
+- **Retries** (``retries``, ``retry_on``, ``retry_backoff``; options win over the action class):
+  Ray's Jobs API has none, so raydrive resubmits under derived submission ids (``<id>--a2``...);
+  the job id stays the user's; see :mod:`.attempts` for who drives them and their limit.
+- **Deadline** (``timeout_s``, option or ``submit(..., timeout_s=)``, per attempt): enforced by
+  the entry's watchdog on the cluster, also when the submitter has gone; the job ends FAILED with
+  ExecutionTimeoutError (reason ``deadline exceeded``), not retried unless ``retry_on`` names it.
 
 Security notes: while the job runs, the payload package (like every runtime-env package) can be
 read by anyone who can connect to the cluster as a Ray driver, and its unpacked copy by whoever
@@ -32,25 +38,22 @@ Results live next to the job's logs, readable through the dashboard like the log
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
+import json
 import logging
 import secrets as _secrets
 import shlex
 import threading
-import time
 import uuid
 import zipfile
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from raydrive.core.errors import (
     DuplicateJobError,
-    ExecutionTimeoutError,
-    JobNotFoundError,
     RaydriveError,
     SubmissionError,
 )
@@ -58,30 +61,34 @@ from raydrive.core.executor import BaseExecutor
 from raydrive.core.packaging import DASHBOARD_UPLOAD_LIMIT, check_upload_size
 from raydrive.core.plugins import PluginManager
 from raydrive.core.policy_types import ResourceRequest
+from raydrive.core.retry import RetryPolicy
 from raydrive.core.runtime_env import BuiltRuntimeEnv
-from raydrive.drivers.jobs_api.client import AsyncDashboard, Dashboard, JobInfo
-from raydrive.drivers.jobs_api.follow import DRIVER_LOG, follow, iterate_in_thread, poll_delay
+from raydrive.drivers.jobs_api import attempts as chains
+from raydrive.drivers.jobs_api.client import AsyncDashboard, Dashboard
 from raydrive.drivers.jobs_api.options import JobsApiOptions
-from raydrive.drivers.jobs_api.outcome import ENTRY_MODULE, read_outcome, result_of
+from raydrive.drivers.jobs_api.outcome import ENTRY_MODULE
 from raydrive.drivers.jobs_api.sdk import submit_job
+from raydrive.drivers.jobs_api.tracking import AttemptTracking
 from raydrive.drivers.submission import Submitter
 from raydrive.drivers.wire import (
     PAYLOAD_DIR_PREFIX,
     PAYLOAD_FILE,
     PAYLOAD_PREFIX,
     Payload,
+    attempt_of,
+    attempt_submission_id,
     valid_job_id,
 )
 
 if TYPE_CHECKING:
-    from ray.job_submission import JobStatus
+    pass
 
 __all__ = ["JobsApiOptions", "RayJobsApiExecutor"]
 
 _log = logging.getLogger("raydrive.jobs_api")
 
 
-class RayJobsApiExecutor(BaseExecutor):
+class RayJobsApiExecutor(AttemptTracking, BaseExecutor):
     """Runs actions as Ray Jobs through the dashboard's Jobs API, with log streaming.
 
     ::
@@ -107,6 +114,7 @@ class RayJobsApiExecutor(BaseExecutor):
         self._lock = threading.RLock()
         self._dashboard_: Dashboard | None = None
         self._last_env: dict[str, Any] | None = None
+        self._pinned: dict[str, float] = {}
 
     # --- connection ---------------------------------------------------------------------------
     @property
@@ -131,13 +139,21 @@ class RayJobsApiExecutor(BaseExecutor):
 
     # --- submission ---------------------------------------------------------------------------
     def submit(
-        self, action_cls: type | str, params: Mapping[str, Any] | BaseModel, *, job_id: str | None = None
+        self,
+        action_cls: type | str,
+        params: Mapping[str, Any] | BaseModel,
+        *,
+        job_id: str | None = None,
+        timeout_s: float | None = None,
     ) -> str:
-        """Submit the action as a Ray Job (non-blocking); return its job id (Ray's submission id).
+        """Submit the action as a Ray Job (non-blocking); return its job id (Ray's submission id
+        of its first attempt; a retry runs as ``<job id>--a<n>`` under the same job id).
 
         :param action_cls: a BaseAction subclass (one defined in ``__main__`` too) or ``module.Class``.
         :param params: the action's params; validated here when the class is importable here.
         :param job_id: the submission id (letters, digits and ``_.:-``); a new one when None.
+        :param timeout_s: this job's deadline per attempt (overrides the ``timeout_s`` option),
+            enforced on the cluster: the job ends FAILED with ExecutionTimeoutError.
         :raises ActionImportError: ``action_cls`` is a class but not a BaseAction subclass.
         :raises ValidationError: the params do not fit the action's params model.
         :raises DuplicateJobError: a job with this id exists on the cluster.
@@ -147,12 +163,13 @@ class RayJobsApiExecutor(BaseExecutor):
         :raises AuthenticationError: the dashboard refused the credentials.
         """
         job_id = job_id or f"raydrive_{uuid.uuid4().hex[:20]}"
-        if not valid_job_id(job_id):
+        if not valid_job_id(job_id) or attempt_of(job_id)[1] > 1:
             raise SubmissionError(
                 f"job id {job_id!r} must be letters, digits and '_.:-' (at most 256), starting with a "
-                "letter, digit or '_'",
+                "letter, digit or '_', and not end in '--a<number>' (the ids of retries)",
                 job_id=job_id,
             )
+        timeout_s = self._timeout(job_id, timeout_s)
         # The shared submission step (the payload is JSON: params as JSON data; a Jobs API
         # entrypoint reserves nothing unless asked, so an empty request needs no cluster check).
         dashboard = self._dashboard()
@@ -167,16 +184,31 @@ class RayJobsApiExecutor(BaseExecutor):
         )
         name, request, built = sub.name, sub.resources, sub.runtime
         assert built is not None
+        policy = RetryPolicy.resolve(self.options, sub.action.cls)
+        if not valid_job_id(attempt_submission_id(job_id, policy.max_attempts)):
+            raise SubmissionError(
+                f"job id {job_id!r} is too long for {policy.retries} retries (a retry's id adds "
+                f"'--a{policy.max_attempts}', and an id has at most 256 characters)",
+                job_id=job_id,
+            )
+        retry = policy.to_wire() if policy.retries else None
         if self._run(dashboard.api.job(job_id)) is not None:
             raise DuplicateJobError(f"a job with id {job_id!r} already exists on the cluster", job_id=job_id)
         if built.package is not None:
             check_upload_size(built.package)  # before anything is uploaded
             self._run(self._upload(dashboard.api, built.package.uri, built.package.data, pin=True))
         payload = Payload.for_target(
-            sub.target, sub.params, built.runtime_env.get("env_vars", {}), built.secrets
+            sub.target,
+            sub.params,
+            built.runtime_env.get("env_vars", {}),
+            built.secrets,
+            timeout_s=timeout_s,
+            retry=retry,
         )
         package_dir = f"{PAYLOAD_DIR_PREFIX}{_secrets.token_hex(12)}"
         payload_uri = self._run(self._upload_payload(dashboard.api, package_dir, payload))
+        if retry is not None:
+            self._pin(payload_uri)  # a retry may need it after this attempt ended (see .attempts)
         runtime_env = dict(built.runtime_env)
         runtime_env["py_modules"] = [*runtime_env.get("py_modules", []), payload_uri]
         self._last_env = {k: v for k, v in built.runtime_env.items() if k in ("py_modules", "env_vars")}
@@ -190,6 +222,7 @@ class RayJobsApiExecutor(BaseExecutor):
                     **(self.options.metadata or {}),
                     "raydrive_driver": self.name,
                     "raydrive_action": payload.action,
+                    **self._retry_metadata(job_id, retry),
                 },
                 resources=request,
             )
@@ -208,6 +241,22 @@ class RayJobsApiExecutor(BaseExecutor):
             ) from exc
         self._emit_submitted(job_id, name)
         return job_id
+
+    def _timeout(self, job_id: str, timeout_s: Any) -> float | None:
+        if timeout_s is None:
+            return self.options.timeout_s
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
+            raise SubmissionError(
+                f"timeout_s must be a number of seconds above 0, not {timeout_s!r}", job_id=job_id
+            )
+        return float(timeout_s)
+
+    @staticmethod
+    def _retry_metadata(job_id: str, retry: dict[str, Any] | None) -> dict[str, str]:
+        """What a later attempt is made from, by any process (see :mod:`.attempts`)."""
+        if retry is None:
+            return {}
+        return {chains.META_JOB: job_id, chains.META_ATTEMPT: "1", chains.META_RETRY: json.dumps(retry)}
 
     def _submit_job(
         self,
@@ -268,186 +317,10 @@ class RayJobsApiExecutor(BaseExecutor):
         await self._upload(api, uri, data, pin=False)
         return uri
 
-    # --- status -------------------------------------------------------------------------------
-    async def _job(self, job_id: str, api: AsyncDashboard | None = None) -> JobInfo:
-        info = await (api or self._dashboard().api).job(job_id)
-        if info is None:
-            raise JobNotFoundError(
-                f"no job {job_id!r} on the cluster at {(api or self._dashboard().api).shown}", job_id=job_id
-            )
-        self._observe(job_id, info)
-        return info
-
-    def _observe(self, job_id: str, info: JobInfo) -> None:
-        """Report ``job_finished`` once, the first time this executor sees its job ended."""
-        if not info.terminal:
-            return
-        error = None if info.status == "SUCCEEDED" else (info.message or info.status)
-        self._emit_finished(job_id, info.status, error)
-
-    def get_status(self, job_id: str) -> JobStatus:
-        """The job's status: Ray's ``JobStatus`` (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED).
-
-        :raises JobNotFoundError: no job with this id.
-        """
-        from ray.job_submission import JobStatus
-
-        return JobStatus(self._run(self._job(job_id)).status)
-
-    async def _ended(self, job_id: str, timeout: float | None, cap: float) -> JobInfo:
-        start = time.monotonic()
-        while True:
-            info = await self._job(job_id)
-            if info.terminal:
-                return info
-            delay = poll_delay(time.monotonic() - start, cap)
-            if timeout is not None:
-                left = start + timeout - time.monotonic()
-                if left <= 0:
-                    raise ExecutionTimeoutError(
-                        f"job {job_id!r} did not finish within {timeout:g} s (it is {info.status})",
-                        job_id=job_id,
-                    )
-                delay = min(delay, left)
-            await asyncio.sleep(delay)
-
-    async def _result(self, job_id: str, timeout: float | None, cap: float) -> tuple[JobInfo, Any]:
-        info = await self._ended(job_id, timeout, cap)
-        outcome = await read_outcome(self._dashboard().api, job_id, info)
-        return info, outcome
-
-    def wait(self, job_id: str, timeout_seconds: float = 300, poll_interval: float = 1.0) -> str:
-        """Wait for the job to end; return ``'SUCCEEDED'``.
-
-        Polls quickly at first, then every ``poll_interval`` seconds.
-
-        :raises ExecutionError: the job failed or was stopped (same errors as :meth:`get_result`).
-        :raises ExecutionTimeoutError: it did not end within ``timeout_seconds``.
-        """
-        info = self._run(self._ended(job_id, timeout_seconds, poll_interval))
-        if info.status != "SUCCEEDED":
-            result_of(job_id, info, self._run(read_outcome(self._dashboard().api, job_id, info)), self.name)
-        return info.status
-
-    def get_result(self, job_id: str, timeout: float | None = None) -> Any:
-        """Wait for the job and return the action's result (JSON data; models come back as dicts).
-
-        :raises ExecutionError: the action raised (``error_type``, ``error_message`` and
-            ``remote_traceback`` describe it), the runtime env could not be set up, or the job
-            was stopped; ActorDiedError when the job's process died without a word.
-        :raises ValidationError / ActionImportError: the job could not validate the params or
-            import the action.
-        :raises JobNotFoundError: no job with this id.
-        :raises ExecutionTimeoutError: it did not end within ``timeout`` seconds.
-        """
-        info, outcome = self._run(self._result(job_id, timeout, self.options.poll_interval))
-        return result_of(job_id, info, outcome, self.name)
-
-    # --- cancel / stop / delete ---------------------------------------------------------------
-    def cancel(self, job_id: str) -> bool:
-        """Stop a job that has not ended (SIGTERM, then SIGKILL after Ray's grace period); its
-        status becomes STOPPED shortly after. False when it had already ended or is unknown, as
-        on ``ray-job``."""
-        try:
-            return self.stop(job_id)
-        except JobNotFoundError:
-            return False
-
-    def stop(self, job_id: str) -> bool:
-        """The guide's name for :meth:`cancel`; raises JobNotFoundError for an unknown id."""
-        stopped = self._run(self._dashboard().api.job_action("POST", job_id, "/stop", "stopped"))
-        if stopped is None:
-            raise JobNotFoundError(
-                f"no job {job_id!r} on the cluster at {self._dashboard().api.shown}", job_id=job_id
-            )
-        return stopped
-
-    def delete(self, job_id: str) -> bool:
-        """Delete an ended job: its outcome file on the driver's node, then its record.
-
-        The outcome file goes through a short clean-up job on that node (Ray has no API to delete
-        a file); Ray's own log files of the job stay on disk.
-
-        :raises RaydriveError: the job has not ended yet (stop it first).
-        :raises JobNotFoundError: no job with this id.
-        """
-        from raydrive.drivers.jobs_api.cleanup import delete_outcome
-
-        info = self._run(self._job(job_id))
-        if not info.terminal:
-            raise RaydriveError(
-                f"job {job_id!r} is {info.status}: only an ended job can be deleted; stop it first "
-                f"(executor.stop({job_id!r})) and delete it once its status is STOPPED",
-                job_id=job_id,
-                status=info.status,
-            )
-        if info.driver_node_id:
-            delete_outcome(self, job_id, info.driver_node_id)
-        deleted = self._run(self._dashboard().api.job_action("DELETE", job_id, "", "deleted"))
-        if deleted is None:
-            raise JobNotFoundError(f"no job {job_id!r} on the cluster", job_id=job_id)
-        self._untrack_job(job_id)
-        return deleted
-
+    # --- status, results, attempts, stop, delete, logs: :class:`.tracking.AttemptTracking` --------
     def _cleanup_env(self) -> dict[str, Any]:
         if self._last_env is None:
             with self._lock:
                 built: BuiltRuntimeEnv = self.submitter.builder.build(package=False)
             self._last_env = {k: v for k, v in built.runtime_env.items() if k == "env_vars"}
         return dict(self._last_env)
-
-    # --- logs ---------------------------------------------------------------------------------
-    def get_logs(self, job_id: str) -> str:
-        """All of the job's log so far (with Ray's setup messages, and its error when the job
-        never started).
-
-        :raises JobNotFoundError: no job with this id.
-        """
-        return self._run(self._logs(job_id))
-
-    async def _logs(self, job_id: str) -> str:
-        api = self._dashboard().api
-        info = await self._job(job_id)
-        logs = ""
-        if info.driver_node_id:
-            logs = await api.job_logs(job_id)
-        else:
-            # Not started (or never will): what Ray wrote on the head node, as stream_logs shows.
-            head = await api.head_node()
-            if head:
-                data = await api.read_file(head, DRIVER_LOG.format(submission_id=job_id))
-                logs = (data or b"").decode("utf-8", errors="replace")
-        if not logs and info.terminal and info.status != "SUCCEEDED":
-            logs = info.message or ""
-        return logs
-
-    def stream_logs(self, job_id: str, *, timeout: float = 3600.0) -> Iterator[str]:
-        """Follow the job's log: yield each line (with its newline) as it is written.
-
-        Ends when the job has ended and every line is out, or after ``timeout`` seconds. Safe to
-        call from inside an event loop (the HTTP work runs on a private thread).
-
-        :raises JobNotFoundError: no job with this id.
-        """
-        return iterate_in_thread(lambda: self._follow(job_id, timeout))
-
-    async def stream_logs_async(self, job_id: str, *, timeout: float = 3600.0) -> AsyncIterator[str]:
-        """Like :meth:`stream_logs`, as an async iterator."""
-        async for line in self._follow(job_id, timeout):
-            yield line
-
-    async def _follow(self, job_id: str, timeout: float) -> AsyncIterator[str]:
-        # This event loop's own connections (the sync client's belong to its private loop).
-        api = AsyncDashboard(self.options, self._dashboard().shared, stream=True)
-        try:
-            lines = follow(
-                api,
-                job_id,
-                lambda j: self._job(j, api),
-                timeout=timeout,
-                interval=self.options.log_poll_interval,
-            )
-            async for line in lines:
-                yield line
-        finally:
-            await api.aclose()

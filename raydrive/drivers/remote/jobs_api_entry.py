@@ -13,9 +13,20 @@ the action travelled by value): it
    dashboard's log API. The exit code is 0 on success, 1 when the action failed, 2 when the job
    could not even start the action (bad payload, no log directory).
 
+Retries (``--attempt N``, ``--delay S``): attempt N of job ``--job-id`` runs under the submission
+id :func:`~.wire.attempt_submission_id`; it first waits out the retry backoff (``--delay``), on
+the cluster, so that a retry submitted at once still honours the backoff.
+
+Deadline (the payload's ``timeout_s``): a watchdog thread starts with the action; at the
+deadline it writes the Outcome with ExecutionTimeoutError (reason ``deadline exceeded``), flushes
+the output and ends the process with ``os._exit(1)`` so that Ray marks the job FAILED, whether
+or not anyone still watches the job.
+
 The unpacked payload file is deleted on every way out (a ``finally``), including a failure
-before it was read, so the secrets never stay on the node's disk. ``--delete-result ID`` is the
-clean-up job that ``delete()`` runs on the driver's node to remove a job's outcome file.
+before it was read, so the secrets never stay on the node's disk; with retries left it is kept
+while this attempt runs (a retry on this node reuses the same unpacked package) and deleted as
+soon as the attempt ends in a way that is not retried. ``--delete-result ID`` is the clean-up job
+that ``delete()`` runs on the driver's node to remove a job's outcome file.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ import json
 import os
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +50,7 @@ from raydrive.drivers.wire import (
     Outcome,
     Payload,
     RemoteError,
+    attempt_submission_id,
     result_filename,
     valid_job_id,
 )
@@ -142,6 +156,70 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class _Watchdog:
+    """Ends the attempt at its deadline: writes the deadline Outcome, then ``os._exit(1)``.
+
+    A thread, not a signal: it fires even while the action blocks in C code or sleeps. The lock
+    makes "the action finished" and "the deadline fired" exclusive: exactly one outcome is written.
+    """
+
+    def __init__(self, timeout_s: float | None, job_id: str, action: str, out: Path, keep: bool) -> None:
+        self.timeout_s, self.job_id, self.action, self.out, self.keep = timeout_s, job_id, action, out, keep
+        self.lock = threading.Lock()
+        self.finished = False
+        self.payload: str | None = None
+        self._timer: threading.Timer | None = None
+
+    def start(self, payload_package: str) -> None:
+        self.payload = payload_package
+        if self.timeout_s is not None:
+            self._timer = threading.Timer(self.timeout_s, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def finish(self) -> bool:
+        """Called when the action returned: False when the deadline already fired."""
+        with self.lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            done, self.finished = self.finished, True
+            return not done
+
+    def _fire(self) -> None:
+        from raydrive.core.retry import deadline_error
+
+        with self.lock:
+            if self.finished:
+                return
+            self.finished = True
+            assert self.timeout_s is not None
+            error = deadline_error(self.job_id, self.timeout_s, self.action)
+            try:
+                remote = RemoteError.from_exception(error, "deadline", reason=error.reason)
+                _write(self.out, Outcome(False, error=remote).pack())
+                print(f"raydrive: {error.message}", file=sys.stderr, flush=True)
+            finally:
+                if not self.keep and self.payload is not None:
+                    _delete_payload(self.payload)
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(1)  # hard: the action's threads cannot hold the job past its deadline
+
+
+def _retry_kept(payload: Payload, attempt: int, error: RemoteError | None) -> bool:
+    """Whether a later attempt may read the payload again: attempts left and, once the attempt
+    has ended with ``error``, an error the job's policy retries (None: not ended yet)."""
+    if not payload.retry:
+        return False
+    from raydrive.core.retry import RetryPolicy
+
+    policy = RetryPolicy.from_wire(payload.retry)
+    if attempt > policy.retries:
+        return False
+    return error is None or policy.retryable(error.to_raydrive(""))
+
+
 def _run(payload: Payload, job_id: str) -> Outcome:
     from raydrive.core.action import run_action
     from raydrive.core.errors import ActionImportError, ExecutionError, ValidationError
@@ -193,9 +271,11 @@ def _delete_result(job_id: str, own: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raydrive.drivers.remote.jobs_api_entry")
-    parser.add_argument("--job-id", help="the job's submission id")
+    parser.add_argument("--job-id", help="the job's id (the submission id of its first attempt)")
     parser.add_argument("--payload", help="name of the payload package directory")
     parser.add_argument("--action", default=None, help="the action, for display only")
+    parser.add_argument("--attempt", type=int, default=1, help="the attempt's number (1 = the first)")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait first (retry backoff)")
     parser.add_argument("--delete-result", default=None, help="delete this job's outcome file, then exit")
     try:
         args = parser.parse_args(argv)
@@ -204,18 +284,21 @@ def main(argv: list[str] | None = None) -> int:
         raise
     if args.delete_result is not None:
         return _delete_result(args.delete_result, args.job_id)
+    keep = [False]  # set by _main while a later attempt may need the payload
     try:
-        return _main(args)
+        return _main(args, keep)
     finally:
-        _delete_payload(args.payload)  # whatever happened: the secrets do not stay on disk
+        if not keep[0]:
+            _delete_payload(args.payload)  # whatever happened: the secrets do not stay on disk
 
 
-def _main(args: argparse.Namespace) -> int:
-    if not args.job_id or not args.payload:
+def _main(args: argparse.Namespace, keep: list[bool]) -> int:
+    if not args.job_id or not args.payload or args.attempt < 1:
         print("raydrive: --job-id and --payload are required", file=sys.stderr, flush=True)
         return 2
+    submission_id = attempt_submission_id(args.job_id, args.attempt)
     try:
-        out = _logs_dir(args.job_id) / result_filename(args.job_id)
+        out = _logs_dir(submission_id) / result_filename(submission_id)
     except RuntimeError as exc:
         print(exc, file=sys.stderr, flush=True)
         return 2
@@ -225,8 +308,18 @@ def _main(args: argparse.Namespace) -> int:
         print(f"raydrive: cannot read the job's payload: {exc}", file=sys.stderr, flush=True)
         _write(out, Outcome(False, error=RemoteError.from_exception(exc, "payload")).pack())
         return 2
-    _delete_payload(args.payload)  # read: not needed on disk any more
+    keep[0] = _retry_kept(payload, args.attempt, None)
+    if not keep[0]:
+        _delete_payload(args.payload)  # read: not needed on disk any more
+    if args.delay > 0:
+        print(f"raydrive: attempt {args.attempt} starts in {args.delay:.3g} s (retry backoff)", flush=True)
+        time.sleep(args.delay)
+    deadline_keeps = keep[0] and _retry_kept(payload, args.attempt, _deadline_remote(payload, args.job_id))
+    watchdog = _Watchdog(payload.timeout_s, args.job_id, payload.action, out, deadline_keeps)
+    watchdog.start(args.payload)
     outcome = _run(payload, args.job_id)
+    if not watchdog.finish():
+        time.sleep(3600)  # the watchdog is ending the process (os._exit): wait for it here
     try:
         text = outcome.pack()
     except (TypeError, ValueError) as exc:
@@ -235,8 +328,18 @@ def _main(args: argparse.Namespace) -> int:
     if outcome.error is not None:
         # The traceback goes to the job's log as well, for whoever reads the logs.
         print((outcome.error.traceback or outcome.error.summary).rstrip(), file=sys.stderr, flush=True)
+    keep[0] = keep[0] and not outcome.ok and _retry_kept(payload, args.attempt, outcome.error)
     _write(out, text)
     return 0 if outcome.ok else 1
+
+
+def _deadline_remote(payload: Payload, job_id: str) -> RemoteError | None:
+    if payload.timeout_s is None or not payload.retry:
+        return None
+    from raydrive.core.retry import deadline_error
+
+    error = deadline_error(job_id, payload.timeout_s, payload.action)
+    return RemoteError.from_exception(error, "deadline", reason=error.reason)
 
 
 if __name__ == "__main__":
