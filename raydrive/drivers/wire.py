@@ -59,7 +59,7 @@ __all__ = [
 NAMESPACE = "raydrive"
 """Ray namespace of every named actor raydrive creates."""
 
-REGISTRY_PROTOCOL = 2  # 2: typed JobSpec
+REGISTRY_PROTOCOL = 3  # 2: typed JobSpec; 3: queue, priority, retries, deadline, attempts
 REGISTRY_NAME = f"raydrive-job-registry-v{REGISTRY_PROTOCOL}"
 """Name of ray-job's detached job registry; versioned, so an old registry never serves a newer client."""
 
@@ -120,6 +120,11 @@ class JobSpec:
     ``ray_options`` are the task's or actor's Ray options (resources, runtime env); ``launch`` a
     key naming ``mode`` and ``ray_options`` (the same for the same ones), for the registry's cache
     of Ray launchers; ``ttl`` how long the outcome is kept after the job ends.
+
+    ``retry``: the job's :class:`~raydrive.core.retry.RetryPolicy` (``to_wire()``; None: never
+    retried); ``timeout_s``: the deadline of each attempt, counted from its launch; ``queue`` and
+    ``max_concurrent``: the registry's queue the job waits in and that queue's limit (None: the
+    job is not queued); ``priority``: its place in the queue (higher first, then FIFO).
     """
 
     mode: str
@@ -131,6 +136,11 @@ class JobSpec:
     ray_options: Mapping[str, Any]
     launch: str
     ttl: float = 3600.0
+    retry: Mapping[str, Any] | None = None
+    timeout_s: float | None = None
+    queue: str = "default"
+    max_concurrent: int | None = None
+    priority: int = 0
 
     def pack(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in _JOB_SPEC_FIELDS}
