@@ -1,6 +1,8 @@
 """The ``ray-jobs-api`` driver: actions as Ray Jobs over the dashboard's HTTP API.
 
-- :mod:`.executor`: :class:`RayJobsApiExecutor` and its options (submit, status, result, cancel);
+- :mod:`.executor`: :class:`RayJobsApiExecutor` (connection and submission);
+- :mod:`.tracking`: status, result, attempts, stop, delete and logs of a submitted job;
+- :mod:`.attempts`: retries, as a chain of Ray Jobs under derived submission ids;
 - :mod:`.client`: the dashboard client (one async implementation, the sync API a thin wrapper);
 - :mod:`.sdk`: submission through Ray's ``JobSubmissionClient`` over that client;
 - :mod:`.follow`: the log follower; :mod:`.outcome`: the outcome reader;
