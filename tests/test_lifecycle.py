@@ -84,10 +84,9 @@ SHARED = [p for p in ASYNC if p.values[0] != "local"]  # jobs another executor c
 STATES = {state.value for state in JobState}
 
 
-def _local_xfail(reason: str) -> list[Any]:
-    """ASYNC with ``local`` marked as a known deviation from core/protocols.py (strict: a fix shows)."""
-    mark = pytest.mark.xfail(reason=f"local.py LocalExecutor.cancel: {reason}", strict=True)
-    return [pytest.param("local", id="local", marks=mark), *SHARED]
+def _with_local() -> list[Any]:
+    """Every asynchronous driver: ``local`` and the shared Ray ones."""
+    return [pytest.param("local", id="local"), *SHARED]
 
 
 class LocalHoldParams(BaseModel):
@@ -278,7 +277,7 @@ def test_a_job_read_by_another_executor_reports_nothing_there(driver: Driver) ->
 # --- cancel: the same meaning on every asynchronous driver ---------------------------------------
 @pytest.mark.parametrize(
     "driver",
-    _local_xfail("Future.cancel() is False for a running job; the protocol says True until it ended"),
+    _with_local(),
     indirect=True,
 )
 def test_cancel_is_true_for_a_running_job_and_false_once_it_ended(driver: Driver, tmp_path: Path) -> None:
@@ -309,7 +308,7 @@ def test_cancel_is_true_for_a_running_job_and_false_once_it_ended(driver: Driver
     # ray-pipeline raises JobNotFoundError for a run the service does not know).
     [
         p
-        for p in _local_xfail("an unknown id raises JobNotFoundError; the protocol says False")
+        for p in _with_local()
         if p.id != "ray-pipeline"
     ],
     indirect=True,
@@ -345,11 +344,6 @@ def test_local_cancel_of_a_job_not_started_yet(local_queue: tuple[Any, Recorder,
     assert job_state(ex.get_status(queued)) is JobState.STOPPED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="local.py LocalExecutor.cancel/get_result: a second cancel is True again (Future.cancel), "
-    "get_result raises a raw concurrent.futures.CancelledError and no finished event is reported",
-)
 def test_local_cancelled_job_ends_once(local_queue: tuple[Any, Recorder, str]) -> None:
     ex, recorder, queued = local_queue
     assert ex.cancel(queued) is True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -29,6 +29,7 @@ from raydrive.core.errors import (
     JobNotFoundError,
 )
 from raydrive.core.executor import BaseExecutor
+from raydrive.core.interrupt import JobCancelled, raise_in_thread
 from raydrive.core.options import DriverOptions, UserPath
 from raydrive.core.runtime_env import resolve_environment
 from raydrive.core.status import JobState
@@ -51,7 +52,7 @@ class LocalExecutor(BaseExecutor):
     def __init__(self, env: Any = None, /, **options: Any) -> None:
         super().__init__(env, **options)
         self._pool: ThreadPoolExecutor | None = None
-        self._jobs: dict[str, tuple[str, Future[Any]]] = {}
+        self._jobs: dict[str, _LocalJob] = {}
         self._lock = threading.Lock()
 
     def _prepare(self, action: Any, params: dict[str, Any]) -> tuple[type, dict[str, str]]:
@@ -78,40 +79,46 @@ class LocalExecutor(BaseExecutor):
         """Start the action on a worker thread; return its job id."""
         cls, env = self._prepare(action_cls, params)
         job_id = job_id or uuid.uuid4().hex
+        job = _LocalJob(action_name(cls))
         with self._lock:
             if job_id in self._jobs:
                 raise DuplicateJobError(f"job id {job_id!r} is already in use", job_id=job_id)
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.options.max_workers, "raydrive-local")
-            future = self._pool.submit(run_action, cls, params, job_id=job_id, env=env)
-            self._jobs[job_id] = (action_name(cls), future)
-        self._emit_submitted(job_id, action_name(cls))
+            job.future = self._pool.submit(job.run, cls, params, job_id, env)
+            self._jobs[job_id] = job
+        self._emit_submitted(job_id, job.name)
         return job_id
 
-    def _job(self, job_id: str) -> tuple[str, Future[Any]]:
+    def _job(self, job_id: str) -> _LocalJob:
         try:
             return self._jobs[job_id]
         except KeyError:
             raise JobNotFoundError(f"no job {job_id!r} on this local executor", job_id=job_id) from None
 
     def get_status(self, job_id: str) -> JobState:
-        _, future = self._job(job_id)
+        job = self._job(job_id)
+        future = job.future
         if not future.done():
             return JobState.RUNNING if future.running() else JobState.PENDING
-        if future.cancelled():
+        if future.cancelled() or (job.cancelled and _was_cancelled(future.exception())):
             return JobState.STOPPED
         return JobState.FAILED if future.exception() else JobState.SUCCEEDED
 
     def get_result(self, job_id: str, timeout: float | None = None) -> Any:
-        _, future = self._job(job_id)
+        job = self._job(job_id)
         try:
-            result = future.result(timeout=timeout)
+            result = job.future.result(timeout=timeout)
         except FutureTimeout:
             raise ExecutionTimeoutError(
                 f"job {job_id!r} did not finish within {timeout} s", job_id=job_id
             ) from None
+        except (CancelledError, JobCancelled):  # before it started, or as its body returned
+            self._emit_finished(job_id, JobState.STOPPED, "cancelled")
+            raise job.cancelled_error(job_id) from None
         except ExecutionError as exc:
-            self._emit_finished(job_id, JobState.FAILED, exc.message)
+            stopped = job.cancelled and _was_cancelled(exc)
+            self._emit_finished(job_id, JobState.STOPPED if stopped else JobState.FAILED, exc.message)
             raise
         self._emit_finished(job_id, JobState.SUCCEEDED)
         return result
@@ -121,10 +128,60 @@ class LocalExecutor(BaseExecutor):
         return JobState.SUCCEEDED.value
 
     def cancel(self, job_id: str) -> bool:
-        """Cancel a job that has not started yet (a running thread cannot be stopped)."""
-        return self._job(job_id)[1].cancel()
+        """Stop a job: a queued one never starts; a running one gets :class:`JobCancelled` raised
+        in its thread (stops pure-Python code at once, not code blocked in C). False when the job
+        already ended, was cancelled already, or is unknown."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return False
+        with job.lock:
+            if job.cancelled or job.future.done():
+                return False
+            job.cancelled = True
+            if job.future.cancel():  # not started: it never will
+                self._emit_finished(job_id, JobState.STOPPED, "cancelled")
+                return True
+            if job.thread is not None:
+                raise_in_thread(job.thread, JobCancelled)
+            return True  # or it is about to start, and run() sees it cancelled
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+
+
+def _was_cancelled(error: BaseException | None) -> bool:
+    return isinstance(error, JobCancelled) or getattr(error, "error_type", None) == "TaskCancelledError"
+
+
+class _LocalJob:
+    """One submitted job: its future, the thread running it (for cancel), whether it was cancelled."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.future: Future[Any] = Future()
+        self.thread: int | None = None
+        self.cancelled = False
+        self.lock = threading.Lock()  # cancel() raises in the thread only while it runs the action
+
+    def run(self, cls: type, params: dict[str, Any], job_id: str, env: dict[str, str]) -> Any:
+        with self.lock:
+            if self.cancelled:
+                raise self.cancelled_error(job_id)
+            self.thread = threading.get_ident()
+        try:
+            return run_action(cls, params, job_id=job_id, env=env)
+        except JobCancelled:
+            raise self.cancelled_error(job_id) from None
+        finally:
+            with self.lock:
+                self.thread = None
+
+    def cancelled_error(self, job_id: str) -> ExecutionError:
+        return ExecutionError(
+            f"job {job_id!r} (action {self.name!r}) was cancelled",
+            error_type="TaskCancelledError",
+            error_message="cancelled",
+            job_id=job_id,
+        )
