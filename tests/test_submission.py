@@ -113,6 +113,12 @@ def test_what_is_not_an_action_is_refused_with_action_import_error(action):
         submitter().prepare(action, {"a": 1}, job_id="j1")
 
 
+def test_a_string_naming_an_importable_non_action_is_refused_here():
+    # The module imports here and the name is not a BaseAction: refused now, not on the cluster.
+    with pytest.raises(ActionImportError, match="not a BaseAction subclass"):
+        submitter().action("tests.test_submission.NotAnAction")
+
+
 def test_the_prepared_action_is_made_once_per_executor():
     sub = submitter()
     assert sub.action(AddAction) is sub.action(AddAction)

@@ -183,20 +183,27 @@ def resolve_action(action: type[BaseAction] | str) -> type[BaseAction]:
     if obj is None:
         raise ActionImportError(action, f"module {module_name!r} has no attribute {attr!r}")
     if not (isinstance(obj, type) and issubclass(obj, BaseAction)):
-        raise ActionImportError(action, "not a BaseAction subclass")
+        raise ActionImportError(action, _NOT_AN_ACTION)
     return obj
+
+
+_NOT_AN_ACTION = "not a BaseAction subclass"
 
 
 def try_resolve_action(action: type[BaseAction] | str) -> type[BaseAction] | None:
     """Resolve ``action`` if it can be imported here, else None (the worker will import it).
 
-    A class that is not a BaseAction, or a malformed entrypoint, is refused here
-    (ActionImportError); a module that fails to import here is left for the worker to import.
+    A class that is not a BaseAction, a malformed entrypoint, or an entrypoint that imports here
+    and names something that is not a BaseAction subclass is refused here (ActionImportError); a
+    module that fails to import here, or lacks the name, is left for the worker to import (the
+    cluster may have other code: a working dir, other packages).
     """
     require_action(action)
     try:
         return resolve_action(action)
-    except ActionImportError:
+    except ActionImportError as exc:
+        if exc.reason == _NOT_AN_ACTION:
+            raise
         return None
 
 
