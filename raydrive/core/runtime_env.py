@@ -9,11 +9,16 @@ The result is split in two:
   Drivers deliver these to the action's ``os.environ`` by another route.
 
 ``repr()`` of a built env never shows a secret value.
+
+``setup_timeout_s`` becomes Ray's ``config: {"setup_timeout_seconds": N}`` (rounded up to whole
+seconds), so every Ray driver bounds the setup of packages (pip/uv) and working dir the same way.
+Ray tries a failed setup up to ``RUNTIME_ENV_RETRY_TIMES`` (3) times, each bounded by it.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -144,6 +149,12 @@ class RuntimeEnvBuilder:
                 runtime_env["excludes"] = list(dict.fromkeys(user.get("excludes", []) + excludes))
 
         self._add_packages(runtime_env, user, request)
+        if opts.setup_timeout_s is not None:
+            # Ray's own bound on the setup (RuntimeEnvConfig.setup_timeout_seconds, whole seconds):
+            # the option wins over a ``config`` the user's runtime_env carries.
+            config = dict(runtime_env.get("config") or {})
+            config["setup_timeout_seconds"] = max(1, math.ceil(opts.setup_timeout_s))
+            runtime_env["config"] = config
 
         if opts.include_sdk:
             import raydrive

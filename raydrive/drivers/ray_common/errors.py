@@ -138,9 +138,18 @@ def _cancelled(exc: BaseException, rex: Any, ctx: _Context) -> BaseException:
 
 
 def _runtime_env(exc: BaseException, rex: Any, ctx: _Context) -> BaseException:
+    from raydrive.drivers.ray_common.setup_log import setup_log_tail
+
+    # Ray's message is the agent's traceback; what the setup was doing (pip's command line and
+    # output) is in its setup log, whose last lines are added here when they can be read.
+    if "within the timeout of" in str(exc):
+        what = "was not set up within its setup timeout (setup_timeout_s)"
+    else:
+        what = "could not be set up (packages, working dir)"
+    tail = setup_log_tail()
     return ExecutionError(
-        f"the runtime environment for {ctx.where} could not be set up (packages, working dir); "
-        f"the action did not run. Ray said: {exc}",
+        f"the runtime environment for {ctx.where} {what}; the action did not run. Ray said: {exc}"
+        + (f"\n{tail}" if tail else ""),
         error_type="RuntimeEnvSetupError",
         error_message=str(exc),
         job_id=ctx.job_id,
