@@ -109,6 +109,12 @@ def test_run_lifecycle_list_get_patch_delete(http: httpx.Client) -> None:
         "created_at",
         "started_at",
         "completed_at",
+        # beyond the contract (added, as it allows): attempts in place and safe resume
+        "attempt",
+        "attempts",
+        "fingerprint",
+        "resumed_from",
+        "max_attempts",
     }
     assert (run["status"], run["params"], run["work_dir"]) == ("pending", {"epochs": 3}, "/plugin")
     assert [(p["name"], p["status"], p["progress"]) for p in run["progress"]] == [
@@ -194,6 +200,7 @@ def test_progress_report_replaces_the_action_entry_and_sets_run_times(http: http
         "started_at",
         "completed_at",
         "error",
+        "attempt",  # beyond the contract: the pipeline actor's attempt (retries in place)
     }
     assert (view["run_id"], view["pipeline_id"]) == (run["id"], run["pipeline_id"])
     assert view["current_action"] == "download" and view["current_action_index"] == 0

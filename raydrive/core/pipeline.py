@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, Field, PlainSerializer
 
 __all__ = [
     "DEFAULT_SERVICE_URL",
+    "ActionFingerprint",
     "ActionProgress",
     "ActionStatus",
     "PipelineDefinition",
@@ -120,6 +121,8 @@ class PipelineProgress(BaseModel):
     started_at: Timestamp | None = None
     completed_at: Timestamp | None = None
     error: str | None = None
+    #: The attempt running (or that ended the run): 2 after the pipeline actor was restarted once.
+    attempt: int = 1
 
     @property
     def actions(self) -> list[ActionProgress]:
@@ -157,6 +160,17 @@ class PipelineProgress(BaseModel):
     def total_actions(self) -> int:
         """How many actions the run has."""
         return len(self.progress)
+
+
+class ActionFingerprint(BaseModel):
+    """What a run records of one action of its definition, so that a resume can tell whether it
+    would run the same code: the entrypoint and a hash of the params model's JSON schema."""
+
+    name: str = Field(min_length=1, max_length=512)
+    entrypoint: str | None = Field(default=None, max_length=1024)
+    params_schema: str | None = Field(
+        default=None, max_length=128, description="sha256 of the params model's JSON schema."
+    )
 
 
 @dataclass

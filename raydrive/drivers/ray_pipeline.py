@@ -5,6 +5,20 @@ before anything starts on the cluster); then one detached actor runs the actions
 progress, logs, checkpoints and the outcome to the service (see :mod:`.pipeline_runner`). The
 submitting process may exit: status, progress and results are read back through the service,
 from any process.
+
+Retries and deadlines (enforced on the cluster, by the actor):
+
+- ``retries`` (option, or the largest ``retries`` an action class declares) is the actor's Ray
+  ``max_restarts``: when the actor dies (node lost, OOM kill, ``os._exit``) Ray builds it again,
+  possibly on another node, and the run continues **in the same run id** after its latest
+  checkpoint (:mod:`.remote.pipeline_actor`); the run's ``attempt`` says which attempt runs.
+- an exception an action raises is retried in place per the action's policy
+  (:meth:`RetryPolicy.resolve(options, action) <raydrive.core.retry.RetryPolicy.resolve>`:
+  ``retry_on="infra"``, the default, does not retry it; ``"any"`` or a list of type names does),
+  with ``retry_backoff`` between attempts.
+- ``timeout_s`` (option or ``submit(..., timeout_s=)``) bounds the whole run, from its start;
+  an action's own deadline is its class attribute ``timeout_s`` or ``action_timeouts[name]``
+  (option, wins). Past it the action is interrupted and the run fails with ``deadline exceeded``.
 """
 
 from __future__ import annotations
@@ -17,7 +31,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from raydrive.core.action import validate_params
 from raydrive.core.errors import (
@@ -29,8 +43,10 @@ from raydrive.core.errors import (
 )
 from raydrive.core.options import RayOptions
 from raydrive.core.pipeline import DEFAULT_SERVICE_URL, PipelineDefinition, PipelineProgress, RunStatus
-from raydrive.core.redaction import MASK
-from raydrive.drivers.pipeline_payload import SecretMasker, restore_secrets, secret_fields
+from raydrive.core.retry import DEADLINE_EXCEEDED, Attempt, RetryPolicy
+from raydrive.core.status import job_state
+from raydrive.drivers.pipeline_payload import SecretMasker, secret_fields
+from raydrive.drivers.pipeline_resume import fingerprint, resume_point
 from raydrive.drivers.ray_common import compat
 from raydrive.drivers.ray_common.base import BaseRayExecutor
 from raydrive.drivers.remote.pipeline_actor import PipelineActor
@@ -59,6 +75,23 @@ class PipelineOptions(RayOptions):
         le=3600,
         description="Seconds cancel() waits for the actor to stop before killing it.",
     )
+    action_timeouts: dict[str, float] | None = Field(
+        default=None,
+        description="Deadline in seconds per action name (wins over the class attribute timeout_s).",
+    )
+    checkpoint_wait_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="With retries: how long the next action waits for the last checkpoint to be stored.",
+    )
+
+    @field_validator("action_timeouts")
+    @classmethod
+    def _positive(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value and any(not (0 < seconds <= 10 * 365 * 86400) for seconds in value.values()):
+            raise ValueError("every action timeout must be a number of seconds above 0")
+        return value
 
 
 class RayPipelineExecutor(BaseRayExecutor):
@@ -106,6 +139,8 @@ class RayPipelineExecutor(BaseRayExecutor):
         *,
         name: str | None = None,
         resume_from: str | None = None,
+        force: bool = False,
+        timeout_s: float | None = None,
     ) -> str:
         """Submit a pipeline (non-blocking) and return the run id.
 
@@ -116,8 +151,13 @@ class RayPipelineExecutor(BaseRayExecutor):
         :param name: the pipeline's name (required with a plain list).
         :param resume_from: a failed or cancelled run: actions up to its latest checkpoint are
             skipped and the params are restored from that checkpoint (secret ones from ``params``).
+            Refused when the definition differs from that run's up to the checkpoint (entrypoints,
+            order, params schemas), unless ``force``. The new run's ``resumed_from`` names it.
+        :param force: resume although the definition differs.
+        :param timeout_s: the run's deadline (overrides the ``timeout_s`` option).
         :raises ActionImportError: an action is a class that is not a BaseAction.
-        :raises SubmissionError: a resume misses secret params the service does not keep.
+        :raises SubmissionError: a resume of a run that is not failed or cancelled, of another
+            definition, or that misses secret params the service does not keep.
         """
         if not isinstance(pipeline, PipelineDefinition):
             if not name:
@@ -131,11 +171,19 @@ class RayPipelineExecutor(BaseRayExecutor):
         resolved = [a.cls for a in actions]
         names = unique_names([a.name for a in actions])
         masker = SecretMasker(secret_fields([getattr(c, "params_model", None) for c in resolved]))
+        policies = [RetryPolicy.resolve(self.options, c) for c in resolved]
+        deadlines = self._action_timeouts(names, resolved)
+        run_timeout = timeout_s if timeout_s is not None else self.options.timeout_s
+        if run_timeout is not None and not run_timeout > 0:
+            raise SubmissionError(f"timeout_s must be a number of seconds above 0, not {run_timeout!r}")
+        definition = fingerprint(names, actions)
 
         self._check_service()
         start, run_params = 0, dict(params)
         if resume_from:
-            start, run_params = self._resume_point(resume_from, names, run_params)
+            start, run_params = resume_point(
+                self.client, resume_from, names, definition, run_params, force=force
+            )
         first = resolved[start] if start < len(names) else None
         if first is not None:
             validate_params(first, run_params)  # fail fast where we can; the actor checks all
@@ -151,7 +199,15 @@ class RayPipelineExecutor(BaseRayExecutor):
             description=pipeline.description,
         )
         work_dir = str(self.options.working_dir.resolve()) if self.options.working_dir else None
-        run = self.client.create_run(stored.id, params=masker.data(run_params), work_dir=work_dir)
+        restarts = max(p.retries for p in policies)
+        run = self.client.create_run(
+            stored.id,
+            params=masker.data(run_params),
+            work_dir=work_dir,
+            fingerprint=definition,
+            resumed_from=resume_from,
+            max_attempts=restarts + 1,
+        )
         spec = PipelineSpec(
             run_id=run.id,
             service_url=self.options.actor_pipeline_service_url or self.options.pipeline_service_url,
@@ -163,6 +219,12 @@ class RayPipelineExecutor(BaseRayExecutor):
             progress_interval=self.options.progress_interval,
             token=os.environ.get("RAYDRIVE_SERVICE_TOKEN"),
             cancel_poll_interval=self.options.cancel_poll_interval,
+            retry=[p.to_wire() for p in policies],
+            max_restarts=restarts,
+            restart_backoff=max(policies, key=lambda p: p.retries).backoff.model_dump(),
+            action_timeouts=deadlines,
+            timeout_s=run_timeout,
+            checkpoint_wait_s=self.options.checkpoint_wait_s,
         )
         try:
             actor = (
@@ -172,7 +234,8 @@ class RayPipelineExecutor(BaseRayExecutor):
                     namespace=NAMESPACE,
                     lifetime="detached",
                     runtime_env=built.runtime_env,
-                    max_restarts=0,
+                    # Ray's restarts are the retries in place: the constructor continues the run.
+                    max_restarts=restarts,
                     **request.as_ray_options(),
                 )
                 .remote(built.secrets, spec)
@@ -205,34 +268,24 @@ class RayPipelineExecutor(BaseRayExecutor):
             time.sleep(0.005)
         _log.warning("run %s: the cluster has not taken the actor's creation yet; do not exit now", run_id)
 
-    def _resume_point(
-        self, run_id: str, names: list[str], params: dict[str, Any]
-    ) -> tuple[int, dict[str, Any]]:
-        previous = self.client.get_run(run_id)  # JobNotFoundError for an unknown id
-        if previous.status in (RunStatus.PENDING, RunStatus.RUNNING):
+    def _action_timeouts(self, names: list[str], classes: list[type | None]) -> list[float | None]:
+        given = self.options.action_timeouts or {}
+        unknown = sorted(set(given) - set(names))
+        if unknown:
             raise SubmissionError(
-                f"run {run_id!r} is {previous.status.value}; only a failed or cancelled run can be "
-                "resumed (cancel it first)"
+                f"action_timeouts names {', '.join(unknown)}, not actions of this pipeline "
+                f"({', '.join(names)})"
             )
-        checkpoint = self.client.get_latest_checkpoint(run_id)
-        if checkpoint is None:
-            start, stored = 0, {**previous.params, **params}
-        elif (
-            checkpoint.action_index >= len(names) or names[checkpoint.action_index] != checkpoint.action_name
-        ):
-            raise SubmissionError(
-                f"run {run_id!r} was checkpointed after action {checkpoint.action_name!r} "
-                f"(#{checkpoint.action_index}), which this pipeline does not have at that place"
-            )
-        else:
-            start, stored = checkpoint.action_index + 1, dict(checkpoint.params_snapshot)
-        restored, missing = restore_secrets(stored, params)
-        if missing:
-            raise SubmissionError(
-                f"run {run_id!r} had secret params that the service keeps only as {MASK}: pass "
-                f"{', '.join(missing)} again in params to resume it"
-            )
-        return start, restored
+        out: list[float | None] = []
+        for name, cls in zip(names, classes, strict=True):
+            seconds = given.get(name, getattr(cls, "timeout_s", None))
+            valid = isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds > 0
+            if seconds is not None and not valid:
+                raise SubmissionError(
+                    f"{name}.timeout_s must be a number of seconds above 0, not {seconds!r}"
+                )
+            out.append(float(seconds) if seconds is not None else None)
+        return out
 
     # -- reading runs ----------------------------------------------------------------------
     def get_status(self, run_id: str) -> RunStatus:
@@ -251,7 +304,9 @@ class RayPipelineExecutor(BaseRayExecutor):
         lost, OOM kill), or a pending one (its actor never started: a runtime env that failed to
         set up, a working-dir package deleted under it).
 
-        Best effort: a process that cannot reach the cluster (only the service) skips the check.
+        An actor Ray is restarting (state ``RESTARTING``, with ``retries``) keeps its name and
+        counts as alive: the run goes on in place. Best effort: a process that cannot reach the
+        cluster (only the service) skips the check.
         """
         if self._actor_alive(progress.run_id):
             return progress
@@ -261,6 +316,7 @@ class RayPipelineExecutor(BaseRayExecutor):
             return progress
         error = (
             "the pipeline actor died before the run ended"
+            + (f" (attempt {progress.attempt}, no restart left)" if progress.attempt > 1 else "")
             if progress.status is RunStatus.RUNNING
             else "the pipeline actor is gone and the run never started (its runtime env may have "
             "failed to set up: see the Ray dashboard's actor page for the cause)"
@@ -318,18 +374,37 @@ class RayPipelineExecutor(BaseRayExecutor):
         return self._final(run_id, progress)
 
     def _final(self, run_id: str, progress: PipelineProgress) -> PipelineProgress:
-        self._finished_once(run_id, progress.status, progress.error)
+        self._finished_once(run_id, progress.status, progress.error, attempt=progress.attempt)
         if progress.status is RunStatus.COMPLETED:
             return progress
         failed = next((a for a in progress.progress if a.status.value == "failed"), None)
-        raise ExecutionError(
+        message = (
             f"pipeline run {run_id!r} {progress.status.value}"
             + (f" at action {failed.name!r}" if failed else "")
-            + (f": {progress.error}" if progress.error else ""),
-            error_type=progress.status.value,
-            error_message=progress.error,
-            job_id=run_id,
+            + (f": {progress.error}" if progress.error else "")
         )
+        if (progress.error or "").startswith(DEADLINE_EXCEEDED):
+            raise ExecutionTimeoutError(
+                message,
+                job_id=run_id,
+                reason=DEADLINE_EXCEEDED,
+                error_type="ExecutionTimeoutError",
+                error_message=progress.error,
+            )
+        raise ExecutionError(
+            message, error_type=progress.status.value, error_message=progress.error, job_id=run_id
+        )
+
+    def get_attempts(self, run_id: str) -> list[Attempt]:
+        """The run's attempts so far, oldest first: one per start of its pipeline actor (a restart
+        by Ray after the actor died is the next attempt, in the same run id).
+
+        :raises JobNotFoundError: no such run.
+        """
+        run = self.client.get_run(run_id)
+        if run.attempts:
+            return list(run.attempts)
+        return [Attempt(number=1, state=job_state(run.status.value).value, error=run.error)]
 
     def get_result(self, run_id: str, timeout: float | None = None) -> Any:
         """Wait for the run and return its result (the last action's result, secrets as ``***``)."""
@@ -378,10 +453,12 @@ class RayPipelineExecutor(BaseRayExecutor):
             if exc.status_code != 409:  # 409: it ended meanwhile
                 raise
 
-    def _finished_once(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
+    def _finished_once(
+        self, run_id: str, status: RunStatus, error: str | None = None, *, attempt: int = 1
+    ) -> None:
         # One status word per outcome, whichever call saw it (wait or cancel); once, by the
         # executor that submitted the run (the base class keeps the name given at submission).
-        self._emit_finished(run_id, status, error)
+        self._emit_finished(run_id, status, error, attempt=attempt)
 
     def close(self) -> None:
         """Close the service client (runs keep going on the cluster)."""

@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from raydrive.core.pipeline import ActionProgress, ActionStatus, RunStatus, Timestamp
+from raydrive.core.pipeline import ActionFingerprint, ActionProgress, ActionStatus, RunStatus, Timestamp
+from raydrive.core.retry import Attempt
 
 __all__ = [
     "ActionSpec",
@@ -72,11 +73,23 @@ class Pipeline(PipelineCreate):
     created_at: Timestamp
 
 
+_MAX_ACTIONS = 10_000
+_ID = Field(default=None, max_length=64)
+
+
 class RunCreate(BaseModel):
-    """Body of ``POST /api/v1/pipelines/{pipeline_id}/runs/``."""
+    """Body of ``POST /api/v1/pipelines/{pipeline_id}/runs/``.
+
+    Beyond the contract: ``fingerprint`` (one entry per action: what a later resume compares),
+    ``resumed_from`` (the run this one resumes), ``max_attempts`` (how many times the pipeline
+    actor may start: 1 + its restarts).
+    """
 
     params: dict[str, Any] = Field(default_factory=dict)
     work_dir: str | None = None
+    fingerprint: list[ActionFingerprint] | None = Field(default=None, max_length=_MAX_ACTIONS)
+    resumed_from: str | None = _ID
+    max_attempts: int | None = Field(default=None, ge=1, le=1000)
 
 
 class Run(BaseModel):
@@ -95,6 +108,13 @@ class Run(BaseModel):
     created_at: Timestamp
     started_at: Timestamp | None = None
     completed_at: Timestamp | None = None
+    #: Beyond the contract: the attempt running (or that ended the run), its attempts so far,
+    #: the definition's fingerprint, the run it resumed, how many attempts it may have.
+    attempt: int = 1
+    attempts: list[Attempt] = Field(default_factory=list)
+    fingerprint: list[ActionFingerprint] | None = None
+    resumed_from: str | None = None
+    max_attempts: int | None = None
 
 
 class RunUpdate(BaseModel):
@@ -117,6 +137,15 @@ class ProgressReport(BaseModel):
     status: RunStatus | None = None
     action_progress: ActionProgress | None = None
     error: str | None = None
+    #: Beyond the contract: one attempt of the run (replaces the one with the same number).
+    attempt: Attempt | None = None
+
+    @field_validator("attempt")
+    @classmethod
+    def _attempt_bound(cls, value: Attempt | None) -> Attempt | None:
+        if value is not None and value.number > 1000:
+            raise ValueError("an attempt number is at most 1000 (max_restarts is bounded too)")
+        return value
 
 
 class ProgressAck(BaseModel):

@@ -23,6 +23,8 @@ from raydrive.core.pipeline import (
     PipelineProgress,
     RunStatus,
 )
+from raydrive.core.retry import Attempt
+from raydrive.core.status import JobState, job_state
 from raydrive.service.models import (
     Checkpoint,
     CheckpointCreate,
@@ -138,6 +140,7 @@ def progress_view(run: Run) -> PipelineProgress:
         started_at=run.started_at,
         completed_at=run.completed_at,
         error=run.error,
+        attempt=run.attempt,
     )
 
 
@@ -154,6 +157,20 @@ def _set_status(run: Run, status: RunStatus, now: datetime) -> None:
         run.started_at = now
     if status.is_terminal() and run.completed_at is None:
         run.completed_at = now
+    if status.is_terminal() and run.attempts and run.attempts[-1].state == JobState.RUNNING.value:
+        # The attempt that ended the run ends with it (its actor sends no report of its own).
+        last = run.attempts[-1].model_copy(
+            update={"state": job_state(status.value).value, "ended_at": now.timestamp(), "error": run.error}
+        )
+        run.attempts = [*run.attempts[:-1], last]
+
+
+def _merge_attempt(run: Run, attempt: Attempt) -> None:
+    # Replaced by number, kept in order; the run's ``attempt`` is the newest one reported.
+    attempts = {a.number: a for a in run.attempts}
+    attempts[attempt.number] = attempt
+    run.attempts = [attempts[n] for n in sorted(attempts)]
+    run.attempt = max(run.attempt, attempt.number)
 
 
 def apply_update(run: Run, body: RunUpdate, now: datetime) -> Run | None:
@@ -166,12 +183,12 @@ def apply_update(run: Run, body: RunUpdate, now: datetime) -> Run | None:
     fields = body.model_fields_set
     # A shallow copy is enough: fields are only ever replaced, never changed in place.
     new = run.model_copy()
-    if "status" in fields and body.status is not None:
-        _set_status(new, body.status, now)
     if "result" in fields:
         new.result = body.result
     if "error" in fields:
         new.error = body.error
+    if "status" in fields and body.status is not None:
+        _set_status(new, body.status, now)  # after the error: the last attempt ends with it
     return None if new == run else new
 
 
@@ -214,6 +231,8 @@ def apply_progress(run: Run, body: ProgressReport, now: datetime) -> Run | None:
         new.error = body.error
     if body.action_progress is not None:
         new.progress = _merge_action(new.progress, body.action_progress, now)
+    if body.attempt is not None:
+        _merge_attempt(new, body.attempt)
     if "status" in fields and body.status is not None:
         _set_status(new, body.status, now)
     return new

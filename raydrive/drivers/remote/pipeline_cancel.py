@@ -10,6 +10,12 @@ only sees it when the call returns, so when the action has not stopped after ``g
 watcher calls ``on_stuck`` (in the actor: the process exits; the run is already recorded as
 cancelled by the service). While the service cannot be reached the watcher sees nothing and the
 action goes on; the executor's cancel then kills the actor through Ray instead.
+
+Deadlines use the same machinery: :meth:`CancelWatcher.action` takes the monotonic time the
+action must be done by (its own ``timeout_s`` or the run's deadline, whichever comes first); when
+it passes, :class:`DeadlineExceeded` is raised in the action's thread, and an action that does not
+stop within ``grace`` s gets ``on_expired`` (the runner reports the run failed) then ``on_stuck``.
+The watcher's thread enforces it, on the cluster: the submitter may be long gone.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,7 +31,7 @@ from typing import Any
 from raydrive.core.errors import ServiceError
 from raydrive.core.pipeline import RunStatus
 
-__all__ = ["CancelWatcher", "RunCancelled"]
+__all__ = ["CancelWatcher", "DeadlineExceeded", "RunCancelled"]
 
 _log = logging.getLogger("raydrive.pipeline")
 
@@ -32,6 +39,11 @@ _log = logging.getLogger("raydrive.pipeline")
 class RunCancelled(BaseException):
     """Raised in the action's thread when its run was cancelled (a ``BaseException``, so an
     action's ``except Exception`` does not swallow it)."""
+
+
+class DeadlineExceeded(BaseException):
+    """Raised in the action's thread when its deadline passed (a ``BaseException``, as
+    :class:`RunCancelled`)."""
 
 
 def _cancel_seen(client: Any, run_id: str) -> bool:
@@ -70,6 +82,9 @@ class CancelWatcher:
         self._idle.set()
         self._thread: threading.Thread | None = None
         self._complained = False
+        self._deadline: float | None = None  # time.monotonic() the watched action must end by
+        self._on_expired: Callable[[], None] | None = None
+        self.expired = threading.Event()
 
     def start(self) -> None:
         """Check once now (a run cancelled while pending runs nothing), then poll in a thread."""
@@ -85,18 +100,31 @@ class CancelWatcher:
         self._stopped.set()
 
     @contextmanager
-    def action(self) -> Iterator[None]:
-        """Mark the calling thread as running an action (the one to interrupt) for the block."""
+    def action(
+        self, deadline: float | None = None, on_expired: Callable[[], None] | None = None
+    ) -> Iterator[None]:
+        """Mark the calling thread as running an action (the one to interrupt) for the block.
+
+        :param deadline: the ``time.monotonic()`` by which the block must end, else
+            :class:`DeadlineExceeded` is raised in it (once :meth:`start` ran).
+        :param on_expired: called when the interrupted action has not stopped within ``grace``
+            s of its deadline, before ``on_stuck``.
+        """
         with self._lock:
             if self.cancelled.is_set():
                 raise RunCancelled
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded
             self._target = threading.get_ident()
+            self._deadline, self._on_expired = deadline, on_expired
+            self.expired.clear()
             self._idle.clear()
         try:
             yield
         finally:
             with self._lock:
                 self._target = None
+                self._deadline = self._on_expired = None
                 self._idle.set()
 
     def _poll(self) -> bool:
@@ -111,21 +139,53 @@ class CancelWatcher:
             return False
 
     def _loop(self) -> None:
-        while not self._stopped.wait(self._interval):
-            if self._poll():
-                self._cancel()
+        next_poll = time.monotonic() + self._interval
+        while True:
+            deadline = self._deadline
+            wait = next_poll - time.monotonic()
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+            if self._stopped.wait(max(0.0, wait)):
                 return
+            now = time.monotonic()
+            deadline = self._deadline
+            if deadline is not None and now >= deadline and not self.expired.is_set():
+                self._expire()
+            if now >= next_poll:
+                next_poll = now + self._interval
+                if self._poll():
+                    self._cancel()
+                    return
+
+    def _interrupt(self, error: type[BaseException], only_if: float | None = None) -> bool:
+        """Raise ``error`` in the watched thread; True when it was running an action (and, with
+        ``only_if``, still the action whose deadline that is)."""
+        with self._lock:
+            target = self._target
+            if target is None or (only_if is not None and self._deadline != only_if):
+                return False
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(error))
+            return True
+
+    def _expire(self) -> None:
+        deadline, on_expired = self._deadline, self._on_expired
+        self.expired.set()
+        _log.warning("run %s: the action passed its deadline: stopping it", self._run_id)
+        if not self._interrupt(DeadlineExceeded, only_if=deadline) or self._idle.wait(self._grace):
+            return
+        _log.error(
+            "the action of run %s did not stop within %.1f s of its deadline", self._run_id, self._grace
+        )
+        if on_expired is not None:
+            on_expired()
+        if self._on_stuck is not None:
+            self._on_stuck()
 
     def _cancel(self) -> None:
         _log.warning("run %s was cancelled: stopping its action", self._run_id)
         with self._lock:
             self.cancelled.set()
-            target = self._target
-            if target is not None:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(target), ctypes.py_object(RunCancelled)
-                )
-        if target is None or self._idle.wait(self._grace):
+        if not self._interrupt(RunCancelled) or self._idle.wait(self._grace):
             return
         _log.error("the action of run %s did not stop within %.1f s of the cancel", self._run_id, self._grace)
         if self._on_stuck is not None:

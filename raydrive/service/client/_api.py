@@ -166,10 +166,14 @@ class _Api:
         params: Mapping[str, Any] | None,
         work_dir: str | os.PathLike[str] | None,
         idempotency_key: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> _Call:
         body = _body(
             params=dict(params or {}), work_dir=os.fspath(work_dir) if work_dir is not None else None
         )
+        # Fields beyond the contract (fingerprint, resumed_from, max_attempts) only when given,
+        # so a request to an older service is the contract's.
+        body.update(_body(**{k: v for k, v in (extra or {}).items() if v is not None}))
         path = f"/api/v1/pipelines/{_q(pipeline_id)}/runs/"
         return _Call("POST", path, _RUN, body, key=_key(idempotency_key))
 

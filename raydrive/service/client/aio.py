@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import httpx_sse
 
-from raydrive.core.pipeline import ActionProgress, PipelineProgress, RunStatus
+from raydrive.core.pipeline import ActionFingerprint, ActionProgress, PipelineProgress, RunStatus
+from raydrive.core.retry import Attempt
 from raydrive.service.client._api import DEFAULT_URL, UNSET, ProgressEvent, _Api, _Call
 from raydrive.service.client._base import _CLIENT_DOC, _ClientBase, _Reconnect, _Self, _Stream
 from raydrive.service.models import (
@@ -125,9 +126,18 @@ class AsyncPipelineServiceClient(_ClientBase):
         work_dir: str | os.PathLike[str] | None = None,
         *,
         idempotency_key: str | None = None,
+        fingerprint: Sequence[ActionFingerprint | Mapping[str, Any]] | None = None,
+        resumed_from: str | None = None,
+        max_attempts: int | None = None,
     ) -> Run:
-        """Start a ``pending`` run of the pipeline."""
-        return await self._send(_Api.create_run(pipeline_id, params, work_dir, idempotency_key))
+        """Start a ``pending`` run of the pipeline; ``fingerprint`` (one entry per action),
+        ``resumed_from`` and ``max_attempts`` are recorded with it."""
+        extra = {
+            "fingerprint": list(fingerprint) if fingerprint is not None else None,
+            "resumed_from": resumed_from,
+            "max_attempts": max_attempts,
+        }
+        return await self._send(_Api.create_run(pipeline_id, params, work_dir, idempotency_key, extra))
 
     async def list_runs(
         self, status: RunStatus | str | None = None, skip: int = 0, limit: int = 100
@@ -159,6 +169,7 @@ class AsyncPipelineServiceClient(_ClientBase):
         current_action_index: int | None = UNSET,
         action_progress: ActionProgress | Mapping[str, Any] = UNSET,
         error: str | None = UNSET,
+        attempt: Attempt | Mapping[str, Any] = UNSET,
     ) -> ProgressAck:
         """Report progress; only the arguments given are changed. ``action_progress`` replaces
         the run's entry with the same name. Answers the run's id, status and current action."""
@@ -170,6 +181,7 @@ class AsyncPipelineServiceClient(_ClientBase):
                 current_action_index=current_action_index,
                 action_progress=action_progress,
                 error=error,
+                attempt=attempt,
             )
         )
 

@@ -148,6 +148,9 @@ class SQLStore:
             work_dir=body.work_dir,
             progress=[ActionProgress(name=action.name) for action in pipeline.actions],
             created_at=utcnow(),
+            fingerprint=body.fingerprint,
+            resumed_from=body.resumed_from,
+            max_attempts=body.max_attempts,
         )
         event = _event_for(run, 1)
         try:
