@@ -18,8 +18,8 @@ from raydrive.core.registry import get_registry
 
 CLAIMS = {
     "local": [SyncExecutor, AsyncExecutor],
-    "ray-actor": [SyncExecutor],
-    "ray-task": [SyncExecutor],
+    "ray-actor": [SyncExecutor, RetryingExecutor],
+    "ray-task": [SyncExecutor, RetryingExecutor],
     "ray-job": [AsyncExecutor, RetryingExecutor],
     "ray-jobs-api": [LogStreamingExecutor, RetryingExecutor],
     "ray-pipeline": [PipelineExecutor],
