@@ -161,7 +161,6 @@ def profile(client, executor, working_dir: str, runs: int) -> None:
     import io
     import zipfile
 
-
     phases: dict[str, list[float]] = {}
 
     def add(name: str, value: float) -> None:

@@ -37,7 +37,12 @@ def _request_cancel(client, run_id: str) -> None:
 def _start_spin(ex, tmp_path) -> tuple[str, int]:
     pid_file = tmp_path / "spin.pid"
     run_id = ex.submit(SPIN, {"pid_file": str(pid_file), "scaled": [1]})
-    wait_for(pid_file.exists, timeout=60, what="the spinning action to start")
+    # The file exists before its pid is written: wait for the content, not the name.
+    wait_for(
+        lambda: pid_file.exists() and pid_file.read_text().strip(),
+        timeout=60,
+        what="the spinning action to start",
+    )
     return run_id, int(pid_file.read_text())
 
 

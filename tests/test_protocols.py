@@ -22,7 +22,7 @@ CLAIMS = {
     "ray-task": [SyncExecutor, RetryingExecutor],
     "ray-job": [AsyncExecutor, RetryingExecutor],
     "ray-jobs-api": [LogStreamingExecutor, RetryingExecutor],
-    "ray-pipeline": [PipelineExecutor],
+    "ray-pipeline": [PipelineExecutor],  # get_attempts(run_id): named as its other methods
 }
 
 

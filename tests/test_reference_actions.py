@@ -139,13 +139,16 @@ def test_ray_jobs_api(ray_cluster, plugin_dir):
 def test_ray_pipeline(ray_cluster, plugin_dir, tmp_path):
     from raydrive.service.server import ServiceServer
 
-    with ServiceServer(db=tmp_path / "runs.db") as service, raydrive.RayPipelineExecutor(
-        ENV,
-        ray_address=ray_cluster.address,
-        working_dir=plugin_dir,
-        pipeline_service_url=service.url,
-        progress_interval=0.05,
-    ) as ex:
+    with (
+        ServiceServer(db=tmp_path / "runs.db") as service,
+        raydrive.RayPipelineExecutor(
+            ENV,
+            ray_address=ray_cluster.address,
+            working_dir=plugin_dir,
+            pipeline_service_url=service.url,
+            progress_interval=0.05,
+        ) as ex,
+    ):
         run_id = ex.submit(PipelineDefinition(name="reference", actions=[ENTRY]), {"epochs": 2})
         final = ex.wait(run_id, timeout_seconds=180, poll_interval=0.5)
         assert final.status == RunStatus.COMPLETED, final.error

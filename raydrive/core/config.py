@@ -128,10 +128,9 @@ def resolve_config(
     driver_table = table.get(driver, {}) if isinstance(table.get(driver), dict) else {}
     for key, value in driver_table.items():
         _, is_path = _annotation_kind(model, key)
-        if is_path and isinstance(value, str) and file_path:
-            # `~` first (a home path is absolute), then relative to the config file, as git does.
-            if not Path(value).expanduser().is_absolute():
-                value = str((file_path.parent / value).resolve())
+        # `~` first (a home path is absolute), then relative to the config file, as git does.
+        if is_path and isinstance(value, str) and file_path and not Path(value).expanduser().is_absolute():
+            value = str((file_path.parent / value).resolve())
         merged[key], sources[key] = value, str(file_path)
     if model is not None:
         for key in model.model_fields:

@@ -14,7 +14,7 @@ from tests.conditions import wait_for as _wait
 
 pytestmark = [pytest.mark.ray, pytest.mark.multinode]
 
-ACTIONS = '''
+ACTIONS = """
 import os
 import time
 from pathlib import Path
@@ -52,7 +52,7 @@ class StepAction(BaseAction[StepParams]):
             self.set_progress(1, 2, "waiting")
             time.sleep(0.1)
         return {"data": Path("data.txt").read_text()}
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -89,16 +89,17 @@ def test_second_node_lost_under_a_pipeline_then_resume_on_a_new_node(two_node_cl
     from raydrive.drivers.ray_pipeline import RayPipelineExecutor
     from raydrive.service.server import ServiceServer
 
-    pipeline = PipelineDefinition(
-        name="mn", actions=["rd_mn_actions.StepAction", "rd_mn_actions.StepAction"]
-    )
-    with ServiceServer(db=tmp_path / "runs.db") as service, RayPipelineExecutor(
-        ray_address=two_node_cluster.address,
-        working_dir=plugin_dir,
-        pipeline_service_url=service.url,
-        resources={"second_node": 1},
-        progress_interval=0.1,
-    ) as ex:
+    pipeline = PipelineDefinition(name="mn", actions=["rd_mn_actions.StepAction", "rd_mn_actions.StepAction"])
+    with (
+        ServiceServer(db=tmp_path / "runs.db") as service,
+        RayPipelineExecutor(
+            ray_address=two_node_cluster.address,
+            working_dir=plugin_dir,
+            pipeline_service_url=service.url,
+            resources={"second_node": 1},
+            progress_interval=0.1,
+        ) as ex,
+    ):
         run_id = ex.submit(pipeline, {"seconds": 120})
         _wait(lambda: ex.get_progress(run_id).status == RunStatus.RUNNING, 120, "the run to start")
         two_node_cluster.kill_second_raylet()

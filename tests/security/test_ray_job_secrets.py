@@ -26,4 +26,3 @@ def test_a_thread_left_by_another_submitters_job_never_reads_a_later_jobs_secret
         assert result["pid"] not in probe_pids  # never a process that served the other submitter
     # The victim's jobs share their own pool: one worker start, not one per job.
     assert len({r["pid"] for r in results}) <= 2
-

@@ -20,7 +20,6 @@ The watcher's thread enforces it, on the cluster: the submitter may be long gone
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 import time
@@ -29,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from raydrive.core.errors import ServiceError
+from raydrive.core.interrupt import raise_in_thread
 from raydrive.core.pipeline import RunStatus
 
 __all__ = ["CancelWatcher", "DeadlineExceeded", "RunCancelled"]
@@ -164,8 +164,7 @@ class CancelWatcher:
             target = self._target
             if target is None or (only_if is not None and self._deadline != only_if):
                 return False
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(error))
-            return True
+            return raise_in_thread(target, error)
 
     def _expire(self) -> None:
         deadline, on_expired = self._deadline, self._on_expired
