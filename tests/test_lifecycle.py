@@ -304,9 +304,8 @@ def test_cancel_is_true_for_a_running_job_and_false_once_it_ended(driver: Driver
 
 @pytest.mark.parametrize(
     "driver",
-    # AsyncExecutor.cancel's "False for an unknown id"; PipelineExecutor.cancel does not say (and
-    # ray-pipeline raises JobNotFoundError for a run the service does not know).
-    [p for p in _with_local() if p.id != "ray-pipeline"],
+    # "False for an unknown id", the same on every asynchronous driver, ray-pipeline included.
+    _with_local(),
     indirect=True,
 )
 def test_cancel_is_false_for_an_unknown_job(driver: Driver) -> None:

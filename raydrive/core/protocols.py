@@ -99,7 +99,7 @@ class PipelineExecutor(Executor, Protocol):
     def stream_progress(self, run_id: str, timeout: float = 3600.0) -> Iterator[Any]: ...
 
     def cancel(self, run_id: str) -> bool:
-        """Stop the run; True when this call stopped it, False when it had ended already."""
+        """Stop the run; True when this call stopped it, False when it had ended already or is unknown."""
         ...
 
 

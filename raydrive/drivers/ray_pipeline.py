@@ -37,6 +37,7 @@ from raydrive.core.action import validate_params
 from raydrive.core.errors import (
     ExecutionError,
     ExecutionTimeoutError,
+    JobNotFoundError,
     ServiceError,
     ServiceUnavailableError,
     SubmissionError,
@@ -421,13 +422,16 @@ class RayPipelineExecutor(BaseRayExecutor):
         once the service is back; :class:`ServiceUnavailableError` is raised only when the
         actor could not be killed either.
 
-        :returns: True when the run was stopped by this call, False when it had ended already.
+        :returns: True when the run was stopped by this call, False when it had ended already or the
+            service knows no such run.
         """
         try:
             if self.client.get_progress(run_id).status.is_terminal():
                 return False
             self._request_cancel(run_id)
             grace = self.options.cancel_grace
+        except JobNotFoundError:  # the service knows no such run: nothing to stop, as on ray-job
+            return False
         except ServiceUnavailableError as exc:
             _log.warning("pipeline service unreachable (%s): killing run %s's actor directly", exc, run_id)
             grace, unreachable = 0.0, exc
