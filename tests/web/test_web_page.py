@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from raydrive import PipelineDefinition
-from raydrive.drivers.ray_pipeline import NAMESPACE, actor_name
+from raydrive.drivers.wire import NAMESPACE
+from raydrive.drivers.wire import pipeline_actor_name as actor_name
 from tests.web.conftest import actions
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray]
