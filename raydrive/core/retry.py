@@ -42,6 +42,7 @@ from raydrive.core.errors import (
 __all__ = [
     "DEADLINE_EXCEEDED",
     "INFRA_ERROR_TYPES",
+    "WORKER_DEATH_ERROR_TYPES",
     "Attempt",
     "JobPolicyOptions",
     "RetryBackoff",
@@ -52,15 +53,21 @@ __all__ = [
 DEADLINE_EXCEEDED = "deadline exceeded"
 """The reason (``ExecutionTimeoutError.reason``) of a job stopped at its ``timeout_s``."""
 
+WORKER_DEATH_ERROR_TYPES = (
+    "RayActorError",
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "WorkerCrashedError",
+    "OutOfMemoryError",
+    "NodeDiedError",
+    "LocalRayletDiedError",
+)
+"""Ray's exception class names that mean "the process running the work is gone" (mapped to
+ActorDiedError by :mod:`raydrive.drivers.ray_common.errors`)."""
+
 INFRA_ERROR_TYPES = frozenset(
     {
-        "ActorDiedError",
-        "RayActorError",
-        "ActorUnavailableError",
-        "WorkerCrashedError",
-        "OutOfMemoryError",
-        "NodeDiedError",
-        "LocalRayletDiedError",
+        *WORKER_DEATH_ERROR_TYPES,
         "RuntimeEnvSetupError",
         "ClusterUnreachableError",
         "ObjectLostError",

@@ -50,6 +50,7 @@ from raydrive.core.errors import (
     RaydriveError,
     SubmissionError,
 )
+from raydrive.core.retry import WORKER_DEATH_ERROR_TYPES
 
 __all__ = ["RAY_ERROR_TABLE", "RayErrorRow", "is_actor_death", "ray_errors", "to_raydrive_error"]
 
@@ -72,15 +73,7 @@ class RayErrorRow:
 
 
 # Ray's classes that mean "the process running the work is gone".
-_DEATH = (
-    "RayActorError",
-    "ActorDiedError",
-    "ActorUnavailableError",
-    "WorkerCrashedError",
-    "OutOfMemoryError",
-    "NodeDiedError",
-    "LocalRayletDiedError",
-)
+_DEATH = WORKER_DEATH_ERROR_TYPES
 
 
 def _ray_exceptions() -> Any | None:
