@@ -35,16 +35,20 @@ SETUP_TIMEOUT_S = 5
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    import ray
+
     from raydrive.drivers.ray_common.cluster import LocalCluster
 
+    # Ray allows one cluster per process: leave the session's cluster (later tests reconnect to
+    # it on their own: executors connect lazily) while this module uses its own.
+    if ray.is_initialized():
+        ray.shutdown()
     log = tmp_path_factory.mktemp("ray-setup") / "ray-head.log"
     local = LocalCluster(num_cpus=2, env={"RUNTIME_ENV_RETRY_TIMES": "1"}, log_file=str(log))
     local.start()
     try:
         yield local
     finally:
-        import ray
-
         if ray.is_initialized():
             ray.shutdown()
         local.stop()
