@@ -238,3 +238,15 @@ def test_names_and_ids_on_the_wire():
     assert wire.result_filename("job-1") == "raydrive/job-1.json"
     assert wire.pipeline_actor_name("r1") == "raydrive-pipeline-r1"
     assert wire.REGISTRY_NAME.startswith("raydrive-job-registry-v")
+
+
+def test_no_message_repr_shows_params_env_or_secrets():
+    secret = "hunter2-wire-secret"
+    messages = [
+        wire.ActionCall("m.A", {"password": secret}, "j"),
+        wire.PooledJob("m.A", {"password": secret}, "j", {"API_TOKEN": secret}),
+        wire.JobSpec("task", "A", "m.A", {"password": secret}, {"API_TOKEN": secret}, [], {}, "k"),
+        wire.Payload("m.A", {"password": secret}, {"X": secret}, {"API_TOKEN": secret}),
+    ]
+    for message in messages:
+        assert secret not in repr(message) and secret not in str(message), type(message).__name__

@@ -85,6 +85,7 @@ class LocalExecutor(BaseExecutor):
                 raise DuplicateJobError(f"job id {job_id!r} is already in use", job_id=job_id)
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.options.max_workers, "raydrive-local")
+            self._track_job(job_id, job.name)  # before it can end (or be cancelled) on another thread
             job.future = self._pool.submit(job.run, cls, params, job_id, env)
             self._jobs[job_id] = job
         self._emit_submitted(job_id, job.name)

@@ -67,6 +67,7 @@ from raydrive.core.errors import (
     ExecutionTimeoutError,
     InvalidOptionsError,
     JobNotFoundError,
+    SubmissionError,
 )
 from raydrive.core.options import RayOptions
 from raydrive.core.retry import Attempt, RetryPolicy
@@ -155,7 +156,17 @@ class RayJobExecutor(BaseRayExecutor):
             self._outbox.settle(job_id)
         registry = self._registry_handle()
         try:
-            return ray.get(getattr(registry, method).remote(*args))
+            ref = getattr(registry, method).remote(*args)
+        except TypeError as exc:
+            # Ray could not serialize an argument; its message quotes the argument's repr, which
+            # holds the job's params and environment (secrets): never show it.
+            raise SubmissionError(
+                f"the job could not be sent to the cluster: {type(exc).__name__} while serializing "
+                "it (params must be picklable; the message is withheld, it quotes params and secrets)",
+                job_id=job_id,
+            ) from None
+        try:
+            return ray.get(ref)
         except Exception as exc:
             self._raise_mapped(exc, job_id)
 

@@ -77,7 +77,7 @@ class ActionCall:
     """
 
     target: Any
-    params: Any
+    params: Any = field(repr=False)
     job_id: str
     notify: bool = False
 
@@ -99,9 +99,9 @@ class PooledJob:
     """
 
     target: Any
-    params: Any
+    params: Any = field(repr=False)
     job_id: str
-    env: Mapping[str, str]
+    env: Mapping[str, str] = field(repr=False)
     code_paths: Sequence[str] = ()
 
     def pack(self) -> list[Any]:
@@ -130,8 +130,8 @@ class JobSpec:
     mode: str
     action: str
     target: Any
-    params: Any
-    env: Mapping[str, str]
+    params: Any = field(repr=False)
+    env: Mapping[str, str] = field(repr=False)
     code_paths: Sequence[str]
     ray_options: Mapping[str, Any]
     launch: str
@@ -250,9 +250,9 @@ class Payload:
     """
 
     action: str
-    params: Any
-    env: dict[str, str] = field(default_factory=dict)
-    secrets: dict[str, str] = field(default_factory=dict)
+    params: Any = field(repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
     action_pickle: str | None = None
     timeout_s: float | None = None
     retry: dict[str, Any] | None = None

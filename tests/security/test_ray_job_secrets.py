@@ -26,3 +26,20 @@ def test_a_thread_left_by_another_submitters_job_never_reads_a_later_jobs_secret
         assert result["pid"] not in probe_pids  # never a process that served the other submitter
     # The victim's jobs share their own pool: one worker start, not one per job.
     assert len({r["pid"] for r in results}) <= 2
+
+
+def test_params_ray_cannot_serialize_fail_clearly_without_quoting_them(ray_cluster):
+    # Ray's serialization error quotes the argument's repr (params and env): never shown.
+    import threading
+
+    from raydrive import SubmissionError
+
+    secret = "hunter2-unpicklable-secret"
+    executor = RayJobExecutor(ray_address=ray_cluster.address, env={"API_TOKEN": secret})
+    with executor, pytest.raises(SubmissionError) as info:
+        executor.submit(
+            "not_importable_here.Action",
+            {"password": secret, "lock": threading.Lock()},
+            job_id=f"unpicklable-{threading.get_ident()}",
+        )
+    assert secret not in str(info.value) and secret not in repr(info.value)

@@ -15,6 +15,7 @@ service keeps masked) taken from the constructor's own spec.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -65,8 +66,14 @@ class PipelineActor:
                     on_stuck=_exit_process,
                 )  # fmt: skip
                 run_pipeline(todo, client, watcher=watcher, attempt=attempt)
-        except BaseException:  # the runner reports failures itself; this is a last resort
+        except BaseException as exc:  # the runner reports failures itself; this is a last resort
             _log.exception("pipeline run %s ended abnormally", spec.run_id)
+            # Ray does not restart an actor that ends itself: mark the run failed, or it would stay
+            # running for ever (the service refuses the change if the run already ended).
+            with contextlib.suppress(Exception):
+                client.update_run(
+                    spec.run_id, status="failed", error=f"the pipeline actor failed: {type(exc).__name__}"
+                )
         finally:
             client.close()
             _exit_actor()
