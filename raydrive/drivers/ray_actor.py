@@ -50,7 +50,7 @@ from raydrive.drivers.ray_common.base import BaseRayExecutor
 from raydrive.drivers.ray_common.errors import is_actor_death, ray_errors, to_raydrive_error
 from raydrive.drivers.remote.workers import remote_action_actor
 from raydrive.drivers.submission import Submission
-from raydrive.drivers.wire import NAMESPACE, ActionCall
+from raydrive.drivers.wire import NAMESPACE, ActionCall, unpack_result
 
 __all__ = ["RayActorExecutor", "RayTaskExecutor"]
 
@@ -187,7 +187,7 @@ class RayActorExecutor(BaseRayExecutor):
                 self._ray.get(actor.pid.remote())
             ref = actor.run.remote(ActionCall(sub.target, sub.params, job_id).pack())
             self._sent(sent, sub, first)  # while the call is in flight: costs the caller nothing
-            return sub, self._ray.get(ref, timeout=timeout_s)
+            return sub, unpack_result(self._ray.get(ref, timeout=timeout_s))
         except Exception as exc:
             if timeout_s is not None and isinstance(exc, self._ray.exceptions.GetTimeoutError):
                 self._forget(actor)  # kills it: the action must not run on past its deadline

@@ -39,7 +39,7 @@ from raydrive.drivers.remote.workers import (
     remote_job_actor,
     remote_job_task,
 )
-from raydrive.drivers.wire import REGISTRY_NAME, REGISTRY_PROTOCOL, JobSpec
+from raydrive.drivers.wire import REGISTRY_NAME, REGISTRY_PROTOCOL, JobSpec, unpack_result
 
 __all__ = ["REGISTRY_NAME", "JobRegistry", "remote_job_registry"]
 
@@ -236,7 +236,7 @@ class JobRegistry:
                     float(spec.timeout_s), self._expire, job, job.attempt
                 )
             try:
-                result = await job.ref
+                result = unpack_result(await job.ref)
             except Exception as exc:
                 if job.timed_out:
                     state, error = FAILED, deadline_error(job.job_id, float(spec.timeout_s or 0), job.action)

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from raydrive.core.action import resolve_action, run_action
-from raydrive.drivers.wire import NAMESPACE, REGISTRY_NAME, ActionCall, PooledJob
+from raydrive.drivers.wire import NAMESPACE, REGISTRY_NAME, ActionCall, PooledJob, pack_result
 
 __all__ = [
     "ActionActor",
@@ -147,14 +147,15 @@ class ActionActor:
         self._env = dict(env)
         sys.path[:0] = [p for p in code_paths if p and p not in sys.path]
 
-    def run(self, packed: list[Any]) -> Any:
+    def run(self, packed: bytes | list[Any]) -> bytes | list[Any]:
+        """Run one packed :class:`~raydrive.drivers.wire.ActionCall`; return the result packed."""
         call = ActionCall.unpack(packed)
         target, params, job_id = call.target, call.params, call.job_id
         if not (call.notify and job_id):
-            return run_action(_resolve(target), params, job_id=job_id, env=self._env)
+            return pack_result(run_action(_resolve(target), params, job_id=job_id, env=self._env))
         token = _reporter.begin(job_id)
         try:
-            return run_action(_resolve(target), params, job_id=job_id, env=self._env)
+            return pack_result(run_action(_resolve(target), params, job_id=job_id, env=self._env))
         finally:
             _reporter.end(token)
 
@@ -166,13 +167,15 @@ class JobActor(ActionActor):
     """ActionActor as ray-job's fresh actor per job (its own class name in Ray's state API)."""
 
 
-def run_job(packed: list[Any]) -> Any:
-    """The pooled Ray task of ray-job: run one action with its environment, then restore the process."""
+def run_job(packed: bytes | list[Any]) -> bytes | list[Any]:
+    """The pooled Ray task of ray-job: run one action with its environment, then restore the process.
+
+    The result is packed (``wire.unpack_result``)."""
     job = PooledJob.unpack(packed)
     token = _reporter.begin(job.job_id)
     try:
         with scoped_environ(job.env), scoped_sys_path(job.code_paths):
-            return run_action(_resolve(job.target), job.params, job_id=job.job_id, env=job.env)
+            return pack_result(run_action(_resolve(job.target), job.params, job_id=job.job_id, env=job.env))
     finally:
         _reporter.end(token)
 
