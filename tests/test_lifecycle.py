@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 import raydrive
 from raydrive import ExecutionError, JobState
+from raydrive.core.executor import BaseExecutor
 from raydrive.core.plugins import PluginManager
 from raydrive.core.policy_types import JobEvent, ResourceRequest
 from raydrive.core.status import job_state
@@ -347,3 +348,20 @@ def test_local_cancelled_job_ends_once(local_queue: tuple[Any, Recorder, str]) -
         ex.get_result(queued, timeout=5)
     events = recorder.of(queued)
     assert [(kind, event.status) for kind, event in events] == [("submitted", None), ("finished", "STOPPED")]
+
+
+def test_the_old_emit_finished_call_shape_is_refused_not_reported_as_unknown() -> None:
+    # Before the redesign a driver called _emit_finished(job_id, action, status); with the new
+    # (job_id, status, error) that call would report status UNKNOWN without a word.
+    class OldStyle(BaseExecutor):
+        name = "old-style"
+
+    seen = Recorder()
+    pm = PluginManager()
+    pm.register(seen)
+    executor = OldStyle(plugins=pm)
+    executor._emit_submitted("j1", "tests.Add")
+    with pytest.raises(TypeError, match=r"action name 'tests\.Add' as the status"):
+        executor._emit_finished("j1", "tests.Add", "SUCCEEDED")
+    assert executor._emit_finished("j1", "SUCCEEDED") is True  # still tracked: the right call reports
+    assert [(kind, e.status) for kind, e in seen.events] == [("submitted", None), ("finished", "SUCCEEDED")]

@@ -13,7 +13,7 @@ from raydrive.core.errors import InvalidOptionsError
 from raydrive.core.options import DriverOptions, validate_options
 from raydrive.core.plugins import PluginManager, get_plugin_manager
 from raydrive.core.policy_types import JobEvent
-from raydrive.core.status import job_state
+from raydrive.core.status import JobState, job_state
 
 __all__ = ["BaseExecutor", "merge_env_argument"]
 
@@ -101,10 +101,21 @@ class BaseExecutor:
     def _emit_finished(self, job_id: str, status: Any, error: str | None = None, *, attempt: int = 1) -> bool:
         """Report a job as finished, once: False (and nothing reported) when it already was, or
         when this executor did not submit it. ``status`` is any driver's status word; ``attempt``
-        the attempt that ended it (retries keep the job id)."""
+        the attempt that ended it (retries keep the job id).
+
+        :raises TypeError: the status is the job's action name, i.e. the call of earlier versions
+            ``(job_id, action, status)``, which would otherwise report UNKNOWN."""
         lock, jobs = self._lifecycle()
         with lock:
-            action = jobs.pop(job_id, None)
+            action = jobs.get(job_id)
+            if action is not None and status == action and job_state(status) is JobState.UNKNOWN:
+                # The old call shape (job_id, action, status): the status would be lost as UNKNOWN.
+                raise TypeError(
+                    f"{type(self).__name__}._emit_finished(job_id, status, error=None, *, attempt=1) "
+                    f"got the action name {action!r} as the status (earlier raydrive versions took "
+                    "(job_id, action, status, error)); pass the status word"
+                )
+            jobs.pop(job_id, None)
         if action is None:
             return False
         if self.plugins.has_impls("raydrive_job_finished"):
