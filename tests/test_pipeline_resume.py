@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from raydrive import PipelineDefinition
 from raydrive.core.pipeline import RunStatus
 from raydrive.drivers.pipeline_resume import fingerprint
 from raydrive.service.server import ServiceServer
+from tests.plugin_dirs import plugin_module_dir
 
 pytestmark = pytest.mark.ray
 HERE = Path(__file__).parent
@@ -22,12 +21,8 @@ ACTIONS = [f"{MODULE}.{n}" for n in ("LoadAction", "ScaleAction", "SumAction")]
 
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume_plugin")
-    shutil.copy(HERE / "actions_pipeline.py", root / f"{MODULE}.py")
-    sys.path.insert(0, str(root))
-    yield root
-    sys.path.remove(str(root))
-    sys.modules.pop(MODULE, None)
+    with plugin_module_dir(tmp_path_factory, HERE / "actions_pipeline.py", MODULE) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ each attempt started. Runs are waited on through the service (conditions, never 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from raydrive.core.pipeline import ActionStatus, RunStatus
 from raydrive.core.retry import DEADLINE_EXCEEDED
 from raydrive.service.server import ServiceServer
 from tests.conditions import wait_for
+from tests.plugin_dirs import plugin_module_dir
 
 pytestmark = pytest.mark.ray
 HERE = Path(__file__).parent
@@ -32,12 +32,8 @@ def actions(*names: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("retry_plugin")
-    shutil.copy(HERE / "actions_pipeline_retries.py", root / f"{MODULE}.py")
-    sys.path.insert(0, str(root))
-    yield root
-    sys.path.remove(str(root))
-    sys.modules.pop(MODULE, None)
+    with plugin_module_dir(tmp_path_factory, HERE / "actions_pipeline_retries.py", MODULE) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import raydrive
 from raydrive import ExecutionError, JobNotFoundError, PipelineDefinition, ServiceUnavailableError
 from raydrive.core.pipeline import ActionStatus, RunStatus
 from raydrive.service.server import ServiceServer
+from tests.plugin_dirs import plugin_module_dir
 from tests.test_pipeline_runner import wait_for
 
 pytestmark = pytest.mark.ray
@@ -24,12 +24,8 @@ MODULE = "rd_pipeline_actions"
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
     """A plugin working dir holding the pipeline actions, importable here and in the actor."""
-    root = tmp_path_factory.mktemp("pipeline_plugin")
-    shutil.copy(HERE / "actions_pipeline.py", root / f"{MODULE}.py")
-    sys.path.insert(0, str(root))
-    yield root
-    sys.path.remove(str(root))
-    sys.modules.pop(MODULE, None)
+    with plugin_module_dir(tmp_path_factory, HERE / "actions_pipeline.py", MODULE) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")

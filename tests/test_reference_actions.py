@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import raydrive
 from raydrive import LogLevel, PipelineDefinition
 from raydrive.core.action import run_action
 from raydrive.core.pipeline import RunStatus
+from tests.plugin_dirs import plugin_module_dir
 
 HERE = Path(__file__).parent
 MODULE = "rd_reference_actions"
@@ -40,12 +39,8 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
     """The reference actions as a plugin working dir, importable here and on the cluster."""
-    root = tmp_path_factory.mktemp("reference_plugin")
-    shutil.copy(HERE / "actions_reference.py", root / f"{MODULE}.py")
-    sys.path.insert(0, str(root))
-    yield root
-    sys.path.remove(str(root))
-    sys.modules.pop(MODULE, None)
+    with plugin_module_dir(tmp_path_factory, HERE / "actions_reference.py", MODULE) as root:
+        yield root
 
 
 ENTRY = f"{MODULE}.TrainAction"

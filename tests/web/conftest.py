@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.plugin_dirs import plugin_module_dir
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -80,12 +80,8 @@ def page(browser: Any, dialogs: DialogWatch) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def web_plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A plugin working dir with the browser tests' actions, importable here and in the actor."""
-    root = tmp_path_factory.mktemp("web_plugin")
-    shutil.copy(HERE / "actions_web.py", root / f"{MODULE}.py")
-    sys.path.insert(0, str(root))
-    yield root
-    sys.path.remove(str(root))
-    sys.modules.pop(MODULE, None)
+    with plugin_module_dir(tmp_path_factory, HERE / "actions_web.py", MODULE) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -178,7 +178,7 @@ class RayJobsApiExecutor(AttemptTracking, BaseExecutor):
             params,
             job_id=job_id,
             nodes=self._node_totals,
-            runtime=self._build_runtime_env,
+            runtime=self.submitter.build_runtime_env,
             json_params=True,
             resources_required=False,
         )
@@ -280,9 +280,6 @@ class RayJobsApiExecutor(AttemptTracking, BaseExecutor):
     def _node_totals(self) -> list[dict[str, float]]:
         nodes = self._run(self._dashboard().api.nodes())
         return [dict(node.get("resources_total") or {}) for node in nodes]
-
-    def _build_runtime_env(self) -> BuiltRuntimeEnv:
-        return self.submitter.build_runtime_env()
 
     def _pin(self, uri: str) -> None:
         # GET on a package adds a reference that expires (Ray's RAY_RUNTIME_ENV_TEMPORARY_
