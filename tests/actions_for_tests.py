@@ -58,3 +58,16 @@ class ExitAction(BaseAction[ExitParams]):
 
     def execute(self) -> None:
         os._exit(self.params.code)
+
+
+class TextParams(BaseModel):
+    text: str
+    times: int = 1
+
+
+class RepeatAction(BaseAction[TextParams]):
+    """Returns its text repeated: a large param and a large result on demand."""
+
+    def execute(self) -> dict:
+        text = self.params.text * self.params.times
+        return {"text": text, "length": len(text)}

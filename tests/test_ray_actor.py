@@ -22,7 +22,7 @@ from raydrive import (
 from raydrive.core.protocols import SyncExecutor
 from raydrive.drivers.ray_actor import RayActorExecutor, RayTaskExecutor
 from raydrive.drivers.remote.workers import NAMESPACE
-from tests.actions_for_tests import AddAction, BoomAction
+from tests.actions_for_tests import AddAction, BoomAction, RepeatAction
 
 pytestmark = pytest.mark.ray
 
@@ -65,6 +65,17 @@ def test_actor_is_reused_and_keeps_module_state(wd_executor, ray_cluster):
     alive = list_actors(address=ray_cluster.dashboard_url, filters=[("state", "=", "ALIVE")])
     mine = [a for a in alive if a.name == wd_executor.actor_name]
     assert len(mine) == 1 and mine[0].ray_namespace == NAMESPACE
+
+
+def test_large_params_and_results_cross_intact(wd_executor):
+    # Over Ray's inline limit (100 KiB) both ways: they travel through the object store.
+    text = "0123456789abcdef" * 16_384  # 256 KiB
+    got = wd_executor.execute(RepeatAction, {"text": text, "times": 8})
+    assert got == {"text": text * 8, "length": len(text) * 8}
+    assert wd_executor.execute(RepeatAction, {"text": "__main__ ", "times": 2}) == {  # the list form
+        "text": "__main__ __main__ ",
+        "length": 18,
+    }
 
 
 def test_bad_params_of_a_local_class_fail_before_submission(ray_cluster):

@@ -24,7 +24,7 @@ from raydrive import (
 )
 from raydrive.core.protocols import AsyncExecutor
 from raydrive.drivers.ray_job import RayJobExecutor
-from tests.actions_for_tests import AddAction, BoomAction
+from tests.actions_for_tests import AddAction, BoomAction, RepeatAction
 
 pytestmark = pytest.mark.ray
 
@@ -44,6 +44,15 @@ def _wait_state(executor: RayJobExecutor, job_id: str, wanted: str, timeout: flo
         time.sleep(0.05)
         state = executor.get_status(job_id)
     return state
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_large_params_and_results_cross_intact(ray_cluster, mode):
+    executor = RayJobExecutor(ray_address=ray_cluster.address, mode=mode)
+    text = "0123456789abcdef" * 16_384  # 256 KiB: over Ray's inline limit, both ways
+    job = executor.submit(RepeatAction, {"text": text, "times": 4})
+    assert executor.wait(job, timeout_seconds=60) == "SUCCEEDED"
+    assert executor.get_result(job) == {"text": text * 4, "length": len(text) * 4}
 
 
 @pytest.mark.parametrize("mode", MODES)

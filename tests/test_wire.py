@@ -93,6 +93,8 @@ def test_results_round_trip_packed():
         assert type(packed) is bytes
         assert wire.unpack_result(packed) == value
     assert wire.unpack_result([7]) == 7  # the list form, for what stdlib pickle cannot take
+    big = {"rows": ["x" * 100] * 20_000}  # over Ray's inline limit: it comes from the object store
+    assert wire.unpack_result(memoryview(wire.pack_result(big))) == big  # any bytes-like reads
 
 
 def test_pooledjob_round_trip():

@@ -93,8 +93,9 @@ def pack_values(*values: Any) -> bytes | list[Any]:
 
 
 def unpack_values(data: bytes | Sequence[Any]) -> Sequence[Any]:
-    """The values :func:`pack_values` packed."""
-    return pickle.loads(data) if type(data) is bytes else data
+    """The values :func:`pack_values` packed (a bytes-like object, or the list form)."""
+    # Any bytes-like: a large object may come out of Ray's object store as a buffer, not bytes.
+    return pickle.loads(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
 
 
 def pack_result(value: Any) -> bytes | list[Any]:
