@@ -20,8 +20,9 @@ The hot messages (and the results that come back for them, :func:`pack_result`) 
 a list or dict goes through its serializer (msgpack, with cloudpickle for what msgpack lacks); on
 a warm actor call that is about 25 us less of the caller's CPU per round trip, both ways (measured
 by ``benchmarks/bench_ray_drivers.py``). What stdlib pickle would get wrong (anything of the
-submitter's ``__main__``, which it pickles by reference) or cannot take (a local class) travels as
-a list, for Ray's cloudpickle, as before. ``target`` is always an entrypoint string
+submitter's ``__main__``, which it pickles by reference; Ray's own objects, such as an ObjectRef in
+the params, whose borrowers only Ray's reducers register) or cannot take (a local class) travels
+as a list, for Ray's serializer, as before. ``target`` is always an entrypoint string
 ``module.Class`` when the class can be imported by name, else the class itself (pickled by value,
 e.g. a class defined in ``__main__``). Secrets travel only in these messages (never in a runtime
 env, which Ray's state API and the dashboard show).
@@ -86,10 +87,17 @@ def pack_values(*values: Any) -> bytes | list[Any]:
         data = pickle.dumps(values, protocol=5)
     except Exception:  # a local class, a lambda...: Ray's cloudpickle takes them by value
         return list(values)
-    # stdlib pickle names a class of the submitter's __main__ by reference, which the worker's
-    # __main__ lacks: such values go to Ray's cloudpickle (by value). A string that merely holds
-    # "__main__" takes the same, slower, correct path.
-    return list(values) if b"__main__" in data else data
+    # Ray's serializer must see two kinds of value (a string spelling either name merely takes
+    # the same, slower, correct path):
+    # - anything of the submitter's __main__: stdlib pickle names it by reference, and a worker's
+    #   __main__ lacks it (cloudpickle takes it by value);
+    # - Ray's own objects (an ObjectRef, an actor handle in the params): Ray's reducers register
+    #   the worker as a borrower, stdlib pickle would keep only the id.
+    return list(values) if _NEEDS_RAY_SERIALIZER.search(data) else data
+
+
+# A module name as pickle protocol 5 writes it (SHORT_BINUNICODE, then MEMOIZE) for a global.
+_NEEDS_RAY_SERIALIZER = re.compile(rb"\x8c.(?:__main__|ray(?:\.[\w.]+)?)\x94", re.DOTALL)
 
 
 def unpack_values(data: bytes | Sequence[Any]) -> Sequence[Any]:
