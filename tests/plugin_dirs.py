@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,14 +11,17 @@ import pytest
 
 
 @contextlib.contextmanager
-def plugin_module_dir(tmp_path_factory: pytest.TempPathFactory, source: Path, module: str) -> Iterator[Path]:
-    """A fresh dir holding ``source`` as ``<module>.py``: a plugin working dir whose actions import
-    here (the dir is put first on ``sys.path`` for the body) and on the cluster (as ``working_dir``).
+def plugin_module_dir(
+    tmp_path_factory: pytest.TempPathFactory, source: Path | str, module: str
+) -> Iterator[Path]:
+    """A fresh dir holding ``source`` (a file to copy, or the module's text) as ``<module>.py``: a
+    plugin working dir whose actions import here (the dir is put first on ``sys.path`` for the
+    body) and on the cluster (as ``working_dir``).
 
     Each test module uses a module name of its own, so two modules' copies never shadow each other.
     """
     root = tmp_path_factory.mktemp(f"{module}_plugin")
-    shutil.copy(source, root / f"{module}.py")
+    (root / f"{module}.py").write_text(source.read_text() if isinstance(source, Path) else source)
     sys.path.insert(0, str(root))
     try:
         yield root

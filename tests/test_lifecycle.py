@@ -29,6 +29,7 @@ from raydrive.core.plugins import PluginManager
 from raydrive.core.policy_types import JobEvent, ResourceRequest
 from raydrive.core.status import job_state
 from tests.conditions import wait_for
+from tests.plugin_dirs import plugin_module_dir
 
 MODULE = "rd_lifecycle_actions"
 ACTIONS = '''
@@ -145,14 +146,8 @@ class Driver:
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The working dir of every executor here, importable here too (params validate locally)."""
-    root = tmp_path_factory.mktemp("lifecycle_plugin")
-    (root / f"{MODULE}.py").write_text(textwrap.dedent(ACTIONS))
-    sys.path.insert(0, str(root))
-    try:
+    with plugin_module_dir(tmp_path_factory, textwrap.dedent(ACTIONS), MODULE) as root:
         yield root
-    finally:
-        sys.path.remove(str(root))
-        sys.modules.pop(MODULE, None)
 
 
 @pytest.fixture(scope="module")
