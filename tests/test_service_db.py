@@ -7,6 +7,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from raydrive.service.db import (
     parse_database,
 )
 from raydrive.service.db.copy import DatabaseCopyError, copy_database
+from raydrive.service.db.sqlite import SQLiteStore
 from raydrive.service.models import (
     ActionSpec,
     CheckpointCreate,
@@ -173,6 +175,35 @@ def test_processes_opening_a_fresh_database_at_once_migrate_it_once(db_url: str)
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_opening_a_fresh_file_waits_for_another_openers_lock(tmp_path: Path) -> None:
+    # Another opener holds the write lock of a fresh file (still in its rollback journal): the
+    # switch to WAL must wait for it, as SQLite's busy handler would, not fail at once with a raw
+    # "database is locked" (SQLite skips its busy handler for this lock upgrade).
+    path = tmp_path / "fresh.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(DatabaseUnavailableError, match=r"WAL mode within 0\.2 s"):
+            SQLiteStore(path, busy_timeout=0.2)
+        errors: list[BaseException] = []
+
+        def open_close() -> None:
+            try:
+                SQLiteStore(path).close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        opener = threading.Thread(target=open_close)
+        opener.start()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    opener.join()
+    assert errors == []
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 # -- migrate

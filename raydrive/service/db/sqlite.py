@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 
 from raydrive.service.db.base import ChangeCallback, SQLStore
-from raydrive.service.db.schema import upgrade_schema
+from raydrive.service.db.schema import DatabaseUnavailableError, upgrade_schema
 
 __all__ = ["SQLiteStore"]
 
@@ -56,6 +57,7 @@ class SQLiteStore(SQLStore):
         self._busy_timeout = busy_timeout
         self._watch_interval = watch_interval
         self._write_lock = threading.Lock()
+        self._enable_wal()
         writer = self._engine("BEGIN IMMEDIATE", pool_size=1)
         # Reads run without BEGIN: each statement is its own snapshot, which no cursor left open
         # can pin (isolation_level=None never starts a transaction implicitly).
@@ -70,11 +72,41 @@ class SQLiteStore(SQLStore):
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
+    def _enable_wal(self) -> None:
+        """Put the file in WAL mode (it stays so: the mode is stored in the file).
+
+        Switching a fresh file from its rollback journal needs the exclusive lock, and SQLite
+        answers "database is locked" at once, without its busy handler, when two connections
+        switch together (each holds the shared lock the other must drop). So the switch is
+        retried here, within the busy timeout, as the busy handler would.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.001
+        while True:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+            try:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() == "wal":
+                    return
+                raise DatabaseUnavailableError(
+                    f"{self!r}: SQLite keeps the file in journal mode {mode!r} (WAL is needed; "
+                    "is it on a filesystem without shared memory, such as NFS?)"
+                )
+            except sqlite3.OperationalError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise DatabaseUnavailableError(
+                        f"{self!r}: cannot put the file in WAL mode within {self._busy_timeout:g} s: {exc}"
+                    ) from None
+            finally:
+                conn.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
     def _pragmas(self, dbapi: sqlite3.Connection) -> None:
         # isolation_level=None: transactions are explicit (the begin hooks), never implicit.
+        # (WAL mode is not set here: _enable_wal stored it in the file before any connection.)
         dbapi.isolation_level = None
         with closing(dbapi.cursor()) as cursor:
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
