@@ -38,7 +38,7 @@ from pydantic import BaseModel, TypeAdapter
 from starlette.concurrency import run_in_threadpool as in_thread
 
 from raydrive.core.pipeline import PipelineProgress, RunStatus
-from raydrive.core.redaction import redact, redact_text
+from raydrive.core.redaction import redact
 from raydrive.service import web
 from raydrive.service.auth import AuthMiddleware, HostCheckMiddleware
 from raydrive.service.broker import DEFAULT_MAX_STREAMS, RETRY_AFTER_S, RunBroker
@@ -46,15 +46,13 @@ from raydrive.service.client import TOKEN_ENV
 from raydrive.service.guards import (
     CatchAllMiddleware,
     install_error_handlers,
-    redacted_report,
-    redacted_update,
     reset_event,
     status_of,
     stream_ends,
     utc_or_422,
 )
 from raydrive.service.idempotency import IdempotencyKeys, IdempotencyMiddleware
-from raydrive.service.limits import BodyLimitMiddleware, Limits, too_many_log_entries
+from raydrive.service.limits import BodyLimitMiddleware, Limits
 from raydrive.service.metrics import ServiceMetrics, TimedStore
 from raydrive.service.models import MAX_INT as _MAX_INT
 from raydrive.service.models import (
@@ -67,16 +65,16 @@ from raydrive.service.models import (
     PipelineCreate,
     ProgressAck,
     ProgressReport,
+    ReportBatch,
+    ReportBatchAck,
     Run,
     RunCreate,
     RunStatusView,
     RunUpdate,
 )
+from raydrive.service.reports import RunReports
 from raydrive.service.rules import (
     cancel_update,
-    check_open,
-    check_progress,
-    check_update,
 )
 from raydrive.service.store import (
     PipelineStore,
@@ -96,7 +94,6 @@ def _default_store(location: str | os.PathLike[str] | None) -> PipelineStore:
 
 _log = logging.getLogger("raydrive.service")
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
-_ACTION_CACHE = 4096  # runs whose action names (which never change) are kept, to check reports
 _PING = b": ping\n\n"
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _LISTS: dict[type, TypeAdapter[Any]] = {
@@ -186,7 +183,6 @@ def create_app(
     limits = Limits.from_env(
         max_body_bytes=max_body_bytes, max_json_depth=max_json_depth, max_log_entries=max_log_entries
     )
-    actions_of: dict[str, frozenset[str]] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -214,6 +210,7 @@ def create_app(
     # The store's writes are timed for /metrics; app.state.store stays the store itself.
     metrics = ServiceMetrics(lambda: app.state.store, lambda: app.state.active_streams)
     the_store = TimedStore(the_store, metrics)  # type: ignore[assignment]
+    reports = RunReports(the_store, limits)
     app.state.metrics = metrics
     app.state.limits = limits
     app.state.idempotency = IdempotencyKeys()
@@ -290,9 +287,7 @@ def create_app(
     @route("PATCH", "/api/v1/runs/{run_id}", response_model=Run)
     async def update_run(run_id: str, body: RunUpdate) -> Response:
         """Change a run's status, result or error (409 for any change of a finished run)."""
-        body = redacted_update(body)
-        check_update(await in_thread(the_store.get_run, run_id), body)
-        run = await in_thread(the_store.update_run, run_id, body)
+        run = await in_thread(reports.update, run_id, body)
         broker.notify(run_id)
         return _json(run)
 
@@ -300,7 +295,7 @@ def create_app(
     async def delete_run(run_id: str) -> Response:
         """Delete a run with its checkpoints and logs."""
         await in_thread(the_store.delete_run, run_id)
-        actions_of.pop(run_id, None)
+        reports.forget(run_id)
         broker.notify(run_id)
         return Response(status_code=204)
 
@@ -321,37 +316,22 @@ def create_app(
         status = status_of(await in_thread(the_store.latest_event, run_id))
         return _json(RunStatusView(id=run_id, status=status, cancel_requested=status is RunStatus.CANCELLED))
 
-    async def _actions(run_id: str) -> tuple[RunStatus, frozenset[str]]:
-        run = await in_thread(the_store.get_run, run_id)
-        names = frozenset(entry.name for entry in run.progress)
-        if len(actions_of) >= _ACTION_CACHE:
-            actions_of.pop(next(iter(actions_of)))
-        actions_of[run_id] = names
-        return run.status, names
-
     @route("POST", "/api/v1/runs/{run_id}/progress", response_model=ProgressAck)
     async def report_progress(run_id: str, body: ProgressReport) -> Response:
         """Report progress; ``action_progress`` replaces the entry with the same name. Answers
         a small :class:`ProgressAck`, not the run."""
-        names = actions_of.get(run_id)
-        going_back = "status" in body.model_fields_set and body.status is RunStatus.PENDING
-        if names is None or going_back:
-            status, names = await _actions(run_id)
-        else:
-            status = RunStatus.RUNNING  # only consulted for a report asking for pending
-        check_progress(run_id, status, names, body)
-        run = await in_thread(the_store.report_progress, run_id, redacted_report(body))
+        ack = await in_thread(reports.progress, run_id, body)
         broker.notify(run_id)
-        return _json(
-            ProgressAck(
-                id=run.id,
-                status=run.status,
-                current_action=run.current_action,
-                current_action_index=run.current_action_index,
-                started_at=run.started_at,
-                completed_at=run.completed_at,
-            )
-        )
+        return _json(ack)
+
+    @route("POST", "/api/v1/runs/{run_id}/reports", response_model=ReportBatchAck)
+    async def report_batch(run_id: str, body: ReportBatch) -> Response:
+        """Beyond the contract: progress reports, checkpoints, logs and run updates, applied in
+        order as their own endpoints would; one result per report (:mod:`.reports`)."""
+        try:
+            return _json(await in_thread(reports.batch, run_id, body))
+        finally:
+            broker.notify(run_id)  # what was applied before an error is seen too
 
     @route("GET", "/api/v1/runs/{run_id}/progress", response_model=PipelineProgress)
     async def get_progress(run_id: str) -> Response:
@@ -445,11 +425,7 @@ def create_app(
     @route("POST", "/api/v1/runs/{run_id}/checkpoints/", response_model=Checkpoint)
     async def create_checkpoint(run_id: str, body: CheckpointCreate) -> Response:
         """Store a checkpoint of the run (409 for a finished run)."""
-        check_open(run_id, status_of(await in_thread(the_store.latest_event, run_id)), "checkpoint")
-        body = body.model_copy(
-            update={"params_snapshot": redact(body.params_snapshot), "result": redact(body.result)}
-        )
-        return _json(await in_thread(the_store.create_checkpoint, run_id, body))
+        return _json(await in_thread(reports.checkpoint, run_id, body))
 
     @route("GET", "/api/v1/runs/{run_id}/checkpoints/", response_model=list[Checkpoint])
     async def list_checkpoints(run_id: str) -> Response:
@@ -471,11 +447,7 @@ def create_app(
     @route("POST", "/api/v1/runs/{run_id}/logs/", response_model=list[LogEntry])
     async def append_logs(run_id: str, body: LogsAppend) -> Response:
         """Store log entries; each gets an ``id`` and a ``timestamp`` (409 for a finished run)."""
-        if len(body.entries) > limits.max_log_entries:
-            return too_many_log_entries(len(body.entries), limits.max_log_entries)
-        check_open(run_id, status_of(await in_thread(the_store.latest_event, run_id)), "log entries")
-        entries = [entry.model_copy(update={"message": redact_text(entry.message)}) for entry in body.entries]
-        return _json_list(LogEntry, await in_thread(the_store.append_logs, run_id, entries))
+        return _json_list(LogEntry, await in_thread(reports.logs, run_id, body))
 
     @route("GET", "/api/v1/runs/{run_id}/logs/", response_model=list[LogEntry])
     async def list_logs(

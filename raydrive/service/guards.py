@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from raydrive.core.pipeline import RunStatus
 from raydrive.core.redaction import redact, redact_text
+from raydrive.service.limits import TooManyLogEntriesError
 from raydrive.service.models import ProgressReport, RunUpdate
 from raydrive.service.rules import RunConflictError, UnknownActionError
 from raydrive.service.store import RecordNotFoundError, RunEvent, TerminalRunError
@@ -28,6 +29,7 @@ __all__ = [
     "install_error_handlers",
     "redacted_report",
     "redacted_update",
+    "refusal",
     "reset_event",
     "status_of",
     "stream_ends",
@@ -103,25 +105,19 @@ def redacted_update(body: RunUpdate) -> RunUpdate:
     return body.model_copy(update=changes) if changes else body
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """404 naming what is missing, 409 for conflicts, 422 without echoed input."""
-
-    @app.exception_handler(RecordNotFoundError)
-    async def _not_found(request: Request, exc: RecordNotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "missing": exc.kind}, status_code=404)
-
-    @app.exception_handler(TerminalRunError)
-    @app.exception_handler(RunConflictError)
-    async def _conflict(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(UnknownActionError)
-    async def _unknown_action(request: Request, exc: UnknownActionError) -> JSONResponse:
+def refusal(exc: Exception) -> tuple[int, dict[str, Any]] | None:
+    """The status and JSON body an error of a request is answered with, or None for an error
+    that is not the client's (a 500). One table for the handlers and for each report of a batch."""
+    if isinstance(exc, RecordNotFoundError):
+        return 404, {"detail": str(exc), "missing": exc.kind}
+    if isinstance(exc, (TerminalRunError, RunConflictError)):
+        return 409, {"detail": str(exc)}
+    if isinstance(exc, UnknownActionError):
         error = {"loc": ["body", "action_progress", "name"], "msg": str(exc), "type": "value_error"}
-        return JSONResponse({"detail": [error]}, status_code=422)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return 422, {"detail": [error]}
+    if isinstance(exc, TooManyLogEntriesError):
+        return 422, exc.body
+    if isinstance(exc, RequestValidationError):
         # FastAPI's default echoes the offending input: a secret param or a 16 MiB value would
         # come back in the error. Say where and what, not the value.
         errors = [
@@ -129,7 +125,28 @@ def install_error_handlers(app: FastAPI) -> None:
             for item in exc.errors()
             if isinstance(item, dict)
         ]
-        return JSONResponse({"detail": errors}, status_code=422)
+        return 422, {"detail": errors}
+    return None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """404 naming what is missing, 409 for conflicts, 422 without echoed input (:func:`refusal`)."""
+
+    async def _answer(request: Request, exc: Exception) -> JSONResponse:
+        answer = refusal(exc)
+        if answer is None:  # only the types registered below come here
+            raise exc
+        return JSONResponse(answer[1], status_code=answer[0])
+
+    for kind in (
+        RecordNotFoundError,
+        TerminalRunError,
+        RunConflictError,
+        UnknownActionError,
+        TooManyLogEntriesError,
+        RequestValidationError,
+    ):
+        app.add_exception_handler(kind, _answer)
 
 
 _INTERNAL = json.dumps({"detail": "internal error of the pipeline service"}).encode()

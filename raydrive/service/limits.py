@@ -23,10 +23,16 @@ import os
 import re
 from dataclasses import dataclass
 
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["DEFAULT_LIMITS", "BodyLimitMiddleware", "Limits", "json_depth", "too_many_log_entries"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "BodyLimitMiddleware",
+    "Limits",
+    "TooManyLogEntriesError",
+    "check_log_entries",
+    "json_depth",
+]
 
 _ENV = {
     "max_body_bytes": "RAYDRIVE_SERVICE_MAX_BODY_BYTES",
@@ -86,10 +92,18 @@ def json_depth(body: bytes) -> int:
     return deepest
 
 
-def too_many_log_entries(count: int, maximum: int) -> Response:
-    """The 422 for a log batch of ``count`` entries over the limit of ``maximum``."""
-    detail = f"{count} log entries in one batch; the service's limit is {maximum}"
-    return Response(_refusal(422, detail, "max_log_entries", maximum)[1], 422, media_type="application/json")
+class TooManyLogEntriesError(ValueError):
+    """A log batch over the service's ``max_log_entries`` (answered 422, naming the limit)."""
+
+    def __init__(self, count: int, maximum: int) -> None:
+        super().__init__(f"{count} log entries in one batch; the service's limit is {maximum}")
+        self.body = {"detail": str(self), "limit": "max_log_entries", "max": maximum}
+
+
+def check_log_entries(count: int, limits: Limits) -> None:
+    """Refuse a log batch of ``count`` entries over ``limits.max_log_entries``."""
+    if count > limits.max_log_entries:
+        raise TooManyLogEntriesError(count, limits.max_log_entries)
 
 
 def _refusal(status: int, detail: str, limit: str, maximum: int) -> tuple[int, bytes]:

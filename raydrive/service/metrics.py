@@ -39,6 +39,7 @@ _WRITES = frozenset(
         "delete_run",
         "create_checkpoint",
         "append_logs",
+        "apply_reports",
     }
 )
 # Route template -> report kind, for the report counters.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from raydrive.core.pipeline import ActionFingerprint, ActionProgress, ActionStatus, RunStatus, Timestamp
 from raydrive.core.retry import Attempt
@@ -28,6 +28,10 @@ __all__ = [
     "PipelineCreate",
     "ProgressAck",
     "ProgressReport",
+    "Report",
+    "ReportBatch",
+    "ReportBatchAck",
+    "ReportResult",
     "Run",
     "RunCreate",
     "RunStatusView",
@@ -229,3 +233,51 @@ class LogEntry(LogEntryCreate):
     id: str
     run_id: str
     timestamp: Timestamp
+
+
+#: The most reports one ``POST /api/v1/runs/{run_id}/reports`` carries (422 above it).
+MAX_REPORTS = 1000
+
+
+class Report(BaseModel):
+    """One report of a batch: exactly one of its fields, applied as its own endpoint would."""
+
+    progress: ProgressReport | None = None
+    checkpoint: CheckpointCreate | None = None
+    logs: LogsAppend | None = None
+    update: RunUpdate | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Report:
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a report has exactly one of progress, checkpoint, logs, update "
+                f"(this one has {', '.join(given) or 'none'})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The name of the field given: ``progress``, ``checkpoint``, ``logs`` or ``update``."""
+        return next(name for name in type(self).model_fields if getattr(self, name) is not None)
+
+
+class ReportBatch(BaseModel):
+    """Body of ``POST /api/v1/runs/{run_id}/reports`` (beyond the contract): reports applied in order."""
+
+    reports: list[Report] = Field(max_length=MAX_REPORTS)
+
+
+class ReportResult(BaseModel):
+    """What became of one report: the status its own endpoint would have answered, and its
+    ``detail`` when refused."""
+
+    status: int
+    detail: Any = None
+
+
+class ReportBatchAck(BaseModel):
+    """Answer of ``POST /api/v1/runs/{run_id}/reports``: one result per report, in order."""
+
+    results: list[ReportResult]

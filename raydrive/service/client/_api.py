@@ -22,6 +22,7 @@ from raydrive.service.models import (
     LogEntryCreate,
     Pipeline,
     ProgressAck,
+    ReportBatchAck,
     Run,
     RunStatusView,
 )
@@ -79,6 +80,7 @@ class _Call:
     idempotent: bool = True
     run_id: str | None = None  # a 404 for this call means "no such run"
     absent_ok: str | None = None  # a 404 whose ``missing`` is this answers None
+    optional: bool = False  # beyond the contract: a service without this route answers None
     key: str | None = None  # Idempotency-Key of a create: the same for every retry of it
 
     def send_kwargs(self) -> dict[str, Any]:
@@ -128,6 +130,7 @@ _CHECKPOINT, _CHECKPOINTS = _model(Checkpoint), _models(Checkpoint)
 _LOGS = _models(LogEntry)
 _PROGRESS = _model(PipelineProgress)
 _ACK = _model(ProgressAck)
+_BATCH_ACK = _model(ReportBatchAck)
 _STATUS = _model(RunStatusView)
 
 
@@ -253,6 +256,20 @@ class _Api:
             _body(entries=list(entries)),
             run_id=run_id,
             key=_key(idempotency_key),
+        )
+
+    @staticmethod
+    def send_reports(
+        run_id: str, reports: Sequence[Mapping[str, Any]], idempotency_key: str | None = None
+    ) -> _Call:
+        return _Call(
+            "POST",
+            _run_path(run_id, "/reports"),
+            _BATCH_ACK,
+            {"reports": to_jsonable_python(list(reports))},
+            run_id=run_id,
+            key=_key(idempotency_key),
+            optional=True,
         )
 
     @staticmethod

@@ -23,6 +23,7 @@ from raydrive.service.models import (
     LogEntryCreate,
     Pipeline,
     ProgressAck,
+    ReportBatchAck,
     Run,
     RunStatusView,
 )
@@ -245,6 +246,20 @@ class AsyncPipelineServiceClient(_ClientBase):
         """Store log entries (``{"message", "level", "action_name"}``) of the run (a caller
         that retries on its own passes the same ``idempotency_key`` each time)."""
         return await self._send(_Api.append_logs(run_id, entries, idempotency_key))
+
+    async def send_reports(
+        self,
+        run_id: str,
+        reports: Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> ReportBatchAck | None:
+        """Beyond the contract: apply ``reports`` (each ``{"progress" | "checkpoint" | "logs" |
+        "update": body}``, the body its own endpoint takes) in order, in one request. Answers one
+        result per report (``status``: what its own endpoint would have answered, ``detail`` when
+        refused), or None when the service predates ``POST /runs/{id}/reports``. Retries carry
+        the same ``idempotency_key``, so a batch is applied once."""
+        return await self._send(_Api.send_reports(run_id, reports, idempotency_key))
 
     async def list_logs(
         self,

@@ -35,10 +35,17 @@ from raydrive.service.models import (
     RunCreate,
     RunUpdate,
 )
-from raydrive.service.rules import check_open, check_progress, check_update
+from raydrive.service.rules import (
+    RunConflictError,
+    UnknownActionError,
+    check_open,
+    check_progress,
+    check_update,
+)
 from raydrive.service.store import (
     RecordNotFoundError,
     RunEvent,
+    TerminalRunError,
     apply_progress,
     apply_update,
     progress_view,
@@ -207,20 +214,70 @@ class SQLStore:
             new = change(run, utcnow())
             if new is None:
                 return run
-            event = _event_for(new, row[1] + 1)
-            self._sql("save_run")(
-                conn,
-                id=run_id,
-                status=new.status.value,
-                event_seq=event.seq,
-                doc=new.model_dump_json(),
-                completed_at=db_time(new.completed_at) if new.completed_at else None,
-            )
-            self._insert_event(conn, run_id, event)
-            # Prune in batches rather than on every write: replay only needs recent events.
-            if event.seq % 64 == 0 and event.seq > self._event_retention:
-                self._sql("prune_events")(conn, run_id=run_id, seq=event.seq - self._event_retention)
+            self._save_run(conn, new, row[1] + 1)
             return new
+
+    def _save_run(self, conn: Connection, run: Run, seq: int) -> None:
+        """Store the changed ``run`` with its event number ``seq`` (one event per change)."""
+        event = _event_for(run, seq)
+        self._sql("save_run")(
+            conn,
+            id=run.id,
+            status=run.status.value,
+            event_seq=event.seq,
+            doc=run.model_dump_json(),
+            completed_at=db_time(run.completed_at) if run.completed_at else None,
+        )
+        self._insert_event(conn, run.id, event)
+        # Prune in batches rather than on every write: replay only needs recent events.
+        if event.seq % 64 == 0 and event.seq > self._event_retention:
+            self._sql("prune_events")(conn, run_id=run.id, seq=event.seq - self._event_retention)
+
+    def apply_reports(self, run_id: str, reports: list[tuple[str, Any]]) -> list[Exception | None]:
+        """Apply ``(kind, body)`` reports in order in one write transaction (kinds: ``progress``
+        :class:`ProgressReport`, ``update`` :class:`RunUpdate`, ``checkpoint``
+        :class:`CheckpointCreate`, ``logs`` a list of :class:`LogEntryCreate`).
+
+        Each is checked as its own method would check it, against the run as the reports before
+        it left it; a refused one is returned as its exception (in its place; None for those
+        applied) and the others still apply. The run is read and written once, and the batch
+        is one change of it: one event. Readers see all of it or none of it.
+        """
+        load = self._sql("run_for_change_locked" if self._lock_rows else "run_for_change")
+        outcomes: list[Exception | None] = []
+        with self._write() as conn:
+            row = load(conn, id=run_id).first()
+            if row is None:
+                raise RecordNotFoundError("run", run_id)
+            run, changed, now = Run.model_validate_json(row[0]), False, utcnow()
+            for kind, body in reports:
+                try:
+                    new = self._apply_report(conn, run, kind, body, now)
+                except (RecordNotFoundError, TerminalRunError, RunConflictError, UnknownActionError) as exc:
+                    outcomes.append(exc)
+                    continue
+                outcomes.append(None)
+                if new is not None:
+                    run, changed = new, True
+            if changed:
+                self._save_run(conn, run, row[1] + 1)
+            elif any(outcome is None for outcome in outcomes):
+                self._announce(conn, run_id)  # new checkpoints or logs only: no event, but news
+        return outcomes
+
+    def _apply_report(self, conn: Connection, run: Run, kind: str, body: Any, now: datetime) -> Run | None:
+        if kind == "progress":
+            check_progress(run.id, run.status, [entry.name for entry in run.progress], body)
+            return apply_progress(run, body, now)
+        if kind == "update":
+            check_update(run, body)
+            return apply_update(run, body, now)
+        check_open(run.id, run.status, "checkpoint" if kind == "checkpoint" else "log entries")
+        if kind == "checkpoint":
+            self._insert_checkpoint(conn, run.id, body, now)
+        else:
+            self._insert_logs(conn, run.id, body, now)
+        return None
 
     def update_run(self, run_id: str, body: RunUpdate) -> Run:
         """Apply a PATCH (see :func:`~raydrive.service.store.apply_update`)."""
@@ -306,16 +363,20 @@ class SQLStore:
 
     def create_checkpoint(self, run_id: str, body: CheckpointCreate) -> Checkpoint:
         """Store a checkpoint of the run."""
-        created_at = utcnow()
         with self._write() as conn:
             self._require_open(conn, run_id, "checkpoint")
-            seq = self._sql("insert_checkpoint")(
-                conn,
-                run_id=run_id,
-                action_name=body.action_name,
-                created_at=db_time(created_at),
-                doc=body.model_dump_json(),
-            ).scalar_one()
+            return self._insert_checkpoint(conn, run_id, body, utcnow())
+
+    def _insert_checkpoint(
+        self, conn: Connection, run_id: str, body: CheckpointCreate, created_at: datetime
+    ) -> Checkpoint:
+        seq = self._sql("insert_checkpoint")(
+            conn,
+            run_id=run_id,
+            action_name=body.action_name,
+            created_at=db_time(created_at),
+            doc=body.model_dump_json(),
+        ).scalar_one()
         return Checkpoint(id=str(seq), run_id=run_id, created_at=created_at, **body.model_dump())
 
     @staticmethod
@@ -354,20 +415,24 @@ class SQLStore:
 
     def append_logs(self, run_id: str, entries: list[LogEntryCreate]) -> list[LogEntry]:
         """Store log entries of the run; they share one timestamp and get growing ids."""
-        timestamp = utcnow()
-        stored: list[LogEntry] = []
         with self._write() as conn:
             self._require_open(conn, run_id, "log entries")
-            for entry in entries:
-                seq = self._sql("insert_log")(
-                    conn,
-                    run_id=run_id,
-                    timestamp=db_time(timestamp),
-                    level=entry.level.value,
-                    action_name=entry.action_name,
-                    message=entry.message,
-                ).scalar_one()
-                stored.append(LogEntry(id=str(seq), run_id=run_id, timestamp=timestamp, **entry.model_dump()))
+            return self._insert_logs(conn, run_id, entries, utcnow())
+
+    def _insert_logs(
+        self, conn: Connection, run_id: str, entries: list[LogEntryCreate], timestamp: datetime
+    ) -> list[LogEntry]:
+        stored: list[LogEntry] = []
+        for entry in entries:
+            seq = self._sql("insert_log")(
+                conn,
+                run_id=run_id,
+                timestamp=db_time(timestamp),
+                level=entry.level.value,
+                action_name=entry.action_name,
+                message=entry.message,
+            ).scalar_one()
+            stored.append(LogEntry(id=str(seq), run_id=run_id, timestamp=timestamp, **entry.model_dump()))
         return stored
 
     def list_logs(

@@ -1,0 +1,134 @@
+"""The writes a run's reporter makes (progress, checkpoints, logs, run updates), one way each.
+
+Each write is checked (:mod:`raydrive.service.rules`) and redacted
+(:mod:`raydrive.service.guards`) here, whether it arrives on its own endpoint or as one report
+of a batch (``POST /api/v1/runs/{run_id}/reports``), so the two cannot drift. The methods block
+(they call the store): the endpoints run them in the thread pool.
+
+A batch is applied in order, each report as its own endpoint would apply it, in one write
+transaction (the run is read and written once, and readers see all of the batch or none of it),
+and answers one result per report with the status that endpoint would have answered: one
+refused report (a checkpoint of a run cancelled meanwhile: 409) neither stops the others nor
+fails the request, as Elasticsearch's ``_bulk`` answers per item. A batch is one change of the
+run: one event of its stream, holding the state after all of it. The pipeline actor sends what
+it has queued as one batch, so a run's reports cost one request and one transaction per batch
+instead of one each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raydrive.core.pipeline import RunStatus
+from raydrive.core.redaction import redact, redact_text
+from raydrive.service.guards import redacted_report, redacted_update, refusal, status_of
+from raydrive.service.limits import Limits, check_log_entries
+from raydrive.service.models import (
+    Checkpoint,
+    CheckpointCreate,
+    LogEntry,
+    LogsAppend,
+    ProgressAck,
+    ProgressReport,
+    ReportBatch,
+    ReportBatchAck,
+    ReportResult,
+    Run,
+    RunUpdate,
+)
+from raydrive.service.rules import check_open, check_progress, check_update
+from raydrive.service.store import PipelineStore
+
+__all__ = ["RunReports"]
+
+_ACTION_CACHE = 4096  # runs whose action names (which never change) are kept, to check reports
+
+
+class RunReports:
+    """The report writes of a service process, on ``store``, within ``limits``."""
+
+    def __init__(self, store: PipelineStore, limits: Limits) -> None:
+        self.store = store
+        self.limits = limits
+        self._actions_of: dict[str, frozenset[str]] = {}
+
+    def forget(self, run_id: str) -> None:
+        """Drop what is cached of a deleted run."""
+        self._actions_of.pop(run_id, None)
+
+    def _actions(self, run_id: str) -> tuple[RunStatus, frozenset[str]]:
+        run = self.store.get_run(run_id)
+        names = frozenset(entry.name for entry in run.progress)
+        if len(self._actions_of) >= _ACTION_CACHE:
+            self._actions_of.pop(next(iter(self._actions_of)), None)
+        self._actions_of[run_id] = names
+        return run.status, names
+
+    def progress(self, run_id: str, body: ProgressReport) -> ProgressAck:
+        """Apply a progress report; ``action_progress`` replaces the entry with the same name."""
+        names = self._actions_of.get(run_id)
+        going_back = "status" in body.model_fields_set and body.status is RunStatus.PENDING
+        if names is None or going_back:
+            status, names = self._actions(run_id)
+        else:
+            status = RunStatus.RUNNING  # only consulted for a report asking for pending
+        check_progress(run_id, status, names, body)
+        run = self.store.report_progress(run_id, self._prepared("progress", body))
+        return ProgressAck(
+            id=run.id,
+            status=run.status,
+            current_action=run.current_action,
+            current_action_index=run.current_action_index,
+            started_at=run.started_at,
+            completed_at=run.completed_at,
+        )
+
+    def checkpoint(self, run_id: str, body: CheckpointCreate) -> Checkpoint:
+        """Store a checkpoint (409 for a finished run), its params and result redacted."""
+        check_open(run_id, status_of(self.store.latest_event(run_id)), "checkpoint")
+        return self.store.create_checkpoint(run_id, self._prepared("checkpoint", body))
+
+    def logs(self, run_id: str, body: LogsAppend) -> list[LogEntry]:
+        """Store log entries (409 for a finished run; 422 over ``max_log_entries``), redacted."""
+        entries = self._prepared("logs", body)  # refuses a batch over the limit first
+        check_open(run_id, status_of(self.store.latest_event(run_id)), "log entries")
+        return self.store.append_logs(run_id, entries)
+
+    def update(self, run_id: str, body: RunUpdate) -> Run:
+        """Change the run's status, result or error (409 for any change of a finished run)."""
+        body = self._prepared("update", body)
+        check_update(self.store.get_run(run_id), body)
+        return self.store.update_run(run_id, body)
+
+    def batch(self, run_id: str, body: ReportBatch) -> ReportBatchAck:
+        """Apply ``body``'s reports in order, in one transaction; one result each (404 for the
+        whole batch when the run is unknown)."""
+        refused: dict[int, Exception] = {}
+        writes: list[tuple[str, Any]] = []
+        for index, report in enumerate(body.reports):
+            kind = report.kind
+            try:
+                writes.append((kind, self._prepared(kind, getattr(report, kind))))
+            except Exception as exc:  # refused before the store (the log batch limit)
+                refused[index] = exc
+        outcomes = iter(self.store.apply_reports(run_id, writes))
+        results = []
+        for index in range(len(body.reports)):
+            error = refused.get(index) or next(outcomes)
+            answer = refusal(error) if error is not None else (200, {"detail": None})
+            if answer is None:
+                raise error  # type: ignore[misc]  # not the client's: the request answers 500
+            results.append(ReportResult(status=answer[0], detail=answer[1]["detail"]))
+        return ReportBatchAck(results=results)
+
+    def _prepared(self, kind: str, body: Any) -> Any:
+        # What each endpoint does before its store call (the store checks the rules).
+        if kind == "progress":
+            return redacted_report(body)
+        if kind == "update":
+            return redacted_update(body)
+        if kind == "checkpoint":
+            update = {"params_snapshot": redact(body.params_snapshot), "result": redact(body.result)}
+            return body.model_copy(update=update)
+        check_log_entries(len(body.entries), self.limits)
+        return [entry.model_copy(update={"message": redact_text(entry.message)}) for entry in body.entries]
