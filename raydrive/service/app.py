@@ -329,9 +329,12 @@ def create_app(
         """Beyond the contract: progress reports, checkpoints, logs and run updates, applied in
         order as their own endpoints would; one result per report (:mod:`.reports`)."""
         try:
-            return _json(await in_thread(reports.batch, run_id, body))
+            ack = await in_thread(reports.batch, run_id, body)
         finally:
             broker.notify(run_id)  # what was applied before an error is seen too
+        accepted = zip(body.reports, ack.results, strict=True)
+        metrics.count_reports([report.kind for report, result in accepted if result.status < 400])
+        return _json(ack)
 
     @route("GET", "/api/v1/runs/{run_id}/progress", response_model=PipelineProgress)
     async def get_progress(run_id: str) -> Response:

@@ -152,6 +152,11 @@ class ServiceMetrics:
 
         return timed
 
+    def count_reports(self, kinds: list[str]) -> None:
+        """Count the accepted reports of a batch (``progress``, ``update``, ``checkpoint``, ``logs``)."""
+        for kind in kinds:
+            self.reports.labels(kind).inc()
+
     def _count_report(self, scope: Scope, start: float) -> None:
         route = getattr(scope.get("route"), "path", "")
         kind = _REPORTS.get((scope["method"], route)) or _REPORTS.get((scope["method"], route + "/"))
