@@ -360,3 +360,34 @@ def test_the_old_emit_finished_call_shape_is_refused_not_reported_as_unknown() -
         executor._emit_finished("j1", "tests.Add", "SUCCEEDED")
     assert executor._emit_finished("j1", "SUCCEEDED") is True  # still tracked: the right call reports
     assert [(kind, e.status) for kind, e in seen.events] == [("submitted", None), ("finished", "SUCCEEDED")]
+
+
+def test_the_unfinished_jobs_table_is_bounded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A process that submits forever and never reads an outcome must not grow without bound.
+    import raydrive.core.executor as executor_module
+
+    class Capped(BaseExecutor):
+        name = "capped"
+
+    monkeypatch.setattr(executor_module, "MAX_TRACKED_JOBS", 3)
+    executor = Capped(plugins=PluginManager())
+    with caplog.at_level("WARNING", logger="raydrive"):
+        for i in range(6):
+            executor._emit_submitted(f"j{i}", "tests.Add")
+    assert executor._unfinished_jobs() == ["j3", "j4", "j5"]
+    assert executor._unfinished_jobs(2) == ["j3", "j4"]
+    warnings = [r.getMessage() for r in caplog.records if "never read" in r.getMessage()]
+    assert len(warnings) == 1 and "(j0)" in warnings[0]  # said once, naming the first forgotten
+    assert executor._emit_finished("j0", "SUCCEEDED") is False  # forgotten: nothing reported
+    assert executor._emit_finished("j5", "SUCCEEDED") is True
+
+
+@pytest.mark.parametrize("driver", ["ray-job"], indirect=True)
+def test_deleting_a_job_never_read_reports_it_finished_first(driver: Driver) -> None:
+    job_id = driver.submit(ADD, {"a": 2})
+    # delete answers False while the job runs; once it is True the job is gone from the registry.
+    wait_for(lambda: driver.executor.delete(job_id), timeout=120, what="the job to end and be deleted")
+    _assert_once(driver.recorder, job_id, "Add", JobState.SUCCEEDED, driver.name)
+    assert not driver.executor._is_unfinished(job_id)

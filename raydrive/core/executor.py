@@ -6,6 +6,8 @@ the convenient way to write one, and the way the built-in drivers are written.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import threading
 from typing import Any, ClassVar
 
@@ -15,7 +17,13 @@ from raydrive.core.plugins import PluginManager, get_plugin_manager
 from raydrive.core.policy_types import JobEvent
 from raydrive.core.status import JobState, job_state
 
-__all__ = ["BaseExecutor", "merge_env_argument"]
+__all__ = ["MAX_TRACKED_JOBS", "BaseExecutor", "merge_env_argument"]
+
+#: The most jobs one executor tracks as "submitted, not reported finished". Beyond it the oldest
+#: is forgotten (its finished event is then not reported), so that a long-lived process that
+#: submits without ever reading outcomes does not grow without bound.
+MAX_TRACKED_JOBS = 100_000
+_log = logging.getLogger("raydrive")
 
 
 def merge_env_argument(driver: str, env: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +87,20 @@ class BaseExecutor:
         lock, jobs = self._lifecycle()
         with lock:
             jobs[job_id] = action
+            if len(jobs) <= MAX_TRACKED_JOBS:
+                return
+            oldest = next(iter(jobs))
+            del jobs[oldest]
+            warned = self.__dict__.setdefault("_lifecycle_warned", False)
+            self.__dict__["_lifecycle_warned"] = True
+        if not warned:
+            _log.warning(
+                "%s: more than %d jobs submitted and never read; forgetting the oldest (%s): no "
+                "finished event will be reported for it or for others forgotten later",
+                self.name or type(self).__name__,
+                MAX_TRACKED_JOBS,
+                oldest,
+            )
 
     def _untrack_job(self, job_id: str) -> None:
         """Forget a job that was never sent (its submission failed): no event is reported."""
@@ -86,11 +108,18 @@ class BaseExecutor:
         with lock:
             jobs.pop(job_id, None)
 
-    def _unfinished_jobs(self) -> list[str]:
-        """The ids of this executor's jobs not reported finished yet, oldest first."""
+    def _unfinished_jobs(self, limit: int | None = None) -> list[str]:
+        """The ids of this executor's jobs not reported finished yet, oldest first (the first
+        ``limit`` of them when given)."""
         lock, jobs = self._lifecycle()
         with lock:
-            return list(jobs)
+            return list(itertools.islice(jobs, limit))
+
+    def _is_unfinished(self, job_id: str) -> bool:
+        """True for a job this executor submitted and has not reported finished."""
+        lock, jobs = self._lifecycle()
+        with lock:
+            return job_id in jobs
 
     def _emit_submitted(self, job_id: str, action: str) -> None:
         """Report a job as submitted (and track it, if :meth:`_track_job` did not already)."""

@@ -50,6 +50,7 @@ attempt at its deadline, counted from the attempt's launch (see
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import hmac
@@ -67,6 +68,7 @@ from raydrive.core.errors import (
     ExecutionTimeoutError,
     InvalidOptionsError,
     JobNotFoundError,
+    RaydriveError,
     SubmissionError,
 )
 from raydrive.core.options import RayOptions
@@ -372,6 +374,11 @@ class RayJobExecutor(BaseRayExecutor):
     def delete(self, job_id: str) -> bool:
         """Forget a finished job now: its status and result go, its id becomes free. False for a
         job that is still running or unknown."""
+        if self._is_unfinished(job_id):
+            # Submitted here and never read: read it now, so that its finished event is reported
+            # before its record goes (a running job stays, and delete answers False below).
+            with contextlib.suppress(RaydriveError):
+                self._outcome(job_id, 0)
         with self._lock:
             self._outcomes.pop(job_id, None)
         return bool(self._call("delete", job_id, job_id=job_id))
@@ -389,7 +396,7 @@ class RayJobExecutor(BaseRayExecutor):
         cached = self._outcomes.get(job_id)
         if cached is not None:
             return cached
-        also = [j for j in self._unfinished_jobs()[: _PREFETCH + 1] if j != job_id][:_PREFETCH]
+        also = [j for j in self._unfinished_jobs(_PREFETCH + 1) if j != job_id][:_PREFETCH]
         # The registry waits at most `timeout`; no client-side timeout is needed on top.
         found: dict[str, tuple[str, Any, BaseException | None, int]] = self._call(
             "outcome", job_id, timeout, also, job_id=job_id

@@ -262,3 +262,45 @@ def test_a_long_log_is_caught_up_to_its_tail(page, web_service):
     page.goto(f"{web_service.url}/runs/{run_id}")
     page.locator("#logs .line .msg", has_text="line 2999").wait_for(timeout=15_000)
     assert page.locator("#logs .line").count() == 3000
+
+
+def _refreshed(page) -> None:
+    """Wait for the runs page's next refresh (its "updated" line changes with each one)."""
+    before = page.locator("#live").inner_text()
+    page.wait_for_function("(before) => document.getElementById('live').textContent !== before", arg=before)
+
+
+def test_the_focus_stays_on_a_run_link_across_refreshes(page, web_service):
+    # The rows are rebuilt every second; a keyboard user must not be thrown back to the page top.
+    client = httpx.Client(base_url=web_service.url)
+    made = client.post("/api/v1/pipelines/", json={"name": "focus", "actions": [{"name": "a"}]}).json()
+    run_id = client.post(f"/api/v1/pipelines/{made['id']}/runs/", json={}).json()["id"]
+    page.goto(f"{web_service.url}/?pipeline=focus")
+    page.locator(f'tr[data-run-id="{run_id}"] a').focus()
+    for _ in range(2):
+        _refreshed(page)
+        assert page.evaluate("document.activeElement.textContent") == run_id
+
+
+def test_an_open_checkpoint_stays_open_when_another_arrives(page, web_service):
+    client = httpx.Client(base_url=web_service.url)
+    actions = [{"name": "first"}, {"name": "second"}]
+    made = client.post("/api/v1/pipelines/", json={"name": "open-ckpt", "actions": actions}).json()
+    run_id = client.post(f"/api/v1/pipelines/{made['id']}/runs/", json={}).json()["id"]
+    client.post(f"/api/v1/runs/{run_id}/progress", json={"status": "running"}).raise_for_status()
+
+    def complete(index: int, name: str) -> None:
+        checkpoint = {"action_name": name, "action_index": index, "result": {"step": name}}
+        client.post(f"/api/v1/runs/{run_id}/checkpoints/", json=checkpoint).raise_for_status()
+        done = {"action_progress": {"name": name, "status": "completed", "progress": 1.0}}
+        client.post(f"/api/v1/runs/{run_id}/progress", json=done).raise_for_status()
+
+    complete(0, "first")
+    page.goto(f"{web_service.url}/runs/{run_id}")
+    page.wait_for_function("() => document.querySelectorAll('#checkpoints details').length === 1")
+    page.locator("#checkpoints summary").first.click()
+    assert page.locator("#checkpoints details").first.get_attribute("open") is not None
+    complete(1, "second")
+    page.wait_for_function("() => document.querySelectorAll('#checkpoints details').length === 2")
+    first, second = page.locator("#checkpoints details").all()
+    assert first.get_attribute("open") is not None and second.get_attribute("open") is None

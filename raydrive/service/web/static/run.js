@@ -74,7 +74,10 @@
 
   function renderCheckpoints(checkpoints) {
     if (!checkpoints.length) return;
-    $("checkpoints").replaceChildren(...checkpoints.map((c) => RD.el("details", { class: "checkpoint" },
+    // Rebuilt when a checkpoint arrives: the ones the reader opened stay open.
+    const open = new Set([...$("checkpoints").querySelectorAll("details[open]")].map((d) => d.dataset.checkpointId));
+    $("checkpoints").replaceChildren(...checkpoints.map((c) => RD.el("details",
+      { class: "checkpoint", "data-checkpoint-id": c.id, ...(open.has(String(c.id)) ? { open: "" } : {}) },
       RD.el("summary", {}, RD.el("span", { class: "name", text: c.action_name }), " ",
         RD.statusBadge(c.status), " ", RD.el("span", { class: "muted", text: RD.fmtTime(c.created_at) })),
       RD.el("h3", { text: "params snapshot" }), RD.el("pre", { text: JSON.stringify(c.params_snapshot, null, 2) }),

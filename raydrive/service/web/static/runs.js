@@ -46,7 +46,15 @@
     clearTimeout(timer);
     try {
       const data = await RD.getJSON("/ui/api/runs?" + query().toString());
+      // The rows are rebuilt every second: a keyboard user on a run's link keeps the focus there.
+      const focusedRow = tbody.contains(document.activeElement) ? document.activeElement.closest("tr") : null;
+      const focusedId = focusedRow ? focusedRow.dataset.runId : null;
       tbody.replaceChildren(...data.runs.map(row));
+      if (focusedId !== null) {
+        const again = [...tbody.rows].find((tr) => tr.dataset.runId === focusedId);
+        const link = again && again.querySelector("a");
+        if (link) link.focus({ preventScroll: true });
+      }
       $("empty").hidden = data.runs.length > 0;
       const first = data.runs.length ? state.skip + 1 : 0;
       $("page-info").textContent = first ? "runs " + first + "–" + (state.skip + data.runs.length) : "";
