@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from raydrive.core.errors import ExecutionError, ExecutionTimeoutError, RaydriveError
@@ -63,13 +63,16 @@ class AttemptTracking:
         def _untrack_job(self, job_id: str) -> None: ...
 
     # --- resolving a job ----------------------------------------------------------------------
-    async def _resolve(self, job_id: str, api: AsyncDashboard | None = None) -> _State:
+    async def _resolve(
+        self, job_id: str, api: AsyncDashboard | None = None, chain: chains.Chain | None = None
+    ) -> _State:
         """The job now, after starting its next attempt if the current one ended retryably.
+        ``chain``: the job's chain as just read, instead of reading it again.
 
         :raises JobNotFoundError: no job with this id.
         """
         api = api or self._dashboard().api
-        chain = await chains.load_chain(api, job_id)
+        chain = chain or await chains.load_chain(api, job_id)
         while True:
             step = chain.current
             if chain.stopped:
@@ -125,8 +128,9 @@ class AttemptTracking:
         """Wait until the job has ended for good (every retry done), polling its current attempt."""
         api = self._dashboard().api
         start = time.monotonic()
+        ended: chains.Chain | None = None
         while True:
-            state = await self._resolve(job_id, api)
+            state = await self._resolve(job_id, api, ended)
             if state.final:
                 return state
             submission_id = state.chain.current.submission_id
@@ -144,6 +148,15 @@ class AttemptTracking:
                 await asyncio.sleep(delay)
                 info = await api.job(submission_id)
                 await self._keep(api, state.chain)
+            chain = state.chain
+            # The last attempt ended: nothing can follow it (no retry, no stop marker), so the
+            # chain just read is the job's; one request fewer between its end and its result.
+            last = chain.current.number >= chain.policy.max_attempts and not chain.stopped
+            ended = None
+            if info is not None and info.terminal and last:
+                ended = chains.Chain(
+                    chain.job_id, [*chain.steps[:-1], replace(chain.current, info=info)], chain.policy
+                )
 
     # --- the public API -----------------------------------------------------------------------
     def get_status(self, job_id: str) -> JobStatus:
