@@ -110,14 +110,16 @@ class RunReports:
             try:
                 writes.append((kind, self._prepared(kind, getattr(report, kind))))
             except Exception as exc:  # refused before the store (the log batch limit)
+                if refusal(exc) is None:
+                    raise  # not the client's: nothing was written, the request answers 500
                 refused[index] = exc
         outcomes = iter(self.store.apply_reports(run_id, writes))
         results = []
         for index in range(len(body.reports)):
             error = refused.get(index) or next(outcomes)
             answer = refusal(error) if error is not None else (200, {"detail": None})
-            if answer is None:
-                raise error  # type: ignore[misc]  # not the client's: the request answers 500
+            if answer is None:  # the store returns only the client's errors
+                raise error  # type: ignore[misc]
             results.append(ReportResult(status=answer[0], detail=answer[1]["detail"]))
         return ReportBatchAck(results=results)
 

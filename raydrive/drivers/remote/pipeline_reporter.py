@@ -1,13 +1,13 @@
 """The reporter of the pipeline actor: service calls delivered in order from one thread.
 
 Reports go through a :class:`BufferedReporter`: a background thread delivers them in order and
-keeps retrying while the service is unreachable; what is queued when it sends goes as one batch
-(``POST /api/v1/runs/{run_id}/reports``, at most :data:`MAX_BATCH` reports), so a fast pipeline
-costs one request per batch rather than three per action, so an outage of the service slows nothing and
-fails nothing; the run's reports arrive, in order, once it answers again. Its queue is bounded
-(:attr:`BufferedReporter.max_pending`): when full, superseded progress reports are coalesced and
-then the oldest log lines dropped (with a note saying how many); a checkpoint, a run update or
-the outcome is never dropped. Ray is not imported here.
+keeps retrying while the service is unreachable, so an outage of the service slows nothing and
+fails nothing; the run's reports arrive, in order, once it answers again. What is queued when the
+thread sends goes as one batch (``POST /api/v1/runs/{run_id}/reports``, at most
+:data:`MAX_BATCH` reports), so a fast pipeline costs one request per batch, not three per
+action. Its queue is bounded (:attr:`BufferedReporter.max_pending`): when full, superseded
+progress reports are coalesced and then the oldest log lines dropped (with a note saying how
+many); a checkpoint, a run update or the outcome is never dropped. Ray is not imported here.
 """
 
 from __future__ import annotations
