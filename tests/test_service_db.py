@@ -34,6 +34,7 @@ from raydrive.service.models import (
     RunCreate,
     RunUpdate,
 )
+from raydrive.service.store import RecordNotFoundError
 from tests.pg import pg_server, pg_url  # noqa: F401
 
 # The schema of the first embedded store (PRAGMA user_version 1), as it created its files.
@@ -334,3 +335,30 @@ def test_the_migrate_command_copies_a_database(tmp_path: Path, pg_url: str) -> N
         timeout=120,
     )
     assert again.returncode == 2 and "empty database" in again.stderr
+
+
+# -- a batch of reports (POST /runs/{id}/reports) on each backend
+
+
+def test_a_batch_of_reports_is_one_transaction_and_one_event(store: SQLStore) -> None:
+    run_id = _fill(store, runs=1)[0]
+    before = store.latest_event(run_id).seq
+    outcomes = store.apply_reports(
+        run_id,
+        [
+            ("checkpoint", CheckpointCreate(action_name="b", action_index=1, result={"n": 2})),
+            ("logs", [LogEntryCreate(message="batched")]),
+            ("progress", ProgressReport(action_progress={"name": "nope", "status": "running"})),
+            ("update", RunUpdate(status="completed", result={"n": 2})),
+            ("logs", [LogEntryCreate(message="after the end")]),
+        ],
+    )
+    assert [type(o).__name__ if o else None for o in outcomes] == [
+        None, None, "UnknownActionError", None, "RunConflictError",
+    ]  # fmt: skip
+    assert store.latest_event(run_id).seq == before + 1 and store.latest_event(run_id).event == "completed"
+    assert store.get_run(run_id).result == {"n": 2}
+    assert [c.action_name for c in store.list_checkpoints(run_id)] == ["a", "b"]
+    assert store.list_logs(run_id)[-1].message == "batched"
+    with pytest.raises(RecordNotFoundError):
+        store.apply_reports("no-such-run", [("logs", [LogEntryCreate(message="x")])])
