@@ -179,3 +179,32 @@ def test_actor_info_reads_the_gcs(ray_cluster) -> None:
         lambda: compat.actor_info(actor_id).get("State") == "DEAD", what="the killed actor DEAD in the GCS"
     )
     assert compat.actor_info("ff" * 16) == {}
+
+
+@pytest.mark.ray
+def test_a_pipeline_actor_learns_its_attempt_without_ray_deprecation_warnings(ray_cluster) -> None:
+    # Ray 2.60's was_current_actor_reconstructed reads its own deprecated actor_id: the warning
+    # reached the user's console from every pipeline actor (seen in `raydrive demo`).
+    import ray
+
+    connect(ray_cluster.address)
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def attempt(self) -> tuple[int, list[str]]:
+            import warnings
+
+            from raydrive.drivers.remote.pipeline_actor import _attempt
+
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                number = _attempt()
+            return number, [f"{w.category.__name__}: {w.message}" for w in seen]
+
+    probe = Probe.remote()
+    try:
+        number, seen = ray.get(probe.attempt.remote(), timeout=120)
+    finally:
+        ray.kill(probe)
+    assert number == 1
+    assert not [w for w in seen if "Deprecat" in w], seen

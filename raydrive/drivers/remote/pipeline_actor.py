@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from typing import Any
 
 from raydrive.drivers.wire import PipelineSpec
@@ -84,7 +85,12 @@ def _attempt() -> int:
     import ray
 
     context = ray.get_runtime_context()
-    if not context.was_current_actor_reconstructed:
+    with warnings.catch_warnings():
+        # Ray's own property reads its deprecated ``actor_id`` (Ray 2.60): the warning would
+        # land on the user's console from every pipeline actor, about code that is not theirs.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        reconstructed = context.was_current_actor_reconstructed
+    if not reconstructed:
         return 1
     try:
         from raydrive.drivers.ray_common import compat
