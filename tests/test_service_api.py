@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from raydrive.service.server import ServiceServer, start_service
+from tests.services import tokenless_service
 
 
 @pytest.fixture(autouse=True)
@@ -28,10 +29,8 @@ def _no_token_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceServer]:
     # One service for the module: every test makes its own pipelines and runs.
-    with pytest.MonkeyPatch.context() as env:
-        env.delenv("RAYDRIVE_SERVICE_TOKEN", raising=False)
-        with start_service(db=tmp_path_factory.mktemp("api") / "service.db") as svc:
-            yield svc
+    with tokenless_service(tmp_path_factory.mktemp("api")) as svc:
+        yield svc
 
 
 @pytest.fixture

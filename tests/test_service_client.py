@@ -25,6 +25,7 @@ from raydrive.service import AsyncPipelineServiceClient, PipelineServiceClient, 
 from raydrive.service.models import ProgressReport
 from raydrive.service.server import ServiceServer, start_service
 from raydrive.service.store import SQLiteStore
+from tests.services import tokenless_service
 
 
 @pytest.fixture(autouse=True)
@@ -34,11 +35,8 @@ def _no_token_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceServer]:
-    with pytest.MonkeyPatch.context() as env:
-        env.delenv("RAYDRIVE_SERVICE_TOKEN", raising=False)
-        db = tmp_path_factory.mktemp("client") / "client.db"
-        with start_service(db=db, ping_interval=0.2) as svc:
-            yield svc
+    with tokenless_service(tmp_path_factory.mktemp("client"), ping_interval=0.2) as svc:
+        yield svc
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,18 +162,26 @@ def test_a_newer_schema_is_refused(db_url: str) -> None:
         open_store(db_url)
 
 
-def test_processes_opening_a_fresh_database_at_once_migrate_it_once(db_url: str) -> None:
+def _start_openers(
+    open_one: Callable[[], Any], count: int
+) -> tuple[list[threading.Thread], list[BaseException]]:
+    """Start ``count`` threads that each open a store and close it; the errors land in the list."""
     errors: list[BaseException] = []
 
     def open_close() -> None:
         try:
-            open_store(db_url).close()
+            open_one().close()
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=open_close) for _ in range(4)]
+    threads = [threading.Thread(target=open_close) for _ in range(count)]
     for thread in threads:
         thread.start()
+    return threads, errors
+
+
+def test_processes_opening_a_fresh_database_at_once_migrate_it_once(db_url: str) -> None:
+    threads, errors = _start_openers(lambda: open_store(db_url), 4)
     for thread in threads:
         thread.join()
     assert errors == []
@@ -188,16 +197,7 @@ def test_opening_a_fresh_file_waits_for_another_openers_lock(tmp_path: Path) -> 
     try:
         with pytest.raises(DatabaseUnavailableError, match=r"WAL mode within 0\.2 s"):
             SQLiteStore(path, busy_timeout=0.2)
-        errors: list[BaseException] = []
-
-        def open_close() -> None:
-            try:
-                SQLiteStore(path).close()
-            except BaseException as exc:
-                errors.append(exc)
-
-        opener = threading.Thread(target=open_close)
-        opener.start()
+        (opener,), errors = _start_openers(lambda: SQLiteStore(path), 1)
     finally:
         other.execute("COMMIT")
         other.close()

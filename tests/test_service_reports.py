@@ -15,6 +15,7 @@ from raydrive.drivers.remote.pipeline_reporter import BufferedReporter
 from raydrive.service.client import PipelineServiceClient
 from raydrive.service.models import MAX_REPORTS
 from raydrive.service.server import ServiceServer
+from tests.services import tokenless_service
 
 ACTIONS = ("download", "train")
 
@@ -26,10 +27,8 @@ def _no_token_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceServer]:
-    with pytest.MonkeyPatch.context() as env:
-        env.delenv("RAYDRIVE_SERVICE_TOKEN", raising=False)
-        with ServiceServer(db=tmp_path_factory.mktemp("reports") / "service.db") as svc:
-            yield svc
+    with tokenless_service(tmp_path_factory.mktemp("reports")) as svc:
+        yield svc
 
 
 @pytest.fixture

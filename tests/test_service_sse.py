@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from raydrive.service.server import ServiceServer, start_service
+from tests.conditions import wait_for
 
 PING_INTERVAL = 0.3
 
@@ -91,13 +92,6 @@ def _report(http: httpx.Client, run_id: str, **body: Any) -> None:
 
 def _stream_url(run_id: str) -> str:
     return f"/api/v1/runs/{run_id}/progress/stream"
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def test_first_event_is_the_current_state_sent_at_once(http: httpx.Client) -> None:
@@ -218,7 +212,7 @@ def test_a_quiet_stream_gets_ping_comments(http: httpx.Client) -> None:
 def test_the_server_frees_streams_whose_clients_went_away(service: ServiceServer, http: httpx.Client) -> None:
     run_id = _run(http)
     state = service.app.state
-    _wait_for(lambda: state.active_streams == 0)
+    wait_for(lambda: state.active_streams == 0, 5.0, "the streams to close")
     clients = [httpx.Client(base_url=service.url, timeout=5) for _ in range(3)]
     # Keep each reader: dropping its line iterator would already close the connection.
     readers = []
@@ -230,7 +224,7 @@ def test_the_server_frees_streams_whose_clients_went_away(service: ServiceServer
     for reader, client in zip(readers, clients, strict=True):
         reader.response.close()
         client.close()
-    _wait_for(lambda: state.active_streams == 0)
+    wait_for(lambda: state.active_streams == 0, 5.0, "the streams to close")
     # The run is still there and can still be followed.
     _report(http, run_id, status="running")
     with http.stream("GET", _stream_url(run_id)) as response:

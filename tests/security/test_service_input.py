@@ -17,6 +17,7 @@ from raydrive.core.errors import ServiceError
 from raydrive.service.client import AsyncPipelineServiceClient, PipelineServiceClient
 from raydrive.service.db import open_store
 from raydrive.service.server import ServiceServer, start_service
+from tests.services import tokenless_service
 
 
 @pytest.fixture(autouse=True)
@@ -28,10 +29,8 @@ def _no_token_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceServer]:
-    with pytest.MonkeyPatch.context() as env:
-        env.delenv("RAYDRIVE_SERVICE_TOKEN", raising=False)
-        with start_service(db=tmp_path_factory.mktemp("input") / "service.db") as svc:
-            yield svc
+    with tokenless_service(tmp_path_factory.mktemp("input")) as svc:
+        yield svc
 
 
 @pytest.fixture

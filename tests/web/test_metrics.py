@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from raydrive.service.server import ServiceServer
+from tests.conditions import wait_for
 
 TOKEN = "metrics-token"
 
@@ -28,14 +28,6 @@ def _samples(client: httpx.Client) -> dict[tuple[str, tuple], float]:
         for family in text_string_to_metric_families(answer.text)
         for s in family.samples
     }
-
-
-def _wait(condition, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("timed out")
-        time.sleep(0.02)
 
 
 def test_metrics_need_the_token(service):
@@ -102,10 +94,10 @@ def test_open_streams_gauge_follows_sse_clients(service):
     thread = threading.Thread(target=listen, daemon=True)
     thread.start()
     assert opened.wait(10)
-    _wait(lambda: _samples(client)[gauge] == base + 1)
+    wait_for(lambda: _samples(client)[gauge] == base + 1, 10.0, "the stream to be counted")
     client.patch(f"/api/v1/runs/{run['id']}", json={"status": "completed"})
     thread.join(10)
-    _wait(lambda: _samples(client)[gauge] == base)
+    wait_for(lambda: _samples(client)[gauge] == base, 10.0, "the stream to be uncounted")
 
 
 def test_runs_by_status_without_a_counting_store(tmp_path):

@@ -13,21 +13,12 @@ import pytest
 from raydrive import PipelineDefinition
 from raydrive.drivers.wire import NAMESPACE
 from raydrive.drivers.wire import pipeline_actor_name as actor_name
+from tests.conditions import wait_for
 from tests.web.conftest import actions
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray]
 XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
-def _wait(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _bar(page, action: str) -> float:
@@ -52,10 +43,10 @@ def test_run_appears_live_bars_advance_and_result_shows(page, web_executor, web_
     page.wait_for_url(f"**/runs/{run_id}")
     page.wait_for_selector('#actions li[data-action="StepAction"]')
     page.evaluate("window.__sameDocument = true")
-    first = _wait(
-        lambda: 0 < _bar(page, "StepAction") < 1 and _bar(page, "StepAction"), what="the bar to move"
+    first = wait_for(
+        lambda: 0 < _bar(page, "StepAction") < 1 and _bar(page, "StepAction"), 60, "the bar to move"
     )
-    _wait(lambda: _bar(page, "StepAction") > first, what="the bar to advance")
+    wait_for(lambda: _bar(page, "StepAction") > first, 60, "the bar to advance")
     assert page.locator('#actions li[data-action="StepAction"] .step').inner_text().startswith("step ")
     page.screenshot(path=str(tmp_path / "run-page-running.png"), full_page=True)
 
@@ -121,7 +112,7 @@ def test_cancel_button_stops_a_running_pipeline(page, web_executor, web_service,
     try:
         page.goto(f"{web_service.url}/runs/{run_id}")
         page.wait_for_selector('#run[data-status="running"]', timeout=120_000)
-        pid = int(_wait(lambda: pid_file.exists() and pid_file.read_text(), what="the action to start"))
+        pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60, "the action to start"))
         page.get_by_role("button", name="Cancel run").click()
         page.wait_for_function(
             "() => document.getElementById('run').dataset.status === 'cancelled'"
@@ -142,9 +133,9 @@ def test_cancel_button_stops_a_running_pipeline(page, web_executor, web_service,
 
         # The bound is 2 s; the deadline leaves room for a loaded CI machine, and the
         # figure is printed (timings are not asserted).
-        _wait(gone, timeout=30, what="the cancelled action's process to end")
+        wait_for(gone, timeout=30, what="the cancelled action's process to end")
         print(f"actor process gone {time.monotonic() - cancelled_at:.2f} s after the page showed cancelled")
-        _wait(
+        wait_for(
             lambda: not web_executor.actor_exists(actor_name(run_id), NAMESPACE),
             timeout=30,
             what="the pipeline actor to be gone",
