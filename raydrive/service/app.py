@@ -295,7 +295,6 @@ def create_app(
     async def delete_run(run_id: str) -> Response:
         """Delete a run with its checkpoints and logs."""
         await in_thread(the_store.delete_run, run_id)
-        reports.forget(run_id)
         broker.notify(run_id)
         return Response(status_code=204)
 

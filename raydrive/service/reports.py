@@ -1,8 +1,9 @@
 """The writes a run's reporter makes (progress, checkpoints, logs, run updates), one way each.
 
-Each write is checked (:mod:`raydrive.service.rules`) and redacted
-(:mod:`raydrive.service.guards`) here, whether it arrives on its own endpoint or as one report
-of a batch (``POST /api/v1/runs/{run_id}/reports``), so the two cannot drift. The methods block
+Each write is redacted (:mod:`raydrive.service.guards`) and bounded here, whether it arrives on
+its own endpoint or as one report of a batch (``POST /api/v1/runs/{run_id}/reports``), so the
+two cannot drift; the store checks the rules (:mod:`raydrive.service.rules`) inside its write
+transaction, where no other change can slip in between, so they are not read here first. The methods block
 (they call the store): the endpoints run them in the thread pool.
 
 A batch is applied in order, each report as its own endpoint would apply it, in one write
@@ -19,9 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from raydrive.core.pipeline import RunStatus
 from raydrive.core.redaction import redact, redact_text
-from raydrive.service.guards import redacted_report, redacted_update, refusal, status_of
+from raydrive.service.guards import redacted_report, redacted_update, refusal
 from raydrive.service.limits import Limits, check_log_entries
 from raydrive.service.models import (
     Checkpoint,
@@ -36,12 +36,9 @@ from raydrive.service.models import (
     Run,
     RunUpdate,
 )
-from raydrive.service.rules import check_open, check_progress, check_update
 from raydrive.service.store import PipelineStore
 
 __all__ = ["RunReports"]
-
-_ACTION_CACHE = 4096  # runs whose action names (which never change) are kept, to check reports
 
 
 class RunReports:
@@ -50,29 +47,9 @@ class RunReports:
     def __init__(self, store: PipelineStore, limits: Limits) -> None:
         self.store = store
         self.limits = limits
-        self._actions_of: dict[str, frozenset[str]] = {}
-
-    def forget(self, run_id: str) -> None:
-        """Drop what is cached of a deleted run."""
-        self._actions_of.pop(run_id, None)
-
-    def _actions(self, run_id: str) -> tuple[RunStatus, frozenset[str]]:
-        run = self.store.get_run(run_id)
-        names = frozenset(entry.name for entry in run.progress)
-        if len(self._actions_of) >= _ACTION_CACHE:
-            self._actions_of.pop(next(iter(self._actions_of)), None)
-        self._actions_of[run_id] = names
-        return run.status, names
 
     def progress(self, run_id: str, body: ProgressReport) -> ProgressAck:
         """Apply a progress report; ``action_progress`` replaces the entry with the same name."""
-        names = self._actions_of.get(run_id)
-        going_back = "status" in body.model_fields_set and body.status is RunStatus.PENDING
-        if names is None or going_back:
-            status, names = self._actions(run_id)
-        else:
-            status = RunStatus.RUNNING  # only consulted for a report asking for pending
-        check_progress(run_id, status, names, body)
         run = self.store.report_progress(run_id, self._prepared("progress", body))
         return ProgressAck(
             id=run.id,
@@ -85,20 +62,15 @@ class RunReports:
 
     def checkpoint(self, run_id: str, body: CheckpointCreate) -> Checkpoint:
         """Store a checkpoint (409 for a finished run), its params and result redacted."""
-        check_open(run_id, status_of(self.store.latest_event(run_id)), "checkpoint")
         return self.store.create_checkpoint(run_id, self._prepared("checkpoint", body))
 
     def logs(self, run_id: str, body: LogsAppend) -> list[LogEntry]:
         """Store log entries (409 for a finished run; 422 over ``max_log_entries``), redacted."""
-        entries = self._prepared("logs", body)  # refuses a batch over the limit first
-        check_open(run_id, status_of(self.store.latest_event(run_id)), "log entries")
-        return self.store.append_logs(run_id, entries)
+        return self.store.append_logs(run_id, self._prepared("logs", body))
 
     def update(self, run_id: str, body: RunUpdate) -> Run:
         """Change the run's status, result or error (409 for any change of a finished run)."""
-        body = self._prepared("update", body)
-        check_update(self.store.get_run(run_id), body)
-        return self.store.update_run(run_id, body)
+        return self.store.update_run(run_id, self._prepared("update", body))
 
     def batch(self, run_id: str, body: ReportBatch) -> ReportBatchAck:
         """Apply ``body``'s reports in order, in one transaction; one result each (404 for the
