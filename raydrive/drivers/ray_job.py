@@ -50,7 +50,6 @@ attempt at its deadline, counted from the attempt's launch (see
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import hmac
@@ -375,10 +374,15 @@ class RayJobExecutor(BaseRayExecutor):
         """Forget a finished job now: its status and result go, its id becomes free. False for a
         job that is still running or unknown."""
         if self._is_unfinished(job_id):
-            # Submitted here and never read: read it now, so that its finished event is reported
-            # before its record goes (a running job stays, and delete answers False below).
-            with contextlib.suppress(RaydriveError):
+            # Submitted here and never read: read it first, so that its finished event is
+            # reported before its record goes. Only a job read as ended is deleted: one that
+            # ended between a read and the delete would otherwise go unreported.
+            try:
                 self._outcome(job_id, 0)
+            except ExecutionTimeoutError:
+                return False  # not ended yet: nothing is deleted
+            except RaydriveError:
+                pass  # not on the registry (yet): its answer below says so
         with self._lock:
             self._outcomes.pop(job_id, None)
         return bool(self._call("delete", job_id, job_id=job_id))
