@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from pathlib import Path
 
@@ -295,3 +296,35 @@ def test_an_open_checkpoint_stays_open_when_another_arrives(page, web_service):
     page.wait_for_function("() => document.querySelectorAll('#checkpoints details').length === 2")
     first, second = page.locator("#checkpoints details").all()
     assert first.get_attribute("open") is not None and second.get_attribute("open") is None
+
+
+def test_each_log_line_shows_once_when_the_run_ends_during_a_poll(page, web_service):
+    # The stream's end asks for a log poll while the page's first one is still loading: both
+    # read from the same cursor, and each line showed twice (CI caught it on a fast run).
+    client = httpx.Client(base_url=web_service.url)
+    made = client.post("/api/v1/pipelines/", json={"name": "ends-fast", "actions": [{"name": "a"}]}).json()
+    run_id = client.post(f"/api/v1/pipelines/{made['id']}/runs/", json={}).json()["id"]
+    client.post(f"/api/v1/runs/{run_id}/progress", json={"status": "running"}).raise_for_status()
+    entries = [{"message": "one"}, {"message": "two"}]
+    client.post(f"/api/v1/runs/{run_id}/logs/", json={"entries": entries}).raise_for_status()
+    held: list = []
+
+    def hold_the_first_poll(route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route(re.compile(r"/ui/api/runs/[^/]+/logs\?"), hold_the_first_poll)
+    page.goto(f"{web_service.url}/runs/{run_id}")
+    page.wait_for_selector('#run[data-status="running"]')
+    wait_for(lambda: page.evaluate("true") and held, 30, "the first log poll")  # evaluate: events run
+    client.post(f"/api/v1/runs/{run_id}/progress", json={"status": "completed"}).raise_for_status()
+    page.wait_for_selector('#run[data-status="completed"]')  # the stream's end: it asked for a poll
+    held[0].continue_()
+    page.wait_for_function(
+        """() => { const end = document.getElementById('log-end');
+                   return (end && !end.hidden) || document.querySelectorAll('#logs .line').length > 2; }"""
+    )
+    assert page.locator("#logs .line .msg").all_inner_texts() == ["one", "two"]
+    assert page.locator("#log-end").is_visible()  # the reader is told the log is complete

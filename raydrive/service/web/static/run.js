@@ -12,6 +12,8 @@
   let stream = null;
   let lastLog = { id: 0, ts: null };
   let logTimer = null;
+  let logPolling = false;  // a poll is in flight
+  let logAgain = false;    // a poll was asked for while one was in flight
   let checkpointsSeen = -1;
   const logActions = new Set();
 
@@ -139,29 +141,47 @@
     }
   }
 
+  // One poll at a time: a poll asked for while one is in flight (the stream's end arrives while the
+  // first poll of the page is still loading) runs after it, from its cursor. Two in flight from
+  // the same cursor would both append the same lines.
   async function pollLogs() {
     clearTimeout(logTimer);
+    if (logPolling) { logAgain = true; return; }
+    logPolling = true;
+    logAgain = false;
+    const box = $("logs");
+    box.setAttribute("aria-busy", "true");
+    let more = false, failed = false;
     try {
       const q = new URLSearchParams({ after: String(lastLog.id), limit: String(LOG_BATCH) });
       if (lastLog.ts) q.set("since", lastLog.ts);
       const entries = await RD.getJSON(base + "/logs?" + q.toString());
-      const box = $("logs");
       const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+      let added = 0;
       for (const entry of entries) {
+        const id = parseInt(entry.id, 10) || 0;
+        if (id && id <= lastLog.id) continue;  // already shown: the cursor only moves forward
         box.append(logLine(entry));
-        lastLog = { id: Math.max(lastLog.id, parseInt(entry.id, 10) || 0), ts: entry.timestamp };
+        added += 1;
+        lastLog = { id: Math.max(lastLog.id, id), ts: entry.timestamp };
         if (entry.action_name && !logActions.has(entry.action_name)) {
           logActions.add(entry.action_name);
           $("log-action").append(RD.el("option", { value: entry.action_name, text: entry.action_name }));
         }
       }
       while (box.children.length > MAX_LOG_LINES) box.firstChild.remove();
-      if (entries.length) applyLogFilter();
-      if ($("log-follow").checked && (atBottom || entries.length)) box.scrollTop = box.scrollHeight;
+      if (added) applyLogFilter();
+      if ($("log-follow").checked && (atBottom || added)) box.scrollTop = box.scrollHeight;
       // A full batch means more are waiting (a long log): catch up at once, then follow.
-      if (entries.length >= LOG_BATCH) { logTimer = setTimeout(pollLogs, 0); return; }
-    } catch (error) { /* shown by the next successful poll */ }
-    if (!view || !TERMINAL.has(view.status)) logTimer = setTimeout(pollLogs, 1000);
+      more = entries.length >= LOG_BATCH;
+    } catch (error) { failed = true; /* read again: the lines are still to come */ }
+    logPolling = false;
+    box.removeAttribute("aria-busy");
+    const ended = view && TERMINAL.has(view.status);
+    if (more || logAgain) logTimer = setTimeout(pollLogs, 0);
+    else if (!ended || failed) logTimer = setTimeout(pollLogs, 1000);
+    // The run has ended and its log is read to the end: say so (a reader knows nothing more comes).
+    $("log-end").hidden = !(ended && !more && !logAgain && !failed);
   }
 
   $("log-level").addEventListener("change", applyLogFilter);
