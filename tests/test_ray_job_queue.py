@@ -150,3 +150,40 @@ def test_the_limit_is_shared_by_every_submitting_process(ray_cluster, tmp_path):
     assert executor.get_status(theirs) == JobState.SUCCEEDED
     started = [line.split()[0] for line in (tmp_path / "starts").read_text().splitlines()]
     assert started == ["theirs", "mine"]
+
+
+# --- collecting outcomes: `gather` (how a batch is fetched in a few registry calls) -----------
+def test_a_finished_jobs_result_is_not_held_back_by_a_running_one(ray_cluster, tmp_path):
+    # The registry waits a little for the executor's other jobs once the asked-for one ended
+    # (gather); a job that runs on must not keep the ended one's result from its caller.
+    queue = _queue()
+    gate = tmp_path / "gate"
+    executor = _executor(ray_cluster, queue, 2)
+    blocker = executor.submit(RecordAction, {"dir": str(tmp_path), "name": "blocker", "gate": str(gate)})
+    quick = executor.submit(RecordAction, {"dir": str(tmp_path), "name": "quick"})
+    assert executor.get_result(quick, timeout=60)["name"] == "quick"
+    assert executor.get_status(blocker) in (JobState.PENDING, JobState.RUNNING)
+    gate.write_text("go")
+    assert executor.get_result(blocker, timeout=60)["name"] == "blocker"
+
+
+def test_jobs_that_end_while_an_outcome_call_gathers_come_back_with_it(ray_cluster, tmp_path):
+    import ray
+
+    queue = _queue()
+    gate = tmp_path / "gate"
+    executor = _executor(ray_cluster, queue, 1)
+    blocker = executor.submit(RecordAction, {"dir": str(tmp_path), "name": "blocker", "gate": str(gate)})
+    asked, b, c = (executor.submit(RecordAction, {"dir": str(tmp_path), "name": n}) for n in "abc")
+    executor.cancel(asked)  # queued: it ends at once, as STOPPED
+    registry = executor._registry_handle()
+    # Wait for two of [b, c] to end, at most the registry's longest gather (1 s).
+    call = registry.outcome.remote(asked, 30, [b, c], (2, 1.0))
+    assert executor.cancel(b) is True and executor.cancel(c) is True  # while the call waits
+    found = ray.get(call, timeout=60)
+    assert {job: found[job][0] for job in (asked, b, c)} == dict.fromkeys((asked, b, c), "STOPPED")
+    # A gather is bounded: asking with the blocker among the others returns (after <= 1 s).
+    found = ray.get(registry.outcome.remote(asked, 30, [blocker], (1, 1.0)), timeout=60)
+    assert set(found) == {asked}
+    gate.write_text("go")
+    assert executor.get_result(blocker, timeout=60)["name"] == "blocker"

@@ -10,6 +10,7 @@ import copy
 import logging
 import threading
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from raydrive.core.errors import DuplicateJobError
@@ -23,12 +24,15 @@ _OUTBOX_IDLE_S = 30.0  # an executor's submission thread ends after this long wi
 
 
 class Outbox:
-    """Submissions with generated ids, sent to the registry in batches by a helper thread.
+    """Submissions with generated ids, sent to the registry in batches.
 
     One message carries every job queued while the previous one was on its way, so a burst of
     submissions costs a few registry calls, not one each (the registry is a single actor, the
-    bottleneck of a burst). A job is settled (its batch acknowledged, a refusal raised) before
-    this executor looks it up, and everything queued is sent before the executor closes or the
+    bottleneck of a burst). A job that finds nothing on its way is sent at once, from the
+    submitter's thread (the call does not wait for the registry), so the cluster starts on a
+    burst while the rest of it is being submitted; a helper thread collects the answers and sends
+    what queued meanwhile. A job is settled (its batch acknowledged, a refusal raised) before this
+    executor looks it up, and everything queued is sent before the executor closes or the
     interpreter exits, so a job submitted just before exit is not lost.
     """
 
@@ -40,6 +44,7 @@ class Outbox:
         self._wake = threading.Event()
         self._queued: list[tuple[str, dict[str, Any]]] = []
         self._batch_sent = threading.Event()  # the event of the batch being filled
+        self._in_flight: _Batch | None = None  # sent, its answer not yet read (one at a time)
         self._unacked: dict[str, threading.Event] = {}
         self._failed: dict[str, BaseException] = {}
         self._thread: threading.Thread | None = None
@@ -48,6 +53,8 @@ class Outbox:
         with self._lock:
             self._queued.append((job_id, spec))
             self._unacked[job_id] = self._batch_sent
+            if self._in_flight is None:
+                self._dispatch()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="raydrive-job-outbox", daemon=True)
                 self._thread.start()
@@ -72,36 +79,66 @@ class Outbox:
         self._wake.set()
         return all(event.wait(timeout) for event in pending)
 
+    def _dispatch(self) -> None:
+        # Under the lock: the queued jobs become the batch on its way (the call only starts here).
+        batch, sent = self._queued, self._batch_sent
+        self._queued, self._batch_sent = [], threading.Event()
+        answer: Any = None
+        try:
+            answer = self._executor._send("submit_many", batch)
+        except Exception as exc:  # said at lookup, as any failure of the batch
+            answer = exc
+        except BaseException as exc:  # interrupted while sending: the batch fails, the interrupt goes on
+            answer = exc
+            raise
+        finally:
+            self._in_flight = _Batch(batch, sent, answer)
+
     def _run(self) -> None:
         while True:
             woke = self._wake.wait(_OUTBOX_IDLE_S)
             self._wake.clear()
             with self._lock:
-                if not woke and not self._queued:  # idle: the thread goes, put() starts another
-                    self._thread = None
+                if not woke and not self._queued and self._in_flight is None:
+                    self._thread = None  # idle: the thread goes, put() starts another
                     return
             while True:
                 with self._lock:
-                    batch, sent = self._queued, self._batch_sent
-                    if not batch:
-                        break
-                    self._queued, self._batch_sent = [], threading.Event()
-                self._send(batch)
+                    if self._in_flight is None:
+                        if not self._queued:
+                            break
+                        self._dispatch()
+                    batch = self._in_flight
+                assert batch is not None
+                self._acknowledge(batch)
                 with self._lock:
-                    for job_id, _ in batch:
+                    self._in_flight = None
+                    for job_id, _ in batch.jobs:
                         self._unacked.pop(job_id, None)
-                sent.set()
+                batch.sent.set()
 
-    def _send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+    def _acknowledge(self, batch: _Batch) -> None:
         try:
-            refused = self._executor._call("submit_many", batch)
+            if isinstance(batch.answer, BaseException):
+                raise batch.answer
+            refused = self._executor._receive(batch.answer)
         except BaseException as exc:  # the whole batch failed (registry gone...): said at lookup
-            _log.warning("could not submit %d job(s) to the job registry: %s", len(batch), exc)
-            for job_id, _ in batch:
+            _log.warning("could not submit %d job(s) to the job registry: %s", len(batch.jobs), exc)
+            for job_id, _ in batch.jobs:
                 self._failed[job_id] = exc
             return
         for job_id in refused:  # generated ids are unique: only a broken registry gets here
             self._failed[job_id] = DuplicateJobError(f"job id {job_id!r} is already in use", job_id=job_id)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A batch on its way: its jobs, the event its jobs' lookups wait for, the call's answer
+    (an ObjectRef, or the error that kept it from being sent)."""
+
+    jobs: list[tuple[str, dict[str, Any]]]
+    sent: threading.Event
+    answer: Any
 
 
 _log = logging.getLogger("raydrive.ray")

@@ -70,7 +70,9 @@ __all__ = [
 NAMESPACE = "raydrive"
 """Ray namespace of every named actor raydrive creates."""
 
-REGISTRY_PROTOCOL = 4  # 2: typed JobSpec; 3: queue, priority, retries, deadline, attempts; 4: packed results
+# 2: typed JobSpec; 3: queue, priority, retries, deadline, attempts; 4: packed results;
+# 5: outcome(gather=...)
+REGISTRY_PROTOCOL = 5
 REGISTRY_NAME = f"raydrive-job-registry-v{REGISTRY_PROTOCOL}"
 """Name of ray-job's detached job registry; versioned, so an old registry never serves a newer client."""
 

@@ -32,6 +32,7 @@ from typing import Any
 from raydrive.core.errors import DuplicateJobError, ExecutionError, RaydriveError
 from raydrive.core.retry import RetryPolicy, deadline_error
 from raydrive.core.status import TERMINAL_STATES, JobState
+from raydrive.drivers.remote.completions import Completions
 from raydrive.drivers.remote.job_queue import JobQueue, JobQueues
 from raydrive.drivers.remote.workers import (
     _kill,
@@ -45,6 +46,9 @@ __all__ = ["REGISTRY_NAME", "JobRegistry", "remote_job_registry"]
 
 CANCEL_GRACE_S = 3.0
 """Seconds a cancelled pooled task gets to stop on KeyboardInterrupt before its process is killed."""
+
+MAX_GATHER_S = 1.0
+"""The longest an outcome call waits for other jobs after its own ended (its ``gather``)."""
 
 MAX_FINISHED_RECORDS = 100_000
 """The registry keeps at most this many finished jobs; the oldest are dropped first."""
@@ -111,6 +115,15 @@ class _Job:
         return (self.state, self.result, self.error, self.attempt)
 
 
+class _Gathering:
+    """An outcome call waiting for ``need`` more of the jobs ``pending`` to end (see ``gather``)."""
+
+    __slots__ = ("future", "need", "pending")
+
+    def __init__(self, pending: set[str], need: int, future: asyncio.Future[None]) -> None:
+        self.pending, self.need, self.future = pending, need, future
+
+
 class JobRegistry:
     """The detached registry of ray-job: owns every job's task or actor and keeps its outcome.
 
@@ -134,6 +147,8 @@ class JobRegistry:
         self._finished = 0
         self._launchers: dict[str, Any] = {}
         self._queues = JobQueues()
+        self._completions = Completions()
+        self._gathering: set[_Gathering] = set()  # outcome calls waiting for a batch to end
 
     async def protocol(self) -> int:
         return REGISTRY_PROTOCOL
@@ -236,7 +251,7 @@ class JobRegistry:
                     float(spec.timeout_s), self._expire, job, job.attempt
                 )
             try:
-                result = unpack_result(await job.ref)
+                result = unpack_result(await self._completions.wait(job.ref))
             except Exception as exc:
                 if job.timed_out:
                     state, error = FAILED, deadline_error(job.job_id, float(spec.timeout_s or 0), job.action)
@@ -299,6 +314,11 @@ class JobRegistry:
         heapq.heappush(self._expiry, (job.expires, job.job_id))
         self._finished += 1
         job.done.set()
+        for waiter in self._gathering:
+            if job.job_id in waiter.pending:
+                waiter.need -= 1
+                if waiter.need <= 0 and not waiter.future.done():
+                    waiter.future.set_result(None)
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -322,23 +342,54 @@ class JobRegistry:
         return job.state if job is not None else UNKNOWN
 
     async def outcome(
-        self, job_id: str, timeout: float | None = None, also: Sequence[str] = ()
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        also: Sequence[str] = (),
+        gather: tuple[int, float] | None = None,
     ) -> dict[str, Outcome]:
         """Wait up to ``timeout`` s (None: until it ends) for ``job_id``; return its outcome and
-        those of the finished jobs among ``also`` (a client's other jobs, fetched in the same trip)."""
+        those of the finished jobs among ``also`` (a client's other jobs, fetched in the same trip).
+
+        ``gather``: ``(count, wait_s)``: once ``job_id`` has ended, wait up to ``wait_s`` more
+        (within ``timeout``) until ``count`` jobs of ``also`` have ended, so that a client
+        collecting a batch makes a few trips instead of one per job, as a Kafka consumer's fetch
+        waits for ``fetch.min.bytes`` at most ``fetch.max.wait.ms``.
+        """
         self._sweep()
         job = self._jobs.get(job_id)
         if job is None:
             return {job_id: (UNKNOWN, None, None, 0)}
+        loop = asyncio.get_running_loop()
+        until = None if timeout is None else loop.time() + max(float(timeout), 0.0)
         if not job.done.is_set() and (timeout is None or timeout > 0):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(job.done.wait(), timeout)
+        if gather and also and job.done.is_set():
+            await self._gather(also, gather, until)
         found = {job_id: job.outcome()}
         for other in also:
             done = self._jobs.get(other)
             if done is not None and done.state in _TERMINAL:
                 found[other] = done.outcome()
         return found
+
+    async def _gather(self, also: Sequence[str], gather: tuple[int, float], until: float | None) -> None:
+        count, wait_s = gather
+        pending = {o for o in also if (j := self._jobs.get(o)) is not None and j.state not in _TERMINAL}
+        need = min(int(count), len(also)) - (len(also) - len(pending))
+        loop = asyncio.get_running_loop()
+        end = loop.time() + min(max(float(wait_s), 0.0), MAX_GATHER_S)
+        if until is not None:
+            end = min(end, until)
+        if need <= 0 or end <= loop.time():
+            return
+        waiter = _Gathering(pending, need, loop.create_future())
+        self._gathering.add(waiter)
+        try:
+            await asyncio.wait([waiter.future], timeout=end - loop.time())
+        finally:
+            self._gathering.discard(waiter)
 
     async def attempts(self, job_id: str) -> list[list[Any]] | None:
         """The job's attempts, oldest first (``[number, state, started_at, ended_at, error_type,
