@@ -127,6 +127,32 @@ def test_results_expire_after_their_ttl(ray_cluster):
     assert state == JobState.UNKNOWN
 
 
+class _RecordGoesAfterEachLook(RayJobExecutor):
+    """Its job's record goes (as at the end of its TTL, or deleted by another process) right
+    after each answer of the registry about it."""
+
+    doomed: str | None = None
+
+    def _receive(self, ref, job_id=None):
+        answer = super()._receive(ref, job_id)
+        if job_id is not None and job_id == self.doomed:
+            RayJobExecutor(ray_address=self.address).delete(job_id)
+        return answer
+
+
+def test_a_record_that_goes_between_two_looks_is_never_an_error_of_get_status(ray_cluster):
+    # CI caught it: get_status read SUCCEEDED, then fetched the outcome, whose record had expired
+    # in between, and raised JobNotFoundError. Now one read answers both.
+    done = RayJobExecutor(ray_address=ray_cluster.address)
+    job = done.submit(AddAction, {"a": 1}, job_id=_id("gone"))
+    assert done.wait(job, timeout_seconds=60) == "SUCCEEDED"
+    looker = _RecordGoesAfterEachLook(ray_address=ray_cluster.address)
+    looker.doomed = job
+    assert looker.get_status(job) == JobState.SUCCEEDED  # as read; the record goes right after
+    assert looker.get_result(job) == {"total": 2}  # kept from that same read
+    assert RayJobExecutor(ray_address=ray_cluster.address).get_status(job) == JobState.UNKNOWN
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_running_timeout_and_cancel(ray_cluster, mode):
     executor = RayJobExecutor(ray_address=ray_cluster.address, working_dir=WD, mode=mode, num_cpus=0.5)

@@ -334,9 +334,12 @@ class RayJobExecutor(BaseRayExecutor):
         cached = self._outcomes.get(job_id)
         if cached is not None:
             return JobState(cached[0])
-        state = JobState(self._call("status", job_id, job_id=job_id))
+        # One call for the state and, once the job has ended, its outcome (kept: the finished
+        # event fires, later calls are local). Two calls would race the record's expiry between them.
+        outcome = self._call("outcome", job_id, 0, (), None, job_id=job_id)[job_id]
+        state = JobState(outcome[0])
         if state.is_terminal():
-            self._outcome(job_id, 0)  # fetch it once, so the finished event fires and later calls are local
+            self._remember(job_id, outcome)
         return state
 
     def get_result(self, job_id: str, timeout: float | None = None) -> Any:

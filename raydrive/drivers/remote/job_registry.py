@@ -336,11 +336,6 @@ class JobRegistry:
         if job is not None and job.state == PENDING and job.ref is not None:
             job.state = RUNNING
 
-    async def status(self, job_id: str) -> str:
-        self._sweep()
-        job = self._jobs.get(job_id)
-        return job.state if job is not None else UNKNOWN
-
     async def outcome(
         self,
         job_id: str,
