@@ -62,3 +62,11 @@ def test_subprocesses_see_the_restored_environment(clean_env: None) -> None:
         check=True,
     ).stdout.split()
     assert out == ["None", "original"]
+
+
+def test_a_variable_refused_halfway_leaves_none_of_the_jobs_variables_set(clean_env: None) -> None:
+    # os.environ refuses a name with "=" only when it reaches it: the secret before it was set.
+    before = dict(os.environ)
+    with pytest.raises(ValueError), scoped_environ({"RD_TEST_SECRET": "s3cr3t", "BAD=NAME": "x"}):
+        pass
+    assert dict(os.environ) == before

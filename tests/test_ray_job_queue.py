@@ -177,13 +177,14 @@ def test_jobs_that_end_while_an_outcome_call_gathers_come_back_with_it(ray_clust
     asked, b, c = (executor.submit(RecordAction, {"dir": str(tmp_path), "name": n}) for n in "abc")
     executor.cancel(asked)  # queued: it ends at once, as STOPPED
     registry = executor._registry_handle()
-    # Wait for two of [b, c] to end, at most the registry's longest gather (1 s).
-    call = registry.outcome.remote(asked, 30, [b, c], (2, 1.0))
+    # Wait for two of [b, c] to end, at most the registry's longest gather (1 s), however long
+    # none of them ends meanwhile.
+    call = registry.outcome.remote(asked, 30, [b, c], (2, 1.0, 1.0))
     assert executor.cancel(b) is True and executor.cancel(c) is True  # while the call waits
     found = ray.get(call, timeout=60)
     assert {job: found[job][0] for job in (asked, b, c)} == dict.fromkeys((asked, b, c), "STOPPED")
     # A gather is bounded: asking with the blocker among the others returns (after <= 1 s).
-    found = ray.get(registry.outcome.remote(asked, 30, [blocker], (1, 1.0)), timeout=60)
+    found = ray.get(registry.outcome.remote(asked, 30, [blocker], (1, 1.0, 1.0)), timeout=60)
     assert set(found) == {asked}
     gate.write_text("go")
     assert executor.get_result(blocker, timeout=60)["name"] == "blocker"

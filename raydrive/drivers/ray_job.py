@@ -85,11 +85,12 @@ __all__ = ["RayJobExecutor", "RayJobOptions"]
 _OUTCOME_CACHE = 10_000  # finished outcomes an executor keeps at hand
 ENV_REUSE_S = 1.0  # a burst of submissions shares one runtime-env build (see BaseRayExecutor.runtime_env)
 _PREFETCH = 1_000  # other jobs' outcomes asked for per round trip
-# Once the job asked for has ended, the registry waits up to _GATHER_WAIT_S for _GATHER_COUNT of
-# the others to end too: a registry call costs ~1 ms of CPU on each side, so a batch collected a
-# few jobs per call spends more on calls than on its jobs. Jobs alone in flight wait for nothing.
-_GATHER_COUNT = 64
-_GATHER_WAIT_S = 0.01
+# Once the job asked for has ended, the registry waits up to 20 ms for 64 of the others to end
+# too (those already ended included): a registry call costs ~1 ms of CPU on each side, so a batch
+# collected a few jobs per call spends more on calls than on its jobs. The wait ends sooner once
+# none of them has ended for 5 ms; a job alone in flight waits for nothing, and a read whose wait
+# brought none back makes the next read not wait (see _read).
+_GATHER = (64, 0.02, 0.005)  # (count, wait_s, quiet_s) of JobRegistry.outcome
 
 
 class RayJobOptions(RayOptions):
@@ -132,6 +133,7 @@ class RayJobExecutor(BaseRayExecutor):
         self._launch: tuple[Any, list[tuple[str, str]], str] | None = None
         self._pool_key = os.urandom(16)  # keys the worker-pool digest of secret sets (see module doc)
         self._policies: dict[Any, dict[str, Any] | None] = {}  # action class -> retry policy on the wire
+        self._gather_pays = True  # see _read
 
     # --- the registry -------------------------------------------------------------------------
     def _registry_handle(self) -> Any:
@@ -245,7 +247,11 @@ class RayJobExecutor(BaseRayExecutor):
                 raise
         else:
             # A fresh uuid cannot be taken: queued for the next batch, settled before any lookup.
-            self._outbox.put(job_id, spec.pack())
+            try:
+                self._outbox.put(job_id, spec.pack())
+            except BaseException:  # interrupted while its batch was sent: the caller has no id
+                self._untrack_job(job_id)
+                raise
         with self._lock:
             self._outcomes.pop(job_id, None)
         self._emit_submitted(job_id, sub.name)
@@ -334,13 +340,9 @@ class RayJobExecutor(BaseRayExecutor):
         cached = self._outcomes.get(job_id)
         if cached is not None:
             return JobState(cached[0])
-        # One call for the state and, once the job has ended, its outcome (kept: the finished
-        # event fires, later calls are local). Two calls would race the record's expiry between them.
-        outcome = self._call("outcome", job_id, 0, (), None, job_id=job_id)[job_id]
-        state = JobState(outcome[0])
-        if state.is_terminal():
-            self._remember(job_id, outcome)
-        return state
+        # One read for the state and, once the job has ended, its outcome (kept: the finished
+        # event fires, later calls are local). Two reads would race the record's expiry between them.
+        return JobState(self._read(job_id, 0, gather=False)[0])
 
     def get_result(self, job_id: str, timeout: float | None = None) -> Any:
         """Block until the job ends (at most ``timeout`` s) and return its result.
@@ -414,13 +416,8 @@ class RayJobExecutor(BaseRayExecutor):
         cached = self._outcomes.get(job_id)
         if cached is not None:
             return cached
-        also = [j for j in self._unfinished_jobs(_PREFETCH + 1) if j != job_id][:_PREFETCH]
         # The registry waits at most `timeout`; no client-side timeout is needed on top.
-        gather = (_GATHER_COUNT, _GATHER_WAIT_S) if also else None
-        found: dict[str, tuple[str, Any, BaseException | None, int]] = self._call(
-            "outcome", job_id, timeout, also, gather, job_id=job_id
-        )
-        outcome = found[job_id]
+        outcome = self._read(job_id, timeout, gather=True)
         if outcome[0] == JobState.UNKNOWN:
             raise JobNotFoundError(
                 f"no job {job_id!r} on the cluster's job registry (never submitted, deleted, or "
@@ -431,9 +428,30 @@ class RayJobExecutor(BaseRayExecutor):
             raise ExecutionTimeoutError(
                 f"job {job_id!r} did not finish within {timeout:g} s (state {outcome[0]})", job_id=job_id
             )
-        for other, value in found.items():
-            self._remember(other, value)
         return outcome
+
+    def _read(
+        self, job_id: str, timeout: float | None, *, gather: bool
+    ) -> tuple[str, Any, BaseException | None, int]:
+        """One registry read of ``job_id``'s outcome (whatever its state), bringing back the
+        outcomes of this executor's other ended jobs too; every ended one is kept."""
+        also = [j for j in self._unfinished_jobs(_PREFETCH + 1) if j != job_id][:_PREFETCH]
+        gathering = gather and bool(also) and self._gather_pays
+        found: dict[str, tuple[str, Any, BaseException | None, int]] = self._call(
+            "outcome",
+            job_id,
+            timeout,
+            also,
+            _GATHER if gathering else None,
+            job_id=job_id,
+        )
+        if also:
+            # A wait that brought no other job back is not made again until a read brings some.
+            self._gather_pays = len(found) > 1
+        for other, value in found.items():
+            if other != job_id or value[0] in TERMINAL_STATES:
+                self._remember(other, value)
+        return found[job_id]
 
     def _remember(self, job_id: str, outcome: tuple[str, Any, BaseException | None, int]) -> None:
         if getattr(outcome[2], "error_type", None) == "RuntimeEnvSetupError":

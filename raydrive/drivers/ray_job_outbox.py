@@ -13,7 +13,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from raydrive.core.errors import DuplicateJobError
+from raydrive.core.errors import DuplicateJobError, SubmissionError
 
 if TYPE_CHECKING:
     from raydrive.drivers.ray_job import RayJobExecutor
@@ -53,14 +53,15 @@ class Outbox:
         with self._lock:
             self._queued.append((job_id, spec))
             self._unacked[job_id] = self._batch_sent
-            if self._in_flight is None:
-                self._dispatch()
-            if self._thread is None:
+            if self._thread is None:  # first: whatever happens next, the thread answers the batch
                 self._thread = threading.Thread(target=self._run, name="raydrive-job-outbox", daemon=True)
                 self._thread.start()
                 _OUTBOXES.add(self)
                 _register_atexit()
+            interrupt = self._dispatch() if self._in_flight is None else None
         self._wake.set()
+        if interrupt is not None:
+            raise interrupt
 
     def settle(self, job_id: str) -> None:
         """Wait until ``job_id``'s batch reached the registry; raise if it was refused."""
@@ -79,20 +80,29 @@ class Outbox:
         self._wake.set()
         return all(event.wait(timeout) for event in pending)
 
-    def _dispatch(self) -> None:
-        # Under the lock: the queued jobs become the batch on its way (the call only starts here).
+    def _dispatch(self) -> BaseException | None:
+        """Under the lock: the queued jobs become the batch on its way (the call only starts here).
+
+        Never raises: a failure to send is the batch's answer, said at each job's lookup. An
+        interrupt (Ctrl-C while the batch was serialized) is returned for the submitter's thread
+        to raise; its jobs fail as not sent, since they may or may not have reached the registry.
+        """
         batch, sent = self._queued, self._batch_sent
         self._queued, self._batch_sent = [], threading.Event()
         answer: Any = None
+        interrupt: BaseException | None = None
         try:
             answer = self._executor._send("submit_many", batch)
-        except Exception as exc:  # said at lookup, as any failure of the batch
+        except Exception as exc:
             answer = exc
-        except BaseException as exc:  # interrupted while sending: the batch fails, the interrupt goes on
-            answer = exc
-            raise
-        finally:
-            self._in_flight = _Batch(batch, sent, answer)
+        except BaseException as exc:
+            interrupt = exc
+            answer = SubmissionError(
+                f"the submission of {len(batch)} job(s) was interrupted ({type(exc).__name__}): "
+                "they may or may not have reached the cluster's job registry"
+            )
+        self._in_flight = _Batch(batch, sent, answer)
+        return interrupt
 
     def _run(self) -> None:
         while True:

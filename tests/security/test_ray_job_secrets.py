@@ -43,3 +43,40 @@ def test_params_ray_cannot_serialize_fail_clearly_without_quoting_them(ray_clust
             job_id=f"unpicklable-{threading.get_ident()}",
         )
     assert secret not in str(info.value) and secret not in repr(info.value)
+
+
+class _InterruptsPickling:
+    """A param whose pickling is interrupted, as by Ctrl-C while Ray serializes the batch."""
+
+    def __reduce__(self):
+        raise KeyboardInterrupt
+
+
+def test_a_submission_interrupted_while_sent_fails_clearly_and_never_hangs(ray_cluster):
+    import threading
+
+    executor = RayJobExecutor(ray_address=ray_cluster.address)
+    with pytest.raises(KeyboardInterrupt):
+        executor.submit("not_importable_here.Action", {"x": _InterruptsPickling()})
+    # The outbox still answers: a later job goes through, and close() returns.
+    job = executor.submit("tests.actions_for_tests.AddAction", {"a": 1})
+    assert executor.get_result(job, timeout=60) == {"total": 2}
+    closer = threading.Thread(target=executor.close, daemon=True)
+    closer.start()
+    closer.join(60)
+    assert not closer.is_alive()
+    assert executor._unfinished_jobs() == []  # the interrupted job is not left tracked
+
+
+def test_jobs_of_an_interrupted_batch_fail_at_lookup_without_their_params(ray_cluster):
+    from raydrive import SubmissionError
+    from raydrive.drivers.ray_job_outbox import Outbox
+
+    executor = RayJobExecutor(ray_address=ray_cluster.address)
+    outbox = Outbox(executor)
+    with pytest.raises(KeyboardInterrupt):
+        outbox.put("interrupted-job", {"params": {"secret": "hunter2", "x": _InterruptsPickling()}})
+    with pytest.raises(SubmissionError) as info:
+        outbox.settle("interrupted-job")
+    assert "interrupted" in str(info.value) and "hunter2" not in str(info.value)
+    assert outbox.drain(timeout=60)

@@ -57,8 +57,13 @@ class Completions:
         for future, done in ready:
             if future.done():  # its awaiter was cancelled
                 continue
-            error = done.exception()
-            if error is None:
-                future.set_result(done.result())
-            else:
-                future.set_exception(error)
+            try:
+                error = done.exception()
+                if error is None:
+                    future.set_result(done.result())
+                else:
+                    future.set_exception(error)
+            except Exception as exc:  # one unreadable result must not strand the rest of the burst
+                if not future.done():
+                    unreadable = f"the task's result could not be read ({type(exc).__name__})"
+                    future.set_exception(RuntimeError(unreadable))

@@ -118,10 +118,11 @@ class _Job:
 class _Gathering:
     """An outcome call waiting for ``need`` more of the jobs ``pending`` to end (see ``gather``)."""
 
-    __slots__ = ("future", "need", "pending")
+    __slots__ = ("future", "moved", "need", "pending")
 
     def __init__(self, pending: set[str], need: int, future: asyncio.Future[None]) -> None:
         self.pending, self.need, self.future = pending, need, future
+        self.moved = False  # one of them ended since the gather last looked
 
 
 class JobRegistry:
@@ -317,6 +318,7 @@ class JobRegistry:
         for waiter in self._gathering:
             if job.job_id in waiter.pending:
                 waiter.need -= 1
+                waiter.moved = True
                 if waiter.need <= 0 and not waiter.future.done():
                     waiter.future.set_result(None)
 
@@ -341,13 +343,14 @@ class JobRegistry:
         job_id: str,
         timeout: float | None = None,
         also: Sequence[str] = (),
-        gather: tuple[int, float] | None = None,
+        gather: tuple[int, float, float] | None = None,
     ) -> dict[str, Outcome]:
         """Wait up to ``timeout`` s (None: until it ends) for ``job_id``; return its outcome and
         those of the finished jobs among ``also`` (a client's other jobs, fetched in the same trip).
 
-        ``gather``: ``(count, wait_s)``: once ``job_id`` has ended, wait up to ``wait_s`` more
-        (within ``timeout``) until ``count`` jobs of ``also`` have ended, so that a client
+        ``gather``: ``(count, wait_s, quiet_s)``: once ``job_id`` has ended, wait up to ``wait_s``
+        more (within ``timeout``) until ``count`` jobs of ``also`` have ended (those already
+        ended included), or none of them has ended for ``quiet_s``, so that a client
         collecting a batch makes a few trips instead of one per job, as a Kafka consumer's fetch
         waits for ``fetch.min.bytes`` at most ``fetch.max.wait.ms``.
         """
@@ -369,8 +372,10 @@ class JobRegistry:
                 found[other] = done.outcome()
         return found
 
-    async def _gather(self, also: Sequence[str], gather: tuple[int, float], until: float | None) -> None:
-        count, wait_s = gather
+    async def _gather(
+        self, also: Sequence[str], gather: tuple[int, float, float], until: float | None
+    ) -> None:
+        count, wait_s, quiet_s = gather
         pending = {o for o in also if (j := self._jobs.get(o)) is not None and j.state not in _TERMINAL}
         need = min(int(count), len(also)) - (len(also) - len(pending))
         loop = asyncio.get_running_loop()
@@ -382,7 +387,11 @@ class JobRegistry:
         waiter = _Gathering(pending, need, loop.create_future())
         self._gathering.add(waiter)
         try:
-            await asyncio.wait([waiter.future], timeout=end - loop.time())
+            while not waiter.future.done() and (left := end - loop.time()) > 0:
+                waiter.moved = False
+                await asyncio.wait([waiter.future], timeout=min(left, float(quiet_s)))
+                if not waiter.moved:  # none of them ended for a while: they are not about to
+                    return
         finally:
             self._gathering.discard(waiter)
 

@@ -64,8 +64,8 @@ def scoped_environ(env: Mapping[str, str]) -> Iterator[None]:
     if not isinstance(encoded, dict):  # not CPython's os._Environ: the public, slower way
         encoded = None
     before = encoded.copy() if encoded is not None else dict(os.environ)
-    os.environ.update(env)
     try:
+        os.environ.update(env)  # inside: a variable refused halfway must not leave the others set
         yield
     finally:
         if (encoded if encoded is not None else dict(os.environ)) != before:
