@@ -11,6 +11,14 @@ from pydantic import BaseModel, SecretStr
 from raydrive import BaseAction
 
 
+def write_pid_file(path: str) -> None:
+    """This process's pid in ``path``, whole or not at all: tests wait for the file to exist,
+    then read it (CI caught a test reading it between its creation and its write)."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, path)
+
+
 class LoadParams(BaseModel):
     source: str
     rows: int = 3
@@ -62,7 +70,7 @@ class SlowParams(BaseModel):
 class SlowAction(BaseAction[SlowParams]):
     def execute(self) -> dict:
         if self.params.pid_file:
-            Path(self.params.pid_file).write_text(str(os.getpid()))
+            write_pid_file(self.params.pid_file)
         deadline = time.monotonic() + self.params.seconds
         while time.monotonic() < deadline:
             self.logger.set_progress(1, 100, step="waiting")
@@ -99,7 +107,7 @@ class SpinAction(BaseAction[SpinParams]):
 
     def execute(self) -> dict:
         if self.params.pid_file:
-            Path(self.params.pid_file).write_text(str(os.getpid()))
+            write_pid_file(self.params.pid_file)
         n = 0
         while True:
             n += 1
