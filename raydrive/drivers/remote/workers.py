@@ -68,15 +68,15 @@ def scoped_environ(env: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(env)  # inside: a variable refused halfway must not leave the others set
         yield
     finally:
-        if (encoded if encoded is not None else dict(os.environ)) != before:
-            _restore_environ(before, encoded is not None)
+        now = encoded if encoded is not None else dict(os.environ)
+        if now != before:  # copied: restoring edits os.environ, and so `encoded`
+            _restore_environ(before, dict(now), encoded=encoded is not None)
 
 
-def _restore_environ(before: dict[Any, Any], encoded: bool) -> None:
+def _restore_environ(before: dict[Any, Any], now: dict[Any, Any], *, encoded: bool) -> None:
     environ: Any = os.environ
     key_of = environ.decodekey if encoded else str
     value_of = environ.decodevalue if encoded else str
-    now = dict(environ._data) if encoded else dict(environ)
     for key in [k for k in now if k not in before]:
         del environ[key_of(key)]
     for key, value in before.items():
