@@ -25,6 +25,7 @@ from raydrive import (
 from raydrive.core.protocols import AsyncExecutor
 from raydrive.drivers.ray_job import RayJobExecutor
 from tests.actions_for_tests import AddAction, BoomAction, RepeatAction
+from tests.conditions import wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -38,12 +39,9 @@ def _id(prefix: str) -> str:
 
 
 def _wait_state(executor: RayJobExecutor, job_id: str, wanted: str, timeout: float = 20) -> str:
-    deadline = time.monotonic() + timeout
-    state = executor.get_status(job_id)
-    while state != wanted and time.monotonic() < deadline:
-        time.sleep(0.05)
-        state = executor.get_status(job_id)
-    return state
+    return wait_for(
+        lambda: (state := executor.get_status(job_id)) == wanted and state, timeout, f"{job_id} {wanted}"
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -119,11 +117,13 @@ def test_results_expire_after_their_ttl(ray_cluster):
     assert executor.wait(job, timeout_seconds=60) == "SUCCEEDED"
     # Waited on, not slept: the record goes once its TTL (1 s) has passed, well within 30 s. A
     # fresh executor per look: none has a local copy of the outcome (an executor caches one).
-    deadline = time.monotonic() + 30
-    state = RayJobExecutor(ray_address=ray_cluster.address).get_status(job)
-    while state != JobState.UNKNOWN and time.monotonic() < deadline:
-        time.sleep(0.1)
-        state = RayJobExecutor(ray_address=ray_cluster.address).get_status(job)
+    state = wait_for(
+        lambda: (
+            (s := RayJobExecutor(ray_address=ray_cluster.address).get_status(job)) == JobState.UNKNOWN and s
+        ),
+        30,
+        "the record to expire",
+    )
     assert state == JobState.UNKNOWN
 
 
@@ -210,9 +210,7 @@ def test_200_jobs_at_once_all_complete(ray_cluster, mode):
     assert results == [{"total": i + 1000} for i in range(200)]
     assert all(executor.get_status(job) == JobState.SUCCEEDED for job in jobs)
     if mode == "actor":
-        deadline = time.monotonic() + 30
-        while _alive_job_actors(ray_cluster) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_for(lambda: _alive_job_actors(ray_cluster) == 0, 30, "every per-job actor to go")
         assert _alive_job_actors(ray_cluster) == 0  # every per-job actor is gone
 
 

@@ -37,6 +37,14 @@ def _executor(cluster, queue: str, limit: int, **options) -> RayJobExecutor:
     )
 
 
+def _record(
+    executor: RayJobExecutor, tmp_path: Path, name: str, *, gate: Path | None = None, **options
+) -> str:
+    """Submit a RecordAction named ``name`` (held until ``gate`` exists, when given)."""
+    params = {"dir": str(tmp_path), "name": name, **({"gate": str(gate)} if gate else {})}
+    return executor.submit(RecordAction, params, **options)
+
+
 def _queue_info(executor: RayJobExecutor, queue: str) -> dict:
     return executor._call("queues").get(queue, {})
 
@@ -78,13 +86,10 @@ def test_priority_first_then_fifo(ray_cluster, tmp_path):
     queue = _queue()
     gate = tmp_path / "gate"
     executor = _executor(ray_cluster, queue, 1)
-    blocker = executor.submit(RecordAction, {"dir": str(tmp_path), "name": "blocker", "gate": str(gate)})
+    blocker = _record(executor, tmp_path, "blocker", gate=gate)
     wait_for(lambda: executor.get_status(blocker) == JobState.RUNNING, 60, "the blocker to hold the slot")
     order = [("low1", 0), ("high1", 5), ("low2", 0), ("mid1", 2), ("high2", 5), ("low3", -1)]
-    jobs = [
-        executor.submit(RecordAction, {"dir": str(tmp_path), "name": name}, priority=priority)
-        for name, priority in order
-    ]
+    jobs = [_record(executor, tmp_path, name, priority=priority) for name, priority in order]
     wait_for(lambda: _queue_info(executor, queue).get("queued") == 6, 60, "six jobs queued")
     assert all(executor.get_status(job) == JobState.PENDING for job in jobs)
     gate.write_text("go")
@@ -98,9 +103,9 @@ def test_a_queued_job_cancelled_never_runs(ray_cluster, tmp_path):
     queue = _queue()
     gate = tmp_path / "gate"
     executor = _executor(ray_cluster, queue, 1)
-    blocker = executor.submit(RecordAction, {"dir": str(tmp_path), "name": "blocker", "gate": str(gate)})
-    queued = executor.submit(RecordAction, {"dir": str(tmp_path), "name": "cancelled"})
-    after = executor.submit(RecordAction, {"dir": str(tmp_path), "name": "after"})
+    blocker = _record(executor, tmp_path, "blocker", gate=gate)
+    queued = _record(executor, tmp_path, "cancelled")
+    after = _record(executor, tmp_path, "after")
     wait_for(lambda: _queue_info(executor, queue).get("queued") == 2, 60, "two jobs queued")
     assert executor.get_status(queued) == JobState.PENDING
     assert executor.get_attempts(queued) == []
@@ -142,7 +147,7 @@ def test_the_limit_is_shared_by_every_submitting_process(ray_cluster, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     executor = _executor(ray_cluster, queue, 1)
-    mine = executor.submit(RecordAction, {"dir": str(tmp_path), "name": "mine"})
+    mine = _record(executor, tmp_path, "mine")
     wait_for(lambda: executor.get_status(theirs) == JobState.RUNNING, 60, "their job to run")
     assert executor.get_status(mine) == JobState.PENDING  # their job, gone submitter, holds the slot
     gate.write_text("go")
@@ -159,8 +164,8 @@ def test_a_finished_jobs_result_is_not_held_back_by_a_running_one(ray_cluster, t
     queue = _queue()
     gate = tmp_path / "gate"
     executor = _executor(ray_cluster, queue, 2)
-    blocker = executor.submit(RecordAction, {"dir": str(tmp_path), "name": "blocker", "gate": str(gate)})
-    quick = executor.submit(RecordAction, {"dir": str(tmp_path), "name": "quick"})
+    blocker = _record(executor, tmp_path, "blocker", gate=gate)
+    quick = _record(executor, tmp_path, "quick")
     assert executor.get_result(quick, timeout=60)["name"] == "quick"
     assert executor.get_status(blocker) in (JobState.PENDING, JobState.RUNNING)
     gate.write_text("go")
@@ -173,8 +178,8 @@ def test_jobs_that_end_while_an_outcome_call_gathers_come_back_with_it(ray_clust
     queue = _queue()
     gate = tmp_path / "gate"
     executor = _executor(ray_cluster, queue, 1)
-    blocker = executor.submit(RecordAction, {"dir": str(tmp_path), "name": "blocker", "gate": str(gate)})
-    asked, b, c = (executor.submit(RecordAction, {"dir": str(tmp_path), "name": n}) for n in "abc")
+    blocker = _record(executor, tmp_path, "blocker", gate=gate)
+    asked, b, c = (_record(executor, tmp_path, n) for n in "abc")
     executor.cancel(asked)  # queued: it ends at once, as STOPPED
     registry = executor._registry_handle()
     # Wait for two of [b, c] to end, at most the registry's longest gather (1 s), however long
