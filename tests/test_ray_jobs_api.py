@@ -55,6 +55,7 @@ import hashlib
 import os
 import re
 import sys
+import threading
 import time
 
 from pydantic import BaseModel
@@ -179,6 +180,43 @@ class RayInside(BaseAction[KeysParams]):
 class Where(BaseAction[BoomParams]):
     def execute(self):
         return {"raydrive": raydrive.__file__, "cwd": os.getcwd()}
+
+
+class PathParams(BaseModel):
+    path: str
+    seconds: float = 0.0
+
+
+class Linger(BaseAction[PathParams]):
+    """Returns at once; a non-daemon thread keeps the process (and the job) alive a while."""
+
+    def execute(self):
+        def finish():
+            time.sleep(self.params.seconds)
+            with open(self.params.path, "w") as f:
+                f.write("thread done")
+
+        threading.Thread(target=finish).start()
+        return "returned"
+
+
+class _Holder:
+    def __init__(self, file):
+        self.file = file
+        self.me = self  # a cycle: only the collector's pass at interpreter exit frees it
+
+
+_KEPT = []
+
+
+class Unflushed(BaseAction[PathParams]):
+    """Leaves a file open and unflushed, held by a cycle, for the process's exit to flush."""
+
+    def execute(self):
+        holder = _Holder(open(self.params.path, "w"))
+        holder.file.write("flushed at exit")
+        _KEPT.append(holder)
+        return "left open"
 '''
 
 
@@ -382,6 +420,44 @@ def test_stream_logs_stops_at_its_timeout_and_early_exit_is_clean(executor: RayJ
             break
     stream.close()  # the follower thread is cancelled
     assert executor.stop(job_id) is True
+
+
+def test_get_result_returns_once_ray_says_the_job_ended_and_reads_the_outcome_once(
+    executor: RayJobsApiExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The entry writes the outcome when the action returns; this job's process lives on for 3 s
+    # (a non-daemon thread). get_result sees the outcome early but still waits for Ray's end, so
+    # that get_status agrees with it, and it does not read the outcome file a second time.
+    from raydrive.drivers.jobs_api.client import AsyncDashboard
+    from raydrive.drivers.wire import Outcome, result_filename
+
+    reads: list[str] = []
+    read_file = AsyncDashboard.read_file
+
+    async def counted(self: AsyncDashboard, node: str, filename: str, **kw: Any) -> bytes | None:
+        data = await read_file(self, node, filename, **kw)
+        if data is not None and Outcome.unpack(data) is not None:  # not "no such file (yet)"
+            reads.append(filename)
+        return data
+
+    monkeypatch.setattr(AsyncDashboard, "read_file", counted)
+    marker = tmp_path / "thread.txt"
+    job_id = executor.submit("jobsapi_actions.Linger", {"path": str(marker), "seconds": 3})
+    assert executor.get_result(job_id, timeout=120) == "returned"
+    assert reads == [result_filename(job_id)]
+    assert executor.get_status(job_id) == "SUCCEEDED"
+    assert marker.read_text() == "thread done"  # the process had exited: its thread had finished
+
+
+def test_what_the_action_leaves_open_is_flushed_when_the_job_exits(
+    executor: RayJobsApiExecutor, tmp_path: Path
+) -> None:
+    # The entry freezes its own imports for the collector (a faster exit); the action's objects
+    # are not frozen, so a file that only the collector's last pass at exit closes is flushed.
+    path = tmp_path / "unflushed.txt"
+    job_id = executor.submit("jobsapi_actions.Unflushed", {"path": str(path)})
+    assert executor.get_result(job_id, timeout=120) == "left open"
+    assert path.read_text() == "flushed at exit"
 
 
 # --- failures ---------------------------------------------------------------------------------

@@ -404,7 +404,8 @@ def test_delete_removes_the_result_file_and_cancel_matches_other_drivers(
 
     assert result_file().status_code == 200 and b'"n": 5' in result_file().content
     assert ex.delete(job_id) is True
-    assert b'"n": 5' not in result_file().content and result_file().status_code != 200
+    gone = result_file()
+    assert b'"n": 5' not in gone.content and gone.status_code != 200, (gone.status_code, gone.content[:300])
     with pytest.raises(JobNotFoundError):
         ex.get_status(job_id)
 

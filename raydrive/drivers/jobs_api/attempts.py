@@ -136,10 +136,15 @@ async def load_chain(api: AsyncDashboard, job_id: str) -> Chain:
     return chain
 
 
-async def verdict(api: AsyncDashboard, chain: Chain, driver: str) -> Verdict:
-    """How the chain's current (ended) attempt ended, and whether its policy retries it."""
+async def verdict(api: AsyncDashboard, chain: Chain, driver: str, outcome: Outcome | None = None) -> Verdict:
+    """How the chain's current (ended) attempt ended, and whether its policy retries it.
+
+    ``outcome``: the attempt's outcome file as already read (an attempt writes it once, before
+    its process exits), instead of reading it again.
+    """
     step = chain.current
-    outcome = await read_outcome(api, step.submission_id, step.info)
+    if outcome is None:
+        outcome = await read_outcome(api, step.submission_id, step.info)
     try:
         result_of(chain.job_id, step.info, outcome, driver)
         return Verdict(outcome, None, False)

@@ -21,6 +21,8 @@ from raydrive.core.retry import Attempt
 from raydrive.drivers.jobs_api import attempts as chains
 from raydrive.drivers.jobs_api.client import AsyncDashboard, JobInfo
 from raydrive.drivers.jobs_api.follow import DRIVER_LOG, follow, iterate_in_thread, poll_delay
+from raydrive.drivers.jobs_api.outcome import read_outcome
+from raydrive.drivers.wire import Outcome
 
 if TYPE_CHECKING:
     from ray.job_submission import JobStatus
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["AttemptTracking"]
 
 _PIN_EVERY_S = 60.0  # a pin lasts Ray's temporary-reference time (10 min by default)
+_PEEK_S = 10.0  # a wait this young also looks for the outcome at each poll (see _settled)
+_ENDING_S = 2.0  # how long to poll fast once the outcome is there (the process is exiting)
+_ENDING_POLL_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,15 @@ class AttemptTracking:
 
     # --- resolving a job ----------------------------------------------------------------------
     async def _resolve(
-        self, job_id: str, api: AsyncDashboard | None = None, chain: chains.Chain | None = None
+        self,
+        job_id: str,
+        api: AsyncDashboard | None = None,
+        chain: chains.Chain | None = None,
+        outcome: Outcome | None = None,
     ) -> _State:
         """The job now, after starting its next attempt if the current one ended retryably.
-        ``chain``: the job's chain as just read, instead of reading it again.
+        ``chain``: the job's chain as just read, instead of reading it again; ``outcome``: its
+        current attempt's outcome, already read.
 
         :raises JobNotFoundError: no job with this id.
         """
@@ -81,7 +91,8 @@ class AttemptTracking:
             if not step.info.terminal:
                 await self._keep(api, chain)
                 return _State(chain, False, step.info.status)
-            verdict = await chains.verdict(api, chain, self.name)
+            verdict = await chains.verdict(api, chain, self.name, outcome)
+            outcome = None  # it was the outcome of this attempt only
             if verdict.retry:
                 await chains.next_attempt(api, chain)
                 continue
@@ -125,20 +136,31 @@ class AttemptTracking:
         return state.verdict.outcome.result
 
     async def _settled(self, job_id: str, timeout: float | None, cap: float) -> _State:
-        """Wait until the job has ended for good (every retry done), polling its current attempt."""
+        """Wait until the job has ended for good (every retry done), polling its current attempt.
+
+        For the first ``_PEEK_S`` seconds of the wait each poll also looks for the attempt's
+        outcome file. The entry writes it just before its process exits, and Ray marks the job
+        ended only once its supervisor has noticed the exit (it checks every 100 ms). Once the
+        outcome is there the end is near: the status is polled every ``_ENDING_POLL_S`` (for at
+        most ``_ENDING_S``), and the outcome is not read a second time.
+        """
         api = self._dashboard().api
         start = time.monotonic()
         ended: chains.Chain | None = None
+        outcome: Outcome | None = None
         while True:
-            state = await self._resolve(job_id, api, ended)
+            state = await self._resolve(job_id, api, ended, outcome)
             if state.final:
                 return state
             submission_id = state.chain.current.submission_id
             info: JobInfo | None = state.chain.current.info
+            outcome, seen = None, 0.0
             while info is not None and not info.terminal:
-                delay = poll_delay(time.monotonic() - start, cap)
+                now = time.monotonic()
+                ending = outcome is not None and now - seen < _ENDING_S
+                delay = _ENDING_POLL_S if ending else poll_delay(now - start, cap)
                 if timeout is not None:
-                    left = start + timeout - time.monotonic()
+                    left = start + timeout - now
                     if left <= 0:
                         raise ExecutionTimeoutError(
                             f"job {job_id!r} did not finish within {timeout:g} s (it is {info.status})",
@@ -146,7 +168,13 @@ class AttemptTracking:
                         )
                     delay = min(delay, left)
                 await asyncio.sleep(delay)
-                info = await api.job(submission_id)
+                if outcome is None and info.driver_node_id and time.monotonic() - start < _PEEK_S:
+                    info, outcome = await asyncio.gather(
+                        api.job(submission_id), read_outcome(api, submission_id, info)
+                    )
+                    seen = time.monotonic()
+                else:
+                    info = await api.job(submission_id)
                 await self._keep(api, state.chain)
             chain = state.chain
             # The last attempt ended: nothing can follow it (no retry, no stop marker), so the
@@ -157,6 +185,8 @@ class AttemptTracking:
                 ended = chains.Chain(
                     chain.job_id, [*chain.steps[:-1], replace(chain.current, info=info)], chain.policy
                 )
+            else:
+                outcome = None  # the chain is read again: its current attempt may be another
 
     # --- the public API -----------------------------------------------------------------------
     def get_status(self, job_id: str) -> JobStatus:

@@ -220,9 +220,34 @@ def _retry_kept(payload: Payload, attempt: int, error: RemoteError | None) -> bo
     return error is None or policy.retryable(error.to_raydrive(""))
 
 
+@contextlib.contextmanager
+def _imported_then_frozen() -> Iterator[None]:
+    """Import raydrive's own modules (and pydantic) without the cyclic garbage collector, then
+    move what they made into the permanent generation (``gc.freeze()``), before the action's code
+    runs.
+
+    Why: those objects live until the process exits, and the collector's passes over them, during
+    the imports and again at interpreter shutdown, are most of a job's 50 ms teardown and some
+    10 ms of its imports; Ray sees the job end only once the process is gone. The action's own
+    objects are not frozen: they are collected, and finalized at exit (files flushed), as in any
+    Python process.
+    """
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def _run(payload: Payload, job_id: str) -> Outcome:
-    from raydrive.core.action import run_action
-    from raydrive.core.errors import ActionImportError, ExecutionError, ValidationError
+    with _imported_then_frozen():
+        from raydrive.core.action import run_action
+        from raydrive.core.errors import ActionImportError, ExecutionError, ValidationError
 
     _forget_payload()
     os.environ.update(payload.secrets)
