@@ -449,6 +449,54 @@ def test_get_result_returns_once_ray_says_the_job_ended_and_reads_the_outcome_on
     assert marker.read_text() == "thread done"  # the process had exited: its thread had finished
 
 
+def test_a_failing_look_at_the_outcome_does_not_fail_the_wait(
+    executor: RayJobsApiExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The look beside each status poll goes through the log API of the busy node: when it fails,
+    # the wait goes on polling the status alone, and the outcome is read once the job ended.
+    from raydrive.drivers.jobs_api.client import AsyncDashboard
+
+    calls: list[str] = []
+    read_file = AsyncDashboard.read_file
+
+    async def flaky(self: AsyncDashboard, node: str, filename: str, **kw: Any) -> bytes | None:
+        calls.append(filename)
+        if len(calls) == 1:
+            raise ClusterUnreachableError("GET of the log file timed out (injected by the test)")
+        return await read_file(self, node, filename, **kw)
+
+    monkeypatch.setattr(AsyncDashboard, "read_file", flaky)
+    job_id = executor.submit("jobsapi_actions.Sleep", {"seconds": 1})  # polled while it runs
+    assert executor.get_result(job_id, timeout=120) == "woke"
+    assert len(calls) == 2  # the failed look, then the verdict's read after the end
+
+
+def test_an_outcome_file_this_submission_did_not_write_is_not_its_outcome(
+    executor: RayJobsApiExecutor, ray_cluster: Any
+) -> None:
+    # A file already under the job's name in the node's log dir (an earlier job's under a reused
+    # id, or planted by anyone who can write there) names another run: the job's result is its
+    # own, and a job that dies without writing one gets its own error, not the file's.
+    from raydrive.drivers.wire import Outcome, RemoteError, result_filename
+
+    (logs,) = {p.resolve() for p in Path(ray_cluster.temp_dir).glob("session_*/logs")}
+    forged_error = RemoteError.from_exception(RuntimeError("not this job's"), "execution")
+    for forged, action, params in (
+        (Outcome(True, {"total": -1}, run="raydrive_payload_other"), "jobsapi_actions.Add", {"a": 10}),
+        (Outcome(False, error=forged_error, run="raydrive_payload_other"), "jobsapi_actions.Die", {}),
+    ):
+        job_id = f"planted_{uuid.uuid4().hex[:12]}"
+        planted = logs / result_filename(job_id)
+        planted.parent.mkdir(exist_ok=True)
+        planted.write_text(forged.pack())
+        submitted = executor.submit(action, params, job_id=job_id)
+        if action.endswith("Add"):
+            assert executor.get_result(submitted, timeout=120) == {"total": 11}
+        else:
+            with pytest.raises(ActorDiedError, match="code 3"):
+                executor.get_result(submitted, timeout=120)
+
+
 def test_what_the_action_leaves_open_is_flushed_when_the_job_exits(
     executor: RayJobsApiExecutor, tmp_path: Path
 ) -> None:

@@ -203,6 +203,16 @@ def test_outcome_round_trip_of_a_result():
         Outcome(True, {1, 2}).pack()
 
 
+def test_outcome_names_the_run_that_wrote_it_and_older_files_read_without():
+    sent = Outcome(True, 5, run="raydrive_payload_ab12")
+    assert Outcome.unpack(sent.pack()) == sent
+    failed = Outcome(False, error=RemoteError.from_exception(RuntimeError("x"), "execution"), run="p1")
+    assert Outcome.unpack(failed.pack()) == failed
+    # Written by an entry from before the field (or with a run that is not text): no run.
+    assert Outcome.unpack('{"protocol": 3, "ok": true, "result": 1, "error": null}') == Outcome(True, 1)
+    assert Outcome.unpack('{"ok": true, "result": 1, "run": 7}') == Outcome(True, 1)
+
+
 def _raised(exc: BaseException) -> BaseException:
     try:
         raise exc

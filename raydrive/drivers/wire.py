@@ -412,16 +412,23 @@ class RemoteError:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The job's outcome: ``ok`` with ``result`` (JSON data), or ``error``."""
+    """The job's outcome: ``ok`` with ``result`` (JSON data), or ``error``.
+
+    ``run``: the payload package (``--payload``) of the submission that wrote it, so that a file
+    left by an earlier job under the same id (its record deleted by other means than
+    ``delete()``, the id then reused) is not taken for this job's. None from an older entry.
+    """
 
     ok: bool
     result: Any = None
     error: RemoteError | None = None
+    run: str | None = None
 
     def pack(self) -> str:
         """:raises TypeError / ValueError: the result is not JSON data."""
         error = None if self.error is None else dataclasses.asdict(self.error)
-        return json.dumps({"protocol": PROTOCOL, "ok": self.ok, "result": self.result, "error": error})
+        doc = {"protocol": PROTOCOL, "ok": self.ok, "result": self.result, "error": error, "run": self.run}
+        return json.dumps(doc)
 
     @classmethod
     def unpack(cls, data: bytes | str) -> Outcome | None:
@@ -433,8 +440,9 @@ class Outcome:
         if not isinstance(doc, dict) or not isinstance(doc.get("ok"), bool):
             return None
         error = doc.get("error")
+        run = doc.get("run") if isinstance(doc.get("run"), str) else None
         if doc["ok"]:
-            return cls(True, doc.get("result"))
+            return cls(True, doc.get("result"), run=run)
         if not isinstance(error, dict):
             return None
         names = {f.name for f in dataclasses.fields(RemoteError)}
@@ -442,4 +450,4 @@ class Outcome:
             remote = RemoteError(**{k: v for k, v in error.items() if k in names})
         except TypeError:  # a field missing
             return None
-        return cls(False, None, remote)
+        return cls(False, None, remote, run)

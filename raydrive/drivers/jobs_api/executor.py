@@ -19,12 +19,15 @@ How a job is put together
   the dashboard's upload limit, and uploaded once per content through the same package API.
 - **Result**: the entry writes a :class:`.wire.Outcome` as ``raydrive/<id>.json`` in Ray's log
   directory of the driver's node; :meth:`get_result` reads it through the dashboard's log API
-  (:mod:`.outcome`), never from the job's output; :meth:`delete` removes it. A wait's first
-  10 s also look for the file at each status poll: once it is there the process is exiting, so
-  the status is polled every 10 ms until Ray marks the job ended (only then does the result
-  come back, so that :meth:`get_status` agrees), and the file is not read twice. The entry
-  imports raydrive and pydantic with the cyclic GC off and freezes them before the action runs
-  (a 15 ms exit instead of 50; the action's objects are collected and finalized as usual).
+  (:mod:`.outcome`), never from the job's output; :meth:`delete` removes it. The file names
+  the submission's payload package, so a file an earlier job under the same id left is not
+  taken for this job's. A wait's first 10 s also look for the file at each status poll of a
+  running attempt (a look that fails or is slow only ends the looking): once it is there the
+  process is exiting, so the status is polled every 20 ms for up to 1 s, and the file is not
+  read again. The result comes back only once Ray marks the job ended, so that
+  :meth:`get_status` agrees. The entry imports raydrive and pydantic with the cyclic GC off and
+  freezes them before the action runs (a 15 ms exit instead of 50; the action's objects are
+  collected and finalized as usual).
 - **Logs**: :mod:`.follow`; a retried job's logs are every attempt's, a header line between them.
 - **Retries** (``retries``, ``retry_on``, ``retry_backoff``; options win over the action class):
   Ray's Jobs API has none, so raydrive resubmits under derived submission ids (``<id>--a2``...);

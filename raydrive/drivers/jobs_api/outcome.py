@@ -7,6 +7,8 @@ here through the dashboard's log API, never scraped from the job's output. A job
 
 from __future__ import annotations
 
+import itertools
+import shlex
 from typing import Any
 
 from raydrive.core.errors import ActorDiedError, ExecutionError
@@ -19,11 +21,27 @@ ENTRY_MODULE = "raydrive.drivers.remote.jobs_api_entry"
 
 
 async def read_outcome(api: AsyncDashboard, job_id: str, info: JobInfo) -> Outcome | None:
-    """The outcome the job wrote; None when it wrote none (it never got that far)."""
+    """The outcome the job wrote; None when it wrote none (it never got that far), and for a
+    file that an earlier job under the same id left (another ``run``: see :class:`.wire.Outcome`)."""
     if not info.driver_node_id:
         return None
     data = await api.read_file(info.driver_node_id, result_filename(job_id))
-    return None if data is None else Outcome.unpack(data)
+    outcome = None if data is None else Outcome.unpack(data)
+    if outcome is not None and outcome.run is not None and outcome.run != _payload_of(info):
+        return None
+    return outcome
+
+
+def _payload_of(info: JobInfo) -> str | None:
+    """The ``--payload`` package named by the job's entrypoint (as the submitter wrote it)."""
+    try:
+        words = shlex.split(info.entrypoint or "")
+    except ValueError:
+        return None
+    for flag, value in itertools.pairwise(words):
+        if flag == "--payload":
+            return value
+    return None
 
 
 def result_of(job_id: str, info: JobInfo, outcome: Outcome | None, driver: str) -> Any:

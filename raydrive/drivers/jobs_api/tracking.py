@@ -34,8 +34,9 @@ __all__ = ["AttemptTracking"]
 
 _PIN_EVERY_S = 60.0  # a pin lasts Ray's temporary-reference time (10 min by default)
 _PEEK_S = 10.0  # a wait this young also looks for the outcome at each poll (see _settled)
-_ENDING_S = 2.0  # how long to poll fast once the outcome is there (the process is exiting)
-_ENDING_POLL_S = 0.01
+_PEEK_WAIT_S = 1.0  # a look slower than this ends the looking (the verdict reads the file later)
+_ENDING_S = 1.0  # how long to poll fast once the outcome is there (the process is exiting)
+_ENDING_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,11 @@ class AttemptTracking:
         job_id: str,
         api: AsyncDashboard | None = None,
         chain: chains.Chain | None = None,
-        outcome: Outcome | None = None,
+        peeked: tuple[str, Outcome] | None = None,
     ) -> _State:
         """The job now, after starting its next attempt if the current one ended retryably.
-        ``chain``: the job's chain as just read, instead of reading it again; ``outcome``: its
-        current attempt's outcome, already read.
+        ``chain``: the job's chain as just read, instead of reading it again; ``peeked``: an
+        attempt's submission id and the outcome already read for it.
 
         :raises JobNotFoundError: no job with this id.
         """
@@ -91,8 +92,8 @@ class AttemptTracking:
             if not step.info.terminal:
                 await self._keep(api, chain)
                 return _State(chain, False, step.info.status)
-            verdict = await chains.verdict(api, chain, self.name, outcome)
-            outcome = None  # it was the outcome of this attempt only
+            known = peeked[1] if peeked is not None and peeked[0] == step.submission_id else None
+            verdict = await chains.verdict(api, chain, self.name, known)
             if verdict.retry:
                 await chains.next_attempt(api, chain)
                 continue
@@ -138,26 +139,29 @@ class AttemptTracking:
     async def _settled(self, job_id: str, timeout: float | None, cap: float) -> _State:
         """Wait until the job has ended for good (every retry done), polling its current attempt.
 
-        For the first ``_PEEK_S`` seconds of the wait each poll also looks for the attempt's
-        outcome file. The entry writes it just before its process exits, and Ray marks the job
-        ended only once its supervisor has noticed the exit (it checks every 100 ms). Once the
-        outcome is there the end is near: the status is polled every ``_ENDING_POLL_S`` (for at
-        most ``_ENDING_S``), and the outcome is not read a second time.
+        For the first ``_PEEK_S`` seconds of the wait each poll of a running attempt also looks
+        for its outcome file (:meth:`_poll_and_peek`). The entry writes it just before its process
+        exits, and Ray marks the job ended only once its supervisor has noticed the exit (it
+        checks every 100 ms). Once the outcome is there the end is near: the status is polled
+        every ``_ENDING_POLL_S`` for at most ``_ENDING_S`` (a process may linger: threads,
+        ``atexit``), and the verdict uses the outcome read. The result still waits for Ray's
+        end, so that :meth:`get_status` agrees with it.
         """
         api = self._dashboard().api
         start = time.monotonic()
         ended: chains.Chain | None = None
-        outcome: Outcome | None = None
+        peeked: tuple[str, Outcome] | None = None
+        peeking = True
         while True:
-            state = await self._resolve(job_id, api, ended, outcome)
+            state = await self._resolve(job_id, api, ended, peeked)
             if state.final:
                 return state
             submission_id = state.chain.current.submission_id
             info: JobInfo | None = state.chain.current.info
-            outcome, seen = None, 0.0
+            seen: float | None = None  # when this attempt's outcome was read
             while info is not None and not info.terminal:
                 now = time.monotonic()
-                ending = outcome is not None and now - seen < _ENDING_S
+                ending = seen is not None and now - seen < _ENDING_S
                 delay = _ENDING_POLL_S if ending else poll_delay(now - start, cap)
                 if timeout is not None:
                     left = start + timeout - now
@@ -168,11 +172,11 @@ class AttemptTracking:
                         )
                     delay = min(delay, left)
                 await asyncio.sleep(delay)
-                if outcome is None and info.driver_node_id and time.monotonic() - start < _PEEK_S:
-                    info, outcome = await asyncio.gather(
-                        api.job(submission_id), read_outcome(api, submission_id, info)
-                    )
-                    seen = time.monotonic()
+                running = info.status == "RUNNING" and info.driver_node_id
+                if peeking and seen is None and running and time.monotonic() - start < _PEEK_S:
+                    info, outcome, peeking = await self._poll_and_peek(api, submission_id, info)
+                    if outcome is not None:
+                        peeked, seen = (submission_id, outcome), time.monotonic()
                 else:
                     info = await api.job(submission_id)
                 await self._keep(api, state.chain)
@@ -185,8 +189,25 @@ class AttemptTracking:
                 ended = chains.Chain(
                     chain.job_id, [*chain.steps[:-1], replace(chain.current, info=info)], chain.policy
                 )
-            else:
-                outcome = None  # the chain is read again: its current attempt may be another
+
+    @staticmethod
+    async def _poll_and_peek(
+        api: AsyncDashboard, submission_id: str, info: JobInfo
+    ) -> tuple[JobInfo | None, Outcome | None, bool]:
+        """The attempt's status now and, read beside it, its outcome if it wrote one yet; the last
+        item is False when the look failed or took over ``_PEEK_WAIT_S`` (the log API goes through
+        the agent of the busy node), and the wait then polls the status alone.
+        """
+        look = asyncio.ensure_future(read_outcome(api, submission_id, info))
+        try:
+            now = await api.job(submission_id)
+        except BaseException:
+            look.cancel()
+            raise
+        try:
+            return now, await asyncio.wait_for(look, _PEEK_WAIT_S), True
+        except Exception:  # only a shortcut failed: the verdict reads the file itself
+            return now, None, False
 
     # --- the public API -----------------------------------------------------------------------
     def get_status(self, job_id: str) -> JobStatus:

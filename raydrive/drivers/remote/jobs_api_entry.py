@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,7 @@ class _Watchdog:
             error = deadline_error(self.job_id, self.timeout_s, self.action)
             try:
                 remote = RemoteError.from_exception(error, "deadline", reason=error.reason)
-                _write(self.out, Outcome(False, error=remote).pack())
+                _write(self.out, Outcome(False, error=remote, run=self.payload).pack())
                 print(f"raydrive: {error.message}", file=sys.stderr, flush=True)
             finally:
                 if not self.keep and self.payload is not None:
@@ -331,7 +332,8 @@ def _main(args: argparse.Namespace, keep: list[bool]) -> int:
         payload = _read_payload(args.payload)
     except Exception as exc:
         print(f"raydrive: cannot read the job's payload: {exc}", file=sys.stderr, flush=True)
-        _write(out, Outcome(False, error=RemoteError.from_exception(exc, "payload")).pack())
+        error = RemoteError.from_exception(exc, "payload")
+        _write(out, Outcome(False, error=error, run=args.payload).pack())
         return 2
     keep[0] = _retry_kept(payload, args.attempt, None)
     if not keep[0]:
@@ -342,13 +344,13 @@ def _main(args: argparse.Namespace, keep: list[bool]) -> int:
     deadline_keeps = keep[0] and _retry_kept(payload, args.attempt, _deadline_remote(payload, args.job_id))
     watchdog = _Watchdog(payload.timeout_s, args.job_id, payload.action, out, deadline_keeps)
     watchdog.start(args.payload)
-    outcome = _run(payload, args.job_id)
+    outcome = replace(_run(payload, args.job_id), run=args.payload)
     if not watchdog.finish():
         time.sleep(3600)  # the watchdog is ending the process (os._exit): wait for it here
     try:
         text = outcome.pack()
     except (TypeError, ValueError) as exc:
-        outcome = _not_json(payload.action, exc)
+        outcome = replace(_not_json(payload.action, exc), run=args.payload)
         text = outcome.pack()
     if outcome.error is not None:
         # The traceback goes to the job's log as well, for whoever reads the logs.
