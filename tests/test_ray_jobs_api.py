@@ -475,8 +475,9 @@ def test_an_outcome_file_this_submission_did_not_write_is_not_its_outcome(
     executor: RayJobsApiExecutor, ray_cluster: Any
 ) -> None:
     # A file already under the job's name in the node's log dir (an earlier job's under a reused
-    # id, or planted by anyone who can write there) names another run: the job's result is its
-    # own, and a job that dies without writing one gets its own error, not the file's.
+    # id; written here by the test) names another run: the job's result is its own, and a job
+    # that dies without writing one gets its own error, not the file's. (A guard against mix-ups,
+    # not against forgery: the run is visible in the job's entrypoint.)
     from raydrive.drivers.wire import Outcome, RemoteError, result_filename
 
     (logs,) = {p.resolve() for p in Path(ray_cluster.temp_dir).glob("session_*/logs")}

@@ -22,7 +22,8 @@ ENTRY_MODULE = "raydrive.drivers.remote.jobs_api_entry"
 
 async def read_outcome(api: AsyncDashboard, job_id: str, info: JobInfo) -> Outcome | None:
     """The outcome the job wrote; None when it wrote none (it never got that far), and for a
-    file that an earlier job under the same id left (another ``run``: see :class:`.wire.Outcome`)."""
+    file this submission did not write, such as an earlier job's under the same id (another
+    ``run``: see :class:`.wire.Outcome`)."""
     if not info.driver_node_id:
         return None
     data = await api.read_file(info.driver_node_id, result_filename(job_id))
