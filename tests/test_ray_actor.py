@@ -23,6 +23,7 @@ from raydrive.core.protocols import SyncExecutor
 from raydrive.drivers.ray_actor import RayActorExecutor, RayTaskExecutor
 from raydrive.drivers.remote.workers import NAMESPACE
 from tests.actions_for_tests import AddAction, BoomAction, RepeatAction
+from tests.conditions import wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -145,10 +146,7 @@ def test_shutdown_kills_the_actor_and_the_executor_can_be_used_again(ray_cluster
         assert executor.execute(AddAction, {"a": 1}) == {"total": 2}
         first = executor.actor_name
     assert executor.actor_name is None
-    deadline = time.monotonic() + 15
-    while _actor_state(ray_cluster, first) != "DEAD" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _actor_state(ray_cluster, first) == "DEAD"
+    wait_for(lambda: _actor_state(ray_cluster, first) == "DEAD", 15, "the shut-down actor to be DEAD")
     assert executor.execute(AddAction, {"a": 2}) == {"total": 3}
     assert executor.actor_name not in (None, first)
     executor.close()

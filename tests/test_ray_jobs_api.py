@@ -47,6 +47,7 @@ from raydrive import (
 from raydrive.core.plugins import PluginManager
 from raydrive.core.protocols import LogStreamingExecutor
 from raydrive.drivers.ray_jobs_api import RayJobsApiExecutor
+from tests.conditions import wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -481,21 +482,23 @@ def test_an_outcome_file_this_submission_did_not_write_is_not_its_outcome(
     from raydrive.drivers.wire import Outcome, RemoteError, result_filename
 
     (logs,) = {p.resolve() for p in Path(ray_cluster.temp_dir).glob("session_*/logs")}
-    forged_error = RemoteError.from_exception(RuntimeError("not this job's"), "execution")
-    for forged, action, params in (
-        (Outcome(True, {"total": -1}, run="raydrive_payload_other"), "jobsapi_actions.Add", {"a": 10}),
-        (Outcome(False, error=forged_error, run="raydrive_payload_other"), "jobsapi_actions.Die", {}),
-    ):
+
+    def planted(forged: Outcome) -> str:
+        """A fresh job id with ``forged`` already in the log dir under its outcome's name."""
         job_id = f"planted_{uuid.uuid4().hex[:12]}"
-        planted = logs / result_filename(job_id)
-        planted.parent.mkdir(exist_ok=True)
-        planted.write_text(forged.pack())
-        submitted = executor.submit(action, params, job_id=job_id)
-        if action.endswith("Add"):
-            assert executor.get_result(submitted, timeout=120) == {"total": 11}
-        else:
-            with pytest.raises(ActorDiedError, match="code 3"):
-                executor.get_result(submitted, timeout=120)
+        path = logs / result_filename(job_id)
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(forged.pack())
+        return job_id
+
+    other = "raydrive_payload_other"
+    job_id = planted(Outcome(True, {"total": -1}, run=other))
+    submitted = executor.submit("jobsapi_actions.Add", {"a": 10}, job_id=job_id)
+    assert executor.get_result(submitted, timeout=120) == {"total": 11}
+    error = RemoteError.from_exception(RuntimeError("not this job's"), "execution")
+    job_id = planted(Outcome(False, error=error, run=other))
+    with pytest.raises(ActorDiedError, match="code 3"):
+        executor.get_result(executor.submit("jobsapi_actions.Die", {}, job_id=job_id), timeout=120)
 
 
 def test_what_the_action_leaves_open_is_flushed_when_the_job_exits(
@@ -587,19 +590,15 @@ def test_stop_kills_the_process_and_delete_removes_the_record(executor: RayJobsA
     with pytest.raises(RaydriveError, match="stop it first"):
         executor.delete(job_id)
     assert executor.stop(job_id) is True
-    deadline = time.monotonic() + 30
-    while executor.get_status(job_id) != "STOPPED" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert executor.get_status(job_id) == "STOPPED"
-    while time.monotonic() < deadline:
+    wait_for(lambda: executor.get_status(job_id) == "STOPPED", 30, "the stopped job's status")
+
+    def gone() -> bool:
         try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                break
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"the action's process {pid} is still alive after stop()")
+            return True
+
+    wait_for(gone, 30, f"the action's process {pid} to end after stop()")
     with pytest.raises(ExecutionError) as info:
         executor.get_result(job_id)
     assert info.value.error_type == "STOPPED"

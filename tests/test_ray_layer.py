@@ -30,6 +30,7 @@ from raydrive.drivers.ray_common.connection import connect, current_connection
 from raydrive.drivers.ray_common.errors import ray_errors, to_raydrive_error
 from raydrive.drivers.ray_job import RayJobExecutor
 from tests.actions_for_tests import AddAction
+from tests.conditions import wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -168,10 +169,8 @@ def test_local_starts_an_embedded_loopback_cluster_stopped_at_exit():
     assert out["address"].startswith("127.0.0.1:") and out["connected"] == out["address"]
     assert out["loopback_env"] == "0"
     assert "started an embedded Ray cluster" in proc.stderr
-    deadline = time.monotonic() + 30
-    while _port_open(out["address"]) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not _port_open(out["address"])  # stopped when the process exited
+    # stopped when the process exited
+    wait_for(lambda: not _port_open(out["address"]), 30, "the embedded cluster's port to close")
 
 
 # --- errors -------------------------------------------------------------------------------------
