@@ -7,10 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.conditions import answer, wait_for
 
 HERE = Path(__file__).parent
 REPO = HERE.parent
@@ -165,16 +166,15 @@ def service_process(tmp_path):
     url = f"http://127.0.0.1:{port}"
     import httpx
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
+    def healthy() -> bool:
+        response = answer(lambda: httpx.get(f"{url}/health"))
+        return response is not None and response.status_code == 200
+
+    try:
+        wait_for(healthy, 30, "the raydrive service to start")
+    except BaseException:
         proc.kill()
-        pytest.fail("raydrive service did not start")
+        raise
     yield url
     proc.terminate()
     proc.wait(20)

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from raydrive.service.server import ServiceServer, start_service
+from tests.conditions import answer, wait_for
 from tests.services import tokenless_service
 
 
@@ -582,14 +582,12 @@ def test_serve_runs_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path: Path
     try:
         auth = {"Authorization": f"Bearer {secret}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=5) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    http.get("/health")
-                    break
-                except httpx.TransportError:
-                    assert proc.poll() is None and time.monotonic() < deadline
-                    time.sleep(0.05)
+
+            def up() -> httpx.Response | None:
+                assert proc.poll() is None, "the service exited"
+                return answer(lambda: http.get("/health"))
+
+            wait_for(up, 30, "the service to answer")
             run = _run(http)
             with http.stream("GET", f"/api/v1/runs/{run['id']}/progress/stream") as stream:
                 lines = stream.iter_lines()

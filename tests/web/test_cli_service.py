@@ -6,10 +6,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+
+from tests.conditions import answer, wait_for
 
 RAYDRIVE = str(Path(sys.executable).with_name("raydrive"))
 
@@ -30,14 +31,9 @@ def test_service_command_prints_the_page_url_and_serves_it(tmp_path):
         assert proc.stdout is not None
         first = proc.stdout.readline()  # printed before the server starts
         assert first.strip() == f"web page: http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the service did not start"
-                time.sleep(0.1)
+        page = wait_for(
+            lambda: answer(lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=5)), 30, "the service"
+        )
         assert page.status_code == 200 and "Pipeline runs" in page.text
         assert "text/html" in page.headers["content-type"]
     finally:
