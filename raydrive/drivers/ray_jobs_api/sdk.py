@@ -9,13 +9,15 @@ Ray is imported here, at the first submission (never when drivers are listed).
 from __future__ import annotations
 
 import functools
+import shlex
 from typing import Any
 
 from raydrive.core.errors import SubmissionError
 from raydrive.core.policy_types import ResourceRequest
 from raydrive.drivers.ray_jobs_api.dashboard import Dashboard
+from raydrive.drivers.ray_jobs_api.outcome import ENTRY_MODULE
 
-__all__ = ["submit_job"]
+__all__ = ["submit_entry", "submit_job"]
 
 
 @functools.cache
@@ -87,4 +89,27 @@ def submit_job(
         entrypoint_num_gpus=request.num_gpus,
         entrypoint_memory=request.memory,
         entrypoint_resources=request.resources or None,
+    )
+
+
+def submit_entry(
+    dashboard: Dashboard,
+    *,
+    python_executable: str,
+    job_id: str,
+    args: list[str],
+    runtime_env: dict[str, Any],
+    metadata: dict[str, str],
+    resources: ResourceRequest | None = None,
+) -> None:
+    """Submit raydrive's job entry (``python -m raydrive.drivers.ray_jobs_api.entry <args>``, run by
+    ``python_executable``) as the Ray Job ``job_id``; Ray's errors are left to the caller to map."""
+    python = shlex.join(shlex.split(python_executable))
+    submit_job(
+        dashboard,
+        entrypoint=f"{python} {shlex.join(['-m', ENTRY_MODULE, *args])}",
+        submission_id=job_id,
+        runtime_env=runtime_env,
+        metadata=metadata,
+        resources=resources,
     )
