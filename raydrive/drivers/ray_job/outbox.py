@@ -83,6 +83,18 @@ class Outbox:
         if error is not None:
             raise copy.copy(error)
 
+    def on_its_way(self, job_id: str) -> bool:
+        """Whether ``job_id``'s batch was sent and its answer is not read yet (nor known to have
+        failed): a read of the job may then go out beside it instead of after it (see
+        :meth:`JobRegistry.outcome`'s ``expect``)."""
+        with self._lock:
+            batch = self._in_flight
+            return (
+                batch is not None
+                and self._unacked.get(job_id) is batch.sent
+                and not isinstance(batch.answer, BaseException)
+            )
+
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until everything queued was sent and acknowledged; False on timeout."""
         with self._lock:

@@ -47,6 +47,10 @@ CANCEL_GRACE_S = 3.0
 MAX_GATHER_S = 1.0
 """The longest an outcome call waits for other jobs after its own ended (its ``gather``)."""
 
+EXPECT_S = 2.0
+"""The longest an outcome call waits for a job its caller sent just before, in a batch that has not
+reached the registry yet (see :meth:`JobRegistry.outcome`'s ``expect``)."""
+
 MAX_FINISHED_RECORDS = 100_000
 """The registry keeps at most this many finished jobs; the oldest are dropped first."""
 
@@ -147,6 +151,7 @@ class JobRegistry:
         self._queues = JobQueues()
         self._completions = Completions()
         self._gathering: set[_Gathering] = set()  # outcome calls waiting for a batch to end
+        self._arrivals = asyncio.Event()  # set (then replaced) whenever jobs are registered
 
     async def protocol(self) -> int:
         return REGISTRY_PROTOCOL
@@ -175,12 +180,20 @@ class JobRegistry:
     async def submit_many(self, jobs: list[tuple[str, dict[str, Any]]]) -> list[str]:
         """:meth:`submit` for a batch (one message for many jobs); returns the ids refused as taken."""
         refused = []
-        for job_id, spec in jobs:
-            try:
-                await self.submit(job_id, spec)
-            except DuplicateJobError:
-                refused.append(job_id)
+        try:
+            for job_id, spec in jobs:
+                try:
+                    await self.submit(job_id, spec)
+                except DuplicateJobError:
+                    refused.append(job_id)
+        finally:
+            self._arrived()
         return refused
+
+    def _arrived(self) -> None:
+        """Wake the outcome calls waiting for jobs to be registered (``expect``)."""
+        arrivals, self._arrivals = self._arrivals, asyncio.Event()
+        arrivals.set()
 
     def _pump(self, queue: JobQueue) -> None:
         for job in queue.startable():
@@ -341,6 +354,7 @@ class JobRegistry:
         timeout: float | None = None,
         also: Sequence[str] = (),
         gather: tuple[int, float, float] | None = None,
+        expect: bool = False,
     ) -> dict[str, Outcome]:
         """Wait up to ``timeout`` s (None: until it ends) for ``job_id``; return its outcome and
         those of the finished jobs among ``also`` (a client's other jobs, fetched in the same trip).
@@ -350,16 +364,25 @@ class JobRegistry:
         ended included), or none of them has ended for ``quiet_s``, so that a client
         collecting a batch makes a few trips instead of one per job, as a Kafka consumer's fetch
         waits for ``fetch.min.bytes`` at most ``fetch.max.wait.ms``.
+
+        ``expect``: the caller sent ``job_id`` in a batch just before this call and has not had
+        its answer yet: the two calls are in flight together (one round trip instead of two), and
+        this one may arrive first. An unknown ``job_id`` is then waited for, at most
+        :data:`EXPECT_S` (within ``timeout``); still unknown, it is answered UNKNOWN and the
+        caller settles its batch before asking again.
         """
         self._sweep()
-        job = self._jobs.get(job_id)
-        if job is None:
-            return {job_id: (UNKNOWN, None, None, 0)}
         loop = asyncio.get_running_loop()
         until = None if timeout is None else loop.time() + max(float(timeout), 0.0)
-        if not job.done.is_set() and (timeout is None or timeout > 0):
+        job = self._jobs.get(job_id)
+        if job is None and expect:
+            job = await self._expected(job_id, until)
+        if job is None:
+            return {job_id: (UNKNOWN, None, None, 0)}
+        left = None if until is None else until - loop.time()
+        if not job.done.is_set() and (left is None or left > 0):
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(job.done.wait(), timeout)
+                await asyncio.wait_for(job.done.wait(), left)
         if gather and also and job.done.is_set():
             await self._gather(also, gather, until)
         found = {job_id: job.outcome()}
@@ -368,6 +391,14 @@ class JobRegistry:
             if done is not None and done.state in _TERMINAL:
                 found[other] = done.outcome()
         return found
+
+    async def _expected(self, job_id: str, until: float | None) -> _Job | None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + EXPECT_S if until is None else min(until, loop.time() + EXPECT_S)
+        while (job := self._jobs.get(job_id)) is None and (left := end - loop.time()) > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._arrivals.wait(), left)
+        return job
 
     async def _gather(
         self, also: Sequence[str], gather: tuple[int, float, float], until: float | None

@@ -24,7 +24,8 @@ from raydrive.drivers.ray.wire import ActionCall, pack_values, unpack_values
 __all__ = ["REGISTRY_NAME", "REGISTRY_PROTOCOL", "JobSpec", "PooledJob"]
 
 # 2: typed JobSpec; 3: queue, priority, retries, deadline, attempts; 4: packed results;
-# 5: outcome(gather=...); 6: ActionCall without notify (the job actor always reports RUNNING)
+# 5: outcome(gather=...); 6: ActionCall without notify (the job actor always reports RUNNING),
+# outcome(expect=...)
 REGISTRY_PROTOCOL = 6
 REGISTRY_NAME = f"raydrive-job-registry-v{REGISTRY_PROTOCOL}"
 """Name of ray-job's detached job registry; versioned, so an old registry never serves a newer client."""
