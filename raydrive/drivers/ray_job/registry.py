@@ -160,7 +160,7 @@ class JobRegistry:
         """Register a job and start it, or queue it when its queue is full; raise
         DuplicateJobError when the id is held.
 
-        ``packed``: a :class:`~raydrive.drivers.wire.JobSpec`, packed.
+        ``packed``: a :class:`~raydrive.drivers.ray_job.wire.JobSpec`, packed.
         """
         self._sweep()
         spec = JobSpec.unpack(packed)
