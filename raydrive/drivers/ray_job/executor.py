@@ -89,7 +89,7 @@ _PREFETCH = 1_000  # other jobs' outcomes asked for per round trip
 # Once the job asked for has ended, the registry waits up to 20 ms for 64 of the others to end
 # too (those already ended included): a registry call costs ~1 ms of CPU on each side, so a batch
 # collected a few jobs per call spends more on calls than on its jobs. The wait ends sooner once
-# none of them has ended for 5 ms; fewer than 64 others in flight wait for nothing, and a read whose wait
+# none of them has ended for 5 ms; a job alone in flight waits for nothing, and a read whose wait
 # brought none back makes the next read not wait (see _read).
 _GATHER = (64, 0.02, 0.005)  # (count, wait_s, quiet_s) of JobRegistry.outcome
 
@@ -426,10 +426,7 @@ class RayJobExecutor(BaseRayExecutor):
         """One registry read of ``job_id``'s outcome (whatever its state), bringing back the
         outcomes of this executor's other ended jobs too; every ended one is kept."""
         also = [j for j in self._unfinished_jobs(_PREFETCH + 1) if j != job_id][:_PREFETCH]
-        # A gather is worth its wait only when a full count of other jobs can come back with it:
-        # with fewer in flight, a batch read in turn waited the window out at every read (issue
-        # 25: 20 trivial jobs cost 17x raw tasks); each read then takes what has ended already.
-        gathering = gather and len(also) >= _GATHER[0] and self._gather_pays
+        gathering = gather and bool(also) and self._gather_pays
         args = ("outcome", job_id, timeout, also, _GATHER if gathering else None)
         found: dict[str, tuple[str, Any, BaseException | None, int]]
         if self._outbox.on_its_way(job_id):
