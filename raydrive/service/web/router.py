@@ -1,4 +1,4 @@
-"""Routes of the web page: the pages, login, ``/metrics`` and the page's ``/ui/api`` reads."""
+"""Routes of the web page: the pages, login and the page's ``/ui/api`` reads."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from raydrive.core.pipeline import RunStatus
 from raydrive.core.redaction import redact, redact_text
 from raydrive.service.auth import CSRF_HEADER, SESSION_COOKIE, SessionSigner
 from raydrive.service.metric_points import MAX_KEY_LENGTH, MetricPoint, downsample
-from raydrive.service.metrics import CONTENT_TYPE, ServiceMetrics
 from raydrive.service.models import Run
 from raydrive.service.store import RecordNotFoundError, progress_view
 from raydrive.service.web.timeline import action_attempts
@@ -128,8 +127,8 @@ def _redact_events(body: bytes) -> bytes:
     return "\n".join(out).encode()
 
 
-def install(app: FastAPI, *, token: str | None, metrics: ServiceMetrics) -> None:
-    """Add the page, its login, ``/metrics`` and the ``/ui/api`` reads to the service ``app``."""
+def install(app: FastAPI, *, token: str | None) -> None:
+    """Add the page, its login and the ``/ui/api`` reads to the service ``app``."""
     signer = SessionSigner(token) if token else None
     names: dict[str, str] = {}  # pipeline id -> name; pipelines never change name
 
@@ -283,13 +282,6 @@ def install(app: FastAPI, *, token: str | None, metrics: ServiceMetrics) -> None
         return response
 
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="web-static")
-
-    # -- metrics
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics_text() -> Response:
-        """Prometheus text format; behind the token when one is set."""
-        return Response(await in_thread(metrics.render), media_type=CONTENT_TYPE)
 
     # -- what the page reads
 
