@@ -49,6 +49,7 @@ from raydrive.service.routes import (
     logs,
     pipelines,
     prometheus,
+    run_metrics,
     runs,
     stream,
 )
@@ -168,7 +169,7 @@ def create_app(
         ping_interval=ping_interval,
     )
     app.include_router(health.router())
-    for resource in (pipelines, runs, stream, checkpoints, logs, prometheus):
+    for resource in (pipelines, runs, stream, checkpoints, logs, prometheus, run_metrics):
         app.include_router(resource.router(service))
     web.install(app, token=token)
     return app

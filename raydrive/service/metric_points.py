@@ -18,9 +18,20 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from pydantic import BaseModel
+
 from raydrive.service.models import MAX_INT, Run
 
-__all__ = ["MAX_KEY_LENGTH", "MetricPoint", "downsample", "reported_points", "step_of"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "MetricPoint",
+    "MetricSeries",
+    "RunMetrics",
+    "downsample",
+    "reported_points",
+    "series_of",
+    "step_of",
+]
 
 #: Longer metric keys are not charted (they still show in the run's latest metrics).
 MAX_KEY_LENGTH = 512
@@ -108,3 +119,47 @@ def downsample(
         keep.add(max(part, key=values.__getitem__))
     order = sorted(keep)
     return [steps[i] for i in order], [values[i] for i in order]
+
+
+class MetricSeries(BaseModel):
+    """One metric of one action: its steps and values, in step order (columns, as charts take them).
+
+    ``points`` is how many points the service holds for it; ``downsampled`` says the answer
+    carries fewer (thinned by :func:`downsample` to the ``max_points`` asked for).
+    """
+
+    action: str
+    key: str
+    steps: list[int]
+    values: list[float]
+    points: int
+    downsampled: bool = False
+
+
+class RunMetrics(BaseModel):
+    """Answer of ``GET /api/v1/runs/{run_id}/metrics``."""
+
+    run_id: str
+    series: list[MetricSeries]
+
+
+def series_of(points: Sequence[MetricPoint], max_points: int | None = None) -> list[MetricSeries]:
+    """Group ``points`` (in action, key, step order) into series, each thinned to ``max_points``."""
+    out: list[MetricSeries] = []
+    start = 0
+    for i in range(1, len(points) + 1):
+        if i < len(points) and points[i][:2] == points[start][:2]:
+            continue
+        run = points[start:i]
+        steps = [p.step for p in run]
+        values = [p.value for p in run]
+        thinned = max_points is not None and len(run) > max_points
+        if thinned:
+            steps, values = downsample(steps, values, max_points or 0)
+        head = run[0]
+        series = MetricSeries(
+            action=head.action, key=head.key, steps=steps, values=values, points=len(run), downsampled=thinned
+        )
+        out.append(series)
+        start = i
+    return out

@@ -21,8 +21,9 @@ from sqlalchemy import Connection, Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from raydrive.core.pipeline import ActionProgress, RunStatus, utcnow
-from raydrive.service.db.statements import STATEMENTS, Prepared, log_query
+from raydrive.service.db.statements import STATEMENTS, Prepared, log_query, metric_query
 from raydrive.service.db.tables import runs
+from raydrive.service.metric_points import MetricPoint, reported_points
 from raydrive.service.models import (
     Checkpoint,
     CheckpointCreate,
@@ -84,6 +85,7 @@ class SQLStore:
         self._event_retention = max(1, event_retention)
         self._prepared = {name: Prepared(stmt, engine.dialect) for name, stmt in STATEMENTS.items()}
         self._log_queries: dict[tuple[bool, bool, bool], Prepared] = {}
+        self._metric_queries: dict[tuple[bool, bool, bool], Prepared] = {}
 
     def _sql(self, name: str) -> Prepared:
         return self._prepared[name]
@@ -215,6 +217,7 @@ class SQLStore:
             if new is None:
                 return run
             self._save_run(conn, new, row[1] + 1)
+            self._insert_points(conn, run.id, reported_points(run, new, row[1] + 1))
             return new
 
     def _save_run(self, conn: Connection, run: Run, seq: int) -> None:
@@ -233,6 +236,15 @@ class SQLStore:
         if event.seq % 64 == 0 and event.seq > self._event_retention:
             self._sql("prune_events")(conn, run_id=run.id, seq=event.seq - self._event_retention)
 
+    def _insert_points(self, conn: Connection, run_id: str, points: list[MetricPoint]) -> None:
+        self._sql("insert_metric_point").many(
+            conn,
+            [
+                {"run_id": run_id, "action_name": p.action, "key": p.key, "step": p.step, "value": p.value}
+                for p in points
+            ],
+        )
+
     def apply_reports(self, run_id: str, reports: list[tuple[str, Any]]) -> list[Exception | None]:
         """Apply ``(kind, body)`` reports in order in one write transaction (kinds: ``progress``
         :class:`ProgressReport`, ``update`` :class:`RunUpdate`, ``checkpoint``
@@ -245,6 +257,7 @@ class SQLStore:
         """
         load = self._sql("run_for_change_locked" if self._lock_rows else "run_for_change")
         outcomes: list[Exception | None] = []
+        points: list[MetricPoint] = []
         with self._write() as conn:
             row = load(conn, id=run_id).first()
             if row is None:
@@ -258,9 +271,12 @@ class SQLStore:
                     continue
                 outcomes.append(None)
                 if new is not None:
+                    # Each report's points, not only the batch's net change: no step is lost.
+                    points.extend(reported_points(run, new, row[1] + 1))
                     run, changed = new, True
             if changed:
                 self._save_run(conn, run, row[1] + 1)
+                self._insert_points(conn, run_id, points)
             elif any(outcome is None for outcome in outcomes):
                 self._announce(conn, run_id)  # new checkpoints or logs only: no event, but news
         return outcomes
@@ -410,6 +426,42 @@ class SQLStore:
         if row is None:
             raise RecordNotFoundError("checkpoint", action_name or run_id)
         return self._checkpoint(run_id, row)
+
+    # -- metric history
+
+    def metric_points(
+        self,
+        run_id: str,
+        *,
+        key: str | None = None,
+        action: str | None = None,
+        since_step: int | None = None,
+    ) -> list[MetricPoint]:
+        """The run's metric points (one per action, key and step: the latest reported), in
+        action, key and step order; ``since_step`` keeps the steps after it."""
+        flags = (key is not None, action is not None, since_step is not None)
+        query = self._metric_queries.get(flags)
+        if query is None:
+            query = self._metric_queries[flags] = Prepared(metric_query(*flags), self.engine.dialect)
+        values: dict[str, Any] = {"run_id": run_id}
+        if key is not None:
+            values["key"] = key
+        if action is not None:
+            values["action_name"] = action
+        if since_step is not None:
+            values["since_step"] = since_step
+        with self._read() as conn:
+            self._require_run(conn, run_id)
+            rows = query(conn, **values).all()
+        points: list[MetricPoint] = []
+        last: tuple[str, str, int] | None = None
+        for action_name, metric, step, value in rows:
+            if (action_name, metric, step) == last:
+                points[-1] = MetricPoint(action_name, metric, step, value)  # a later report of the step
+            else:
+                points.append(MetricPoint(action_name, metric, step, value))
+                last = (action_name, metric, step)
+        return points
 
     # -- logs
 

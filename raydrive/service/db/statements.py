@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import Connection, CursorResult, Dialect, bindparam, delete, func, insert, select, update
 from sqlalchemy.sql import Executable
 
-from raydrive.service.db.tables import checkpoints, logs, pipelines, run_events, runs
+from raydrive.service.db.tables import checkpoints, logs, metric_points, pipelines, run_events, runs
 
-__all__ = ["STATEMENTS", "Prepared", "log_query"]
+__all__ = ["STATEMENTS", "Prepared", "log_query", "metric_query"]
 
 
 def _b(name: str) -> Any:
@@ -105,6 +105,9 @@ STATEMENTS: dict[str, Executable] = {
         message=_b("message"),
     )
     .returning(logs.c.seq),
+    "insert_metric_point": insert(metric_points).values(
+        run_id=_b("run_id"), action_name=_b("action_name"), key=_b("key"), step=_b("step"), value=_b("value")
+    ),
 }
 
 
@@ -125,6 +128,23 @@ def log_query(action_name: bool, level: bool, since: bool) -> Executable:
     return query
 
 
+def metric_query(key: bool, action: bool, since: bool) -> Executable:
+    """A run's metric points with the filters given, in (action, key, step, report) order."""
+    mp = metric_points.c
+    query = (
+        select(mp.action_name, mp.key, mp.step, mp.value)
+        .where(mp.run_id == _b("run_id"))
+        .order_by(mp.action_name, mp.key, mp.step, mp.seq)
+    )
+    if key:
+        query = query.where(mp.key == _b("key"))
+    if action:
+        query = query.where(mp.action_name == _b("action_name"))
+    if since:
+        query = query.where(mp.step > _b("since_step"))
+    return query
+
+
 class Prepared:
     """One statement compiled for one dialect: its SQL text and how to order its parameters."""
 
@@ -140,3 +160,12 @@ class Prepared:
         values = {**self._defaults, **values} if self._defaults else values
         params: Any = tuple(values[name] for name in self._names) if self._names is not None else values
         return conn.exec_driver_sql(self.sql, params)
+
+    def many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Run the statement once per row of ``rows`` (the driver's ``executemany``)."""
+        if not rows:
+            return
+        if self._names is not None:
+            conn.exec_driver_sql(self.sql, [tuple(row[name] for name in self._names) for row in rows])
+        else:
+            conn.exec_driver_sql(self.sql, rows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -20,7 +21,7 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["TABLES", "checkpoints", "logs", "metadata", "pipelines", "run_events", "runs"]
+__all__ = ["TABLES", "checkpoints", "logs", "metadata", "metric_points", "pipelines", "run_events", "runs"]
 
 # SQLite only makes INTEGER PRIMARY KEY an alias of its rowid (and autoincrementing).
 _ID = BigInteger().with_variant(Integer, "sqlite")
@@ -86,5 +87,19 @@ logs = Table(
     Index("logs_by_run", "run_id", "seq"),
 )
 
+# One row per reported value of a metric (see raydrive.service.metric_points); a later row of the
+# same action, key and step replaces an earlier one when read.
+metric_points = Table(
+    "metric_points",
+    metadata,
+    Column("seq", _ID, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("action_name", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("value", Double, nullable=False),
+    Index("metric_points_by_run", "run_id", "action_name", "key", "step", "seq"),
+)
+
 #: Every table, parents before children (the order a copy inserts in).
-TABLES = (pipelines, runs, run_events, checkpoints, logs)
+TABLES = (pipelines, runs, run_events, checkpoints, logs, metric_points)

@@ -1,0 +1,42 @@
+"""``GET /api/v1/runs/{run_id}/metrics``: a run's metric history, for the page and for notebooks.
+
+Every numeric metric an action reported (``set_metrics``/``log_metric``), one series per action
+and key, each a column of steps and a column of values in step order. ``key`` and ``action``
+narrow it, ``since_step`` keeps the steps after one (how a live reader catches up), and
+``max_points`` thins each series above that many points to the lowest and highest point of each
+stretch of steps (what the page asks for: a chart has fewer pixels than 10,000 points).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool as in_thread
+
+from raydrive.service.metric_points import MAX_KEY_LENGTH, RunMetrics, series_of
+from raydrive.service.models import MAX_INT
+from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_response
+
+__all__ = ["router"]
+
+
+def router(service: ServiceContext) -> APIRouter:
+    """The metric history route of one app."""
+    routes = APIRouter()
+    route = SlashRoutes(routes)
+    store = service.store
+
+    @route("GET", "/api/v1/runs/{run_id}/metrics", response_model=RunMetrics)
+    async def run_metrics(
+        run_id: str,
+        key: str | None = Query(None, min_length=1, max_length=MAX_KEY_LENGTH),
+        action: str | None = Query(None, min_length=1, max_length=512),
+        since_step: int | None = Query(None, ge=-MAX_INT, le=MAX_INT),
+        max_points: int | None = Query(None, ge=2, le=1_000_000),
+    ) -> Response:
+        """The run's metric series (404 for an unknown run; an empty list when none was reported)."""
+        points = await in_thread(store.metric_points, run_id, key=key, action=action, since_step=since_step)
+        body = RunMetrics(run_id=run_id, series=await in_thread(series_of, points, max_points))
+        return json_response(body)
+
+    return routes
