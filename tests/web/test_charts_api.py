@@ -1,0 +1,202 @@
+"""The metric history behind the charts: the store on SQLite and PostgreSQL, and the HTTP API."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from raydrive.core.pipeline import ActionProgress
+from raydrive.service.db import open_store
+from raydrive.service.db.base import SQLStore
+from raydrive.service.metric_points import MetricPoint, downsample, step_of
+from raydrive.service.models import ActionSpec, LogEntryCreate, PipelineCreate, ProgressReport, RunCreate
+from raydrive.service.server import ServiceServer
+from raydrive.service.store import RecordNotFoundError
+from tests.pg import pg_server, pg_url  # noqa: F401
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLStore]:
+    url = f"sqlite:///{tmp_path / 'm.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    s = open_store(url)
+    yield s
+    s.close()
+
+
+def _run(store: SQLStore, actions: tuple[str, ...] = ("train", "eval")) -> str:
+    pipeline = store.create_pipeline(PipelineCreate(name="m", actions=[ActionSpec(name=a) for a in actions]))
+    run = store.create_run(pipeline.id, RunCreate())
+    store.report_progress(run.id, ProgressReport(status="running"))
+    return run.id
+
+
+def _metrics(action: str, **metrics: Any) -> ProgressReport:
+    return ProgressReport(action_progress=ActionProgress(name=action, status="running", metrics=metrics))
+
+
+def test_every_report_of_a_batch_keeps_its_point(store: SQLStore) -> None:
+    run_id = _run(store)
+    # One batch, one change of the run (one event): still 300 points per key, not the last one.
+    store.apply_reports(
+        run_id, [("progress", _metrics("train", loss=1 / i, acc=i, step=i)) for i in range(1, 301)]
+    )
+    points = store.metric_points(run_id)
+    assert [p.key for p in points[:1]] == ["acc"] and len(points) == 600
+    loss = [p for p in points if p.key == "loss"]
+    assert [p.step for p in loss] == list(range(1, 301))
+    assert loss[-1] == MetricPoint("train", "loss", 300, 1 / 300)
+
+
+def test_progress_only_reports_add_nothing_and_a_repeated_step_keeps_the_later_value(store: SQLStore) -> None:
+    run_id = _run(store)
+    store.report_progress(run_id, _metrics("train", loss=0.5, step=1))
+    # The sink sends the action's last metrics again with every progress report.
+    store.report_progress(
+        run_id,
+        ProgressReport(
+            action_progress=ActionProgress(
+                name="train", status="running", progress=0.5, metrics={"loss": 0.5, "step": 1}
+            )
+        ),
+    )
+    store.report_progress(run_id, _metrics("train", loss=0.25, step=1))  # the step reported again
+    store.report_progress(run_id, _metrics("train", loss=0.125, step="2"))  # a step given as text
+    assert [(p.step, p.value) for p in store.metric_points(run_id)] == [(1, 0.25), (2, 0.125)]
+
+
+def test_unstepped_metrics_follow_report_order_and_non_numbers_are_left_out(store: SQLStore) -> None:
+    run_id = _run(store)
+    store.report_progress(run_id, _metrics("eval", f1=0.5, note="warm", ok=True, nested={"a": 1}))
+    store.report_progress(run_id, _metrics("eval", f1=0.5, note="still"))  # f1 unchanged: no point
+    store.report_progress(run_id, _metrics("eval", f1=0.75, step="epoch one"))  # not a number: report order
+    points = store.metric_points(run_id)
+    assert [(p.action, p.key, p.value) for p in points] == [("eval", "f1", 0.5), ("eval", "f1", 0.75)]
+    assert points[0].step < points[1].step
+
+
+def test_filters_and_unknown_run(store: SQLStore) -> None:
+    run_id = _run(store)
+    for i in range(1, 6):
+        store.report_progress(run_id, _metrics("train", loss=1 / i, step=i))
+        store.report_progress(run_id, _metrics("eval", loss=2 / i, step=i))
+    assert {p.action for p in store.metric_points(run_id, key="loss")} == {"train", "eval"}
+    since = store.metric_points(run_id, action="eval", since_step=3)
+    assert [(p.action, p.step) for p in since] == [("eval", 4), ("eval", 5)]
+    assert store.metric_points(run_id, key="nope") == []
+    with pytest.raises(RecordNotFoundError):
+        store.metric_points("no-such-run")
+
+
+def test_points_go_with_their_run(store: SQLStore) -> None:
+    run_id = _run(store)
+    store.report_progress(run_id, _metrics("train", loss=1.0, step=1))
+    store.append_logs(run_id, [LogEntryCreate(message="x")])
+    store.delete_run(run_id)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM metric_points").scalar() == 0
+
+
+def test_a_database_of_revision_0002_gets_the_table(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    s = open_store(path)
+    s.close()
+    with sqlite3.connect(path) as conn:  # back to 0002: the table and its revision gone
+        conn.execute("DROP TABLE metric_points")
+        conn.execute("UPDATE alembic_version SET version_num = '0002'")
+    s = open_store(path)
+    try:
+        run_id = _run(s)
+        s.report_progress(run_id, _metrics("train", loss=1.0, step=1))
+        assert len(s.metric_points(run_id)) == 1
+    finally:
+        s.close()
+
+
+def test_downsample_keeps_extremes_ends_and_order() -> None:
+    steps = list(range(10_000))
+    values = [float(i % 100) for i in steps]
+    values[5_555] = 1e9  # one spike
+    values[7_777] = -1e9
+    out_steps, out_values = downsample(steps, values, 200)
+    assert len(out_steps) <= 200 and out_steps == sorted(out_steps)
+    assert out_steps[0] == 0 and out_steps[-1] == 9_999
+    assert 1e9 in out_values and -1e9 in out_values
+    assert downsample(steps[:50], values[:50], 200) == (steps[:50], values[:50])
+
+
+def test_step_of_bounds() -> None:
+    assert [step_of(v, -1) for v in (3, 3.0, "12", " 7 ", True, 2.5, "epoch 3", 2**64, None)] == [
+        3, 3, 12, 7, -1, -1, -1, -1, -1,
+    ]  # fmt: skip
+
+
+# -- the HTTP API
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceServer]:
+    with ServiceServer(db=tmp_path_factory.mktemp("metrics") / "runs.db", token="") as server:
+        yield server
+
+
+def test_api_answers_columns_thinned_on_request(service: ServiceServer) -> None:
+    client = httpx.Client(base_url=service.url)
+    pipeline = client.post("/api/v1/pipelines/", json={"name": "api", "actions": [{"name": "train"}]}).json()
+    run_id = client.post(f"/api/v1/pipelines/{pipeline['id']}/runs/", json={}).json()["id"]
+    reports = [
+        {
+            "progress": {
+                "action_progress": {
+                    "name": "train",
+                    "status": "running",
+                    "metrics": {"loss": 1 / i, "step": i},
+                }
+            }
+        }
+        for i in range(1, 1001)
+    ]
+    assert client.post(f"/api/v1/runs/{run_id}/reports", json={"reports": reports}).status_code == 200
+    full = client.get(f"/api/v1/runs/{run_id}/metrics").json()
+    assert full["run_id"] == run_id and len(full["series"]) == 1
+    series = full["series"][0]
+    assert (series["action"], series["key"], series["points"], series["downsampled"]) == (
+        "train",
+        "loss",
+        1000,
+        False,
+    )
+    assert series["steps"] == list(range(1, 1001)) and series["values"][0] == 1.0
+    thin = client.get(f"/api/v1/runs/{run_id}/metrics", params={"key": "loss", "max_points": 100}).json()
+    assert thin["series"][0]["downsampled"] is True and len(thin["series"][0]["steps"]) <= 100
+    assert thin["series"][0]["points"] == 1000
+    since = client.get(f"/api/v1/runs/{run_id}/metrics", params={"since_step": 998, "action": "train"}).json()
+    assert since["series"][0]["steps"] == [999, 1000]
+    assert client.get(f"/api/v1/runs/{run_id}/metrics/", params={"key": "other"}).json()["series"] == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since_step": "x"},
+        {"since_step": str(2**70)},
+        {"max_points": "1"},
+        {"key": "k" * 600},
+        {"key": ""},
+        {"action": "a\x00b" * 300},
+    ],
+)
+def test_api_refuses_bad_parameters_with_422(service: ServiceServer, params: dict[str, str]) -> None:
+    client = httpx.Client(base_url=service.url)
+    pipeline = client.post("/api/v1/pipelines/", json={"name": "bad", "actions": [{"name": "a"}]}).json()
+    run_id = client.post(f"/api/v1/pipelines/{pipeline['id']}/runs/", json={}).json()["id"]
+    assert client.get(f"/api/v1/runs/{run_id}/metrics", params=params).status_code == 422
+
+
+def test_api_unknown_run_is_404(service: ServiceServer) -> None:
+    answer = httpx.get(f"{service.url}/api/v1/runs/no-such-run/metrics")
+    assert answer.status_code == 404 and "no-such-run" in answer.text
