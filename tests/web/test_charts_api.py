@@ -200,3 +200,22 @@ def test_api_refuses_bad_parameters_with_422(service: ServiceServer, params: dic
 def test_api_unknown_run_is_404(service: ServiceServer) -> None:
     answer = httpx.get(f"{service.url}/api/v1/runs/no-such-run/metrics")
     assert answer.status_code == 404 and "no-such-run" in answer.text
+
+
+def test_migrate_copies_the_metric_history(tmp_path: Path, pg_url: str) -> None:  # noqa: F811
+    from raydrive.service.db.copy import copy_database
+
+    source = f"sqlite:///{tmp_path / 'old.db'}"
+    old = open_store(source)
+    run_id = _run(old)
+    old.apply_reports(run_id, [("progress", _metrics("train", loss=1 / i, step=i)) for i in range(1, 51)])
+    points = old.metric_points(run_id)
+    old.close()
+    assert copy_database(source, pg_url)["metric_points"] == 50
+    new = open_store(pg_url)
+    try:
+        assert new.metric_points(run_id) == points
+        new.report_progress(run_id, _metrics("train", loss=0.0, step=51))  # the serial moved past the copy
+        assert new.metric_points(run_id)[-1] == MetricPoint("train", "loss", 51, 0.0)
+    finally:
+        new.close()
