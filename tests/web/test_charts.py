@@ -117,16 +117,19 @@ def test_three_metrics_over_500_steps_draw_three_series_of_500_points(
     )
     answer = page.goto(f"{web_service.url}/runs/{run_id}")
     assert answer.headers["content-security-policy"] == CSP
-    chart = _wait_chart(page, "train", [500, 500, 500])
-    assert sorted(chart["labels"]) == ["accuracy", "loss", "lr"]
-    # uPlot's own data: one x column of 500 steps and three series of 500 values each.
-    assert chart["series"] == 3 and chart["xs"] == 500 and chart["data"] == [500, 500, 500]
-    figure = page.locator('figure.chart[data-group="train"]')
+    # One chart per key (their scales differ), each in uPlot's own data: 500 steps, 500 values.
+    for key in ("loss", "accuracy", "lr"):
+        chart = _wait_chart(page, f"train / {key}", [500])
+        assert chart["labels"] == [key]
+        assert chart["series"] == 1 and chart["xs"] == 500 and chart["data"] == [500]
+    series = page.evaluate("RDCharts.all.map((c) => c.u.series.length - 1).reduce((a, b) => a + b, 0)")
+    assert series == 3
+    figure = page.locator('figure.chart[data-group="train / loss"]')
     assert "loss: 500 points" in figure.locator(".chart-summary").inner_text()
     # The table view holds every point.
     figure.locator("summary", has_text="Table of the data").click()
     assert figure.locator("table.data tbody tr").count() == 500
-    assert figure.locator("table.data thead th").all_inner_texts() == ["step", *chart["labels"]]
+    assert figure.locator("table.data thead th").all_inner_texts() == ["step", "loss"]
     # Keyboard: the plot takes focus; End, Home and the arrows walk the points and say them.
     figure.locator(".chart-plot").focus()
     page.keyboard.press("End")
@@ -136,9 +139,10 @@ def test_three_metrics_over_500_steps_draw_three_series_of_500_points(
     assert figure.locator(".chart-readout").inner_text().startswith("step 2: ")
     # Log scale on and off, the points unchanged.
     figure.get_by_label("log scale").check()
-    assert _chart(page, "train")["distr"] == 3 and _chart(page, "train")["counts"] == [500, 500, 500]
+    chart = _chart(page, "train / loss")
+    assert chart["distr"] == 3 and chart["counts"] == [500]
     figure.get_by_label("log scale").uncheck()
-    assert _chart(page, "train")["distr"] == 1
+    assert _chart(page, "train / loss")["distr"] == 1
     page.screenshot(path=str(tmp_path / "charts.png"), full_page=True)
     if os.environ.get("RAYDRIVE_UPDATE_SCREENSHOTS"):
         figure.locator("summary", has_text="Table of the data").click()  # closed again for the picture
@@ -155,7 +159,7 @@ def test_a_key_several_actions_report_gets_its_own_chart(page, console, client, 
     page.goto(f"{web_service.url}/runs/{run_id}")
     loss = _wait_chart(page, "loss", [40, 20])
     assert dict(zip(loss["labels"], loss["counts"], strict=True)) == {"pretrain": 40, "finetune": 20}
-    assert _wait_chart(page, "pretrain", [40])["labels"] == ["grad_norm"]
+    assert _wait_chart(page, "pretrain / grad_norm", [40])["labels"] == ["grad_norm"]
 
 
 def test_a_live_report_adds_a_point_from_the_stream(page, console, client, web_service):
@@ -168,7 +172,7 @@ def test_a_live_report_adds_a_point_from_the_stream(page, console, client, web_s
         lambda r: metric_reads.append(r.url) if "/api/v1/runs/" in r.url and "/metrics" in r.url else None,
     )
     page.goto(f"{web_service.url}/runs/{run_id}")
-    _wait_chart(page, "train", [10])
+    _wait_chart(page, "train / loss", [10])
     assert len(metric_reads) == 1  # the history, read once
     latencies = []
     for step in range(11, 31):
@@ -186,13 +190,13 @@ def test_a_live_report_adds_a_point_from_the_stream(page, console, client, web_s
         assert answer.status_code == 200
         # The moment the point is in the chart's data (checked every animation frame).
         shown = page.wait_for_function(
-            """(n) => { const c = RDCharts.all.find((x) => x.figure.dataset.group === "train");
+            """(n) => { const c = RDCharts.all.find((x) => x.figure.dataset.group === "train / loss");
                         return c && c.counts()[0] >= n && c.u.data[0].length >= n ? Date.now() : false; }""",
             arg=step,
             polling="raf",
         ).json_value()
         latencies.append(shown - started)
-    assert _chart(page, "train")["counts"] == [30]
+    assert _chart(page, "train / loss")["counts"] == [30]
     assert len(metric_reads) == 1  # every new point came over the stream: no polling
     latencies.sort()
     p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
@@ -205,10 +209,10 @@ def test_points_batched_into_one_change_are_fetched_not_lost(page, console, clie
     run_id = _run(client, pipeline_id)
     _send(client, run_id, [_report("train", i, loss=1 / i) for i in range(1, 6)])
     page.goto(f"{web_service.url}/runs/{run_id}")
-    _wait_chart(page, "train", [5])
+    _wait_chart(page, "train / loss", [5])
     # Steps 6..25 in one batch: the stream shows only step 25, the page reads 6..24 by since_step.
     _send(client, run_id, [_report("train", i, loss=1 / i) for i in range(6, 26)])
-    assert _wait_chart(page, "train", [25])["xs"] == 25
+    assert _wait_chart(page, "train / loss", [25])["xs"] == 25
 
 
 def test_timeline_shows_actor_restarts_and_links_the_resumed_run(page, console, dialogs, client, web_service):
@@ -251,7 +255,8 @@ def test_timeline_shows_actor_restarts_and_links_the_resumed_run(page, console, 
     link = page.locator("#resumed-from-link")
     assert link.inner_text() == first and link.get_attribute("href") == f"/runs/{first}"
     # A hostile metric key is text, never markup.
-    assert _wait_chart(page, "train", [1])["labels"] == ["<img src=x onerror=alert(1)>"]
+    key = "<img src=x onerror=alert(1)>"
+    assert _wait_chart(page, f"train / {key}", [1])["labels"] == [key]
     assert page.locator('img[src="x"]').count() == 0 and dialogs.seen == []
 
 
@@ -324,7 +329,9 @@ def test_timeline_shows_a_retried_actions_two_attempts(page, console, web_execut
     assert lane.locator(".tl-bar").count() == 2  # one bar per attempt
     assert "2 attempts" in lane.locator(".tl-text").inner_text()
     # The metric both attempts reported is charted (how many points the throttled sink sent varies).
-    page.wait_for_function("() => RDCharts.all.some((c) => c.figure.dataset.group === 'RetriedAction')")
+    page.wait_for_function(
+        "() => RDCharts.all.some((c) => c.figure.dataset.group === 'RetriedAction / loss')"
+    )
     if os.environ.get("RAYDRIVE_UPDATE_SCREENSHOTS"):
         page.locator("#timeline-heading").scroll_into_view_if_needed()
         page.screenshot(path=str(DOCS / "run-page-timeline.png"), full_page=True)

@@ -35,6 +35,15 @@ def _run(store: SQLStore, actions: tuple[str, ...] = ("train", "eval")) -> str:
     return run.id
 
 
+def _points(store: SQLStore, run_id: str, **filters: Any) -> list[MetricPoint]:
+    """The run's points, one per action, key and step (the store answers them as series)."""
+    return [
+        MetricPoint(s.action, s.key, step, value)
+        for s in store.metric_series(run_id, **filters)
+        for step, value in zip(s.steps, s.values, strict=True)
+    ]
+
+
 def _metrics(action: str, **metrics: Any) -> ProgressReport:
     return ProgressReport(action_progress=ActionProgress(name=action, status="running", metrics=metrics))
 
@@ -45,7 +54,7 @@ def test_every_report_of_a_batch_keeps_its_point(store: SQLStore) -> None:
     store.apply_reports(
         run_id, [("progress", _metrics("train", loss=1 / i, acc=i, step=i)) for i in range(1, 301)]
     )
-    points = store.metric_points(run_id)
+    points = _points(store, run_id)
     assert [p.key for p in points[:1]] == ["acc"] and len(points) == 600
     loss = [p for p in points if p.key == "loss"]
     assert [p.step for p in loss] == list(range(1, 301))
@@ -66,7 +75,7 @@ def test_progress_only_reports_add_nothing_and_a_repeated_step_keeps_the_later_v
     )
     store.report_progress(run_id, _metrics("train", loss=0.25, step=1))  # the step reported again
     store.report_progress(run_id, _metrics("train", loss=0.125, step="2"))  # a step given as text
-    assert [(p.step, p.value) for p in store.metric_points(run_id)] == [(1, 0.25), (2, 0.125)]
+    assert [(p.step, p.value) for p in _points(store, run_id)] == [(1, 0.25), (2, 0.125)]
 
 
 def test_unstepped_metrics_follow_report_order_and_non_numbers_are_left_out(store: SQLStore) -> None:
@@ -74,7 +83,7 @@ def test_unstepped_metrics_follow_report_order_and_non_numbers_are_left_out(stor
     store.report_progress(run_id, _metrics("eval", f1=0.5, note="warm", ok=True, nested={"a": 1}))
     store.report_progress(run_id, _metrics("eval", f1=0.5, note="still"))  # f1 unchanged: no point
     store.report_progress(run_id, _metrics("eval", f1=0.75, step="epoch one"))  # not a number: report order
-    points = store.metric_points(run_id)
+    points = _points(store, run_id)
     assert [(p.action, p.key, p.value) for p in points] == [("eval", "f1", 0.5), ("eval", "f1", 0.75)]
     assert points[0].step < points[1].step
 
@@ -84,12 +93,17 @@ def test_filters_and_unknown_run(store: SQLStore) -> None:
     for i in range(1, 6):
         store.report_progress(run_id, _metrics("train", loss=1 / i, step=i))
         store.report_progress(run_id, _metrics("eval", loss=2 / i, step=i))
-    assert {p.action for p in store.metric_points(run_id, key="loss")} == {"train", "eval"}
-    since = store.metric_points(run_id, action="eval", since_step=3)
+    assert {p.action for p in _points(store, run_id, key="loss")} == {"train", "eval"}
+    since = _points(store, run_id, action="eval", since_step=3)
     assert [(p.action, p.step) for p in since] == [("eval", 4), ("eval", 5)]
-    assert store.metric_points(run_id, key="nope") == []
+    assert _points(store, run_id, key="nope") == []
     with pytest.raises(RecordNotFoundError):
-        store.metric_points("no-such-run")
+        store.metric_series("no-such-run")
+    series = store.metric_series(run_id, key="loss", since_step=2)
+    assert [(x.action, x.points, x.steps) for x in series] == [
+        ("eval", 3, [3, 4, 5]),
+        ("train", 3, [3, 4, 5]),
+    ]
 
 
 def test_points_go_with_their_run(store: SQLStore) -> None:
@@ -112,7 +126,7 @@ def test_a_database_of_revision_0002_gets_the_table(tmp_path: Path) -> None:
     try:
         run_id = _run(s)
         s.report_progress(run_id, _metrics("train", loss=1.0, step=1))
-        assert len(s.metric_points(run_id)) == 1
+        assert len(_points(s, run_id)) == 1
     finally:
         s.close()
 
@@ -209,13 +223,13 @@ def test_migrate_copies_the_metric_history(tmp_path: Path, pg_url: str) -> None:
     old = open_store(source)
     run_id = _run(old)
     old.apply_reports(run_id, [("progress", _metrics("train", loss=1 / i, step=i)) for i in range(1, 51)])
-    points = old.metric_points(run_id)
+    points = _points(old, run_id)
     old.close()
     assert copy_database(source, pg_url)["metric_points"] == 50
     new = open_store(pg_url)
     try:
-        assert new.metric_points(run_id) == points
+        assert _points(new, run_id) == points
         new.report_progress(run_id, _metrics("train", loss=0.0, step=51))  # the serial moved past the copy
-        assert new.metric_points(run_id)[-1] == MetricPoint("train", "loss", 51, 0.0)
+        assert _points(new, run_id)[-1] == MetricPoint("train", "loss", 51, 0.0)
     finally:
         new.close()

@@ -16,7 +16,14 @@ from sqlalchemy.sql import Executable
 
 from raydrive.service.db.tables import checkpoints, logs, metric_points, pipelines, run_events, runs
 
-__all__ = ["STATEMENTS", "Prepared", "log_query", "metric_query"]
+__all__ = [
+    "STATEMENTS",
+    "Prepared",
+    "log_query",
+    "metric_query",
+    "metric_series_query",
+    "upsert_metric_point",
+]
 
 
 def _b(name: str) -> Any:
@@ -105,9 +112,6 @@ STATEMENTS: dict[str, Executable] = {
         message=_b("message"),
     )
     .returning(logs.c.seq),
-    "insert_metric_point": insert(metric_points).values(
-        run_id=_b("run_id"), action_name=_b("action_name"), key=_b("key"), step=_b("step"), value=_b("value")
-    ),
 }
 
 
@@ -128,13 +132,29 @@ def log_query(action_name: bool, level: bool, since: bool) -> Executable:
     return query
 
 
-def metric_query(key: bool, action: bool, since: bool) -> Executable:
-    """A run's metric points with the filters given, in (action, key, step, report) order."""
+def upsert_metric_point(dialect: str) -> Executable:
+    """Store one point; a point already at that action, key and step takes the new value."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    mp = metric_points.c
+    stmt = make(metric_points).values(
+        run_id=_b("run_id"), action_name=_b("action_name"), key=_b("key"), step=_b("step"), value=_b("value")
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[mp.run_id, mp.action_name, mp.key, mp.step], set_={"value": stmt.excluded.value}
+    )
+
+
+def metric_series_query(key: bool, action: bool, since: bool) -> Executable:
+    """The (action, key, points) of a run's metric series with the filters given, in that order."""
     mp = metric_points.c
     query = (
-        select(mp.action_name, mp.key, mp.step, mp.value)
+        select(mp.action_name, mp.key, func.count())
         .where(mp.run_id == _b("run_id"))
-        .order_by(mp.action_name, mp.key, mp.step, mp.seq)
+        .group_by(mp.action_name, mp.key)
+        .order_by(mp.action_name, mp.key)
     )
     if key:
         query = query.where(mp.key == _b("key"))
@@ -143,6 +163,17 @@ def metric_query(key: bool, action: bool, since: bool) -> Executable:
     if since:
         query = query.where(mp.step > _b("since_step"))
     return query
+
+
+def metric_query(since: bool) -> Executable:
+    """The (step, value) points of one metric series of a run, in step order."""
+    mp = metric_points.c
+    query = (
+        select(mp.step, mp.value)
+        .where(mp.run_id == _b("run_id"), mp.action_name == _b("action_name"), mp.key == _b("key"))
+        .order_by(mp.step)
+    )
+    return query.where(mp.step > _b("since_step")) if since else query
 
 
 class Prepared:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -87,18 +88,19 @@ logs = Table(
     Index("logs_by_run", "run_id", "seq"),
 )
 
-# One row per reported value of a metric (see raydrive.service.metric_points); a later row of the
-# same action, key and step replaces an earlier one when read.
+# One row per action, key and step of a run's metrics (see raydrive.service.metric_points): a later
+# report of the same step replaces the value. Keyed (and on SQLite stored) in that order, so that
+# one curve is one contiguous range.
 metric_points = Table(
     "metric_points",
     metadata,
-    Column("seq", _ID, primary_key=True, autoincrement=True),
     Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
     Column("action_name", Text, nullable=False),
     Column("key", Text, nullable=False),
     Column("step", BigInteger, nullable=False),
     Column("value", Double, nullable=False),
-    Index("metric_points_by_run", "run_id", "action_name", "key", "step", "seq"),
+    PrimaryKeyConstraint("run_id", "action_name", "key", "step"),
+    sqlite_with_rowid=False,
 )
 
 #: Every table, parents before children (the order a copy inserts in).

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
-from raydrive.service.metric_points import MAX_KEY_LENGTH, RunMetrics, series_of
+from raydrive.service.metric_points import MAX_KEY_LENGTH, RunMetrics, thinned
 from raydrive.service.models import MAX_INT
 from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_response
 
@@ -35,8 +35,7 @@ def router(service: ServiceContext) -> APIRouter:
         max_points: int | None = Query(None, ge=2, le=1_000_000),
     ) -> Response:
         """The run's metric series (404 for an unknown run; an empty list when none was reported)."""
-        points = await in_thread(store.metric_points, run_id, key=key, action=action, since_step=since_step)
-        body = RunMetrics(run_id=run_id, series=await in_thread(series_of, points, max_points))
-        return json_response(body)
+        found = await in_thread(store.metric_series, run_id, key=key, action=action, since_step=since_step)
+        return json_response(RunMetrics(run_id=run_id, series=[thinned(s, max_points) for s in found]))
 
     return routes

@@ -20,7 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 from raydrive.core.pipeline import RunStatus
 from raydrive.core.redaction import redact, redact_text
 from raydrive.service.auth import CSRF_HEADER, SESSION_COOKIE, SessionSigner
-from raydrive.service.metric_points import MAX_KEY_LENGTH, MetricPoint, downsample
+from raydrive.service.metric_points import MAX_KEY_LENGTH, thinned
 from raydrive.service.models import Run
 from raydrive.service.store import RecordNotFoundError, progress_view
 from raydrive.service.web.timeline import action_attempts
@@ -203,18 +203,14 @@ def install(app: FastAPI, *, token: str | None) -> None:
         out: dict[str, Any] = {}
         for run_id in dict.fromkeys(run_ids):
             try:
-                found = store().metric_points(run_id, key=key)
+                found = store().metric_series(run_id, key=key)
             except RecordNotFoundError:
                 continue
-            by_action: dict[str, list[MetricPoint]] = {}
-            for point in found:
-                by_action.setdefault(point.action, []).append(point)
-            if not by_action:
+            if not found:
                 continue
-            # A key several actions report: the line of the action that reported it last.
-            line = max(by_action.values(), key=lambda pts: pts[-1].step)
-            _, values = downsample([p.step for p in line], [p.value for p in line], points)
-            out[redact_text(run_id)] = {"values": values}
+            # A key several actions report: the line of the action whose last step is the latest.
+            line = max(found, key=lambda series: series.steps[-1])
+            out[redact_text(run_id)] = {"values": thinned(line, points).values}
         return {"key": redact_text(key), "runs": out}
 
     def logs_after(run_id: str, after: int, since: datetime | None, limit: int) -> list[dict[str, Any]]:

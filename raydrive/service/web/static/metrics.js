@@ -1,8 +1,9 @@
 "use strict";
 // A run's metric history on the page: loaded once from GET /api/v1/runs/{id}/metrics (thinned on
 // the server above MAX_POINTS per key), then kept current from the run's progress stream (each
-// event carries every action's latest metrics). One chart per action with its keys; a key that
-// more than one action reports gets its own chart with a line per action.
+// event carries every action's latest metrics). One chart per metric key of each action (keys
+// differ in scale: a loss and a learning rate share no axis); a key that more than one action
+// reports is one chart with a line per action.
 const RDMetrics = (() => {
   const MAX_POINTS = 2000;
 
@@ -65,16 +66,18 @@ const RDMetrics = (() => {
       const groups = new Map();
       for (const [id, s] of this.series) {
         const shared = actionsOf.get(s.key).length > 1;
-        const title = shared ? s.key : s.action;
-        if (!groups.has(title)) groups.set(title, { title, shared, ids: [] });
-        groups.get(title).ids.push(id);
+        const group = shared ? s.key : s.action + " / " + s.key;
+        if (!groups.has(group)) {
+          groups.set(group, { group, shared, ids: [], title: shared ? s.key : s.key + " (" + s.action + ")" });
+        }
+        groups.get(group).ids.push(id);
       }
       return [...groups.values()];
     }
 
     layout(force) {
       const groups = this.groups();
-      const signature = JSON.stringify(groups.map((g) => [g.title, g.ids]));
+      const signature = JSON.stringify(groups.map((g) => [g.group, g.ids]));
       if (!force && signature === this.signature) return false;
       this.signature = signature;
       for (const { chart } of this.charts.values()) chart.remove();
@@ -85,12 +88,11 @@ const RDMetrics = (() => {
         const labels = members.map((s) => (g.shared ? s.action : s.key));
         const thinned = members.filter((s) => s.thinned);
         const note = thinned.length ? "Thinned for drawing: " + thinned.map((s) =>
-          `${g.shared ? s.action : s.key} shows ${s.steps.length} of ${s.points} points (lowest and highest of each stretch)`).join("; ") + "." : null;
-        const title = g.shared ? g.title : "action " + g.title;
-        const chart = new RDCharts.Chart(this.container, labels, { title, note });
-        chart.figure.dataset.group = g.title;
+          `${s.action} shows ${s.steps.length} of ${s.points} points (the lowest and highest of each stretch of steps)`).join("; ") + "." : null;
+        const chart = new RDCharts.Chart(this.container, labels, { title: g.title, note });
+        chart.figure.dataset.group = g.group;
         chart.setAll(members);
-        this.charts.set(g.title, { chart, ids: g.ids });
+        this.charts.set(g.group, { chart, ids: g.ids });
       }
       return true;
     }

@@ -14,18 +14,16 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-_ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
-
 
 def upgrade() -> None:
     # Runs stored before this revision keep only their latest metrics (no history to fill in).
     op.create_table(
         "metric_points",
-        sa.Column("seq", _ID, primary_key=True, autoincrement=True),
         sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
         sa.Column("action_name", sa.Text, nullable=False),
         sa.Column("key", sa.Text, nullable=False),
         sa.Column("step", sa.BigInteger, nullable=False),
         sa.Column("value", sa.Double, nullable=False),
+        sa.PrimaryKeyConstraint("run_id", "action_name", "key", "step"),
+        sqlite_with_rowid=False,
     )
-    op.create_index("metric_points_by_run", "metric_points", ["run_id", "action_name", "key", "step", "seq"])
