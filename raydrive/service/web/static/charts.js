@@ -39,6 +39,7 @@ const RDCharts = (() => {
       this.labels = labels.slice();
       this.xs = [];
       this.cols = labels.map(() => []);
+      this.stats = labels.map(() => ({ n: 0, last: null, lastStep: -Infinity, min: Infinity, max: -Infinity }));
       this.log = false;
       this.cursor = -1;
       this.pending = false;
@@ -111,6 +112,7 @@ const RDCharts = (() => {
         s.steps.forEach((x, i) => { col[at.get(x)] = s.values[i]; });
         return col;
       });
+      this.restat();
       this.redraw();
     }
 
@@ -129,7 +131,10 @@ const RDCharts = (() => {
           for (const col of this.cols) col.splice(i, 0, null);
         }
       }
+      const fresh = this.cols[index][i] === null;
       this.cols[index][i] = value;
+      // A replaced value may have been the lowest or highest: count again (rare).
+      if (fresh) this.stat(this.stats[index], step, value, true); else this.restat();
       this.redraw();
     }
 
@@ -148,16 +153,25 @@ const RDCharts = (() => {
     /** Points per series (not null), the figure the tests check. */
     counts() { return this.cols.map((col) => col.reduce((n, v) => n + (v === null ? 0 : 1), 0)); }
 
+    // Counted once from the data, then kept up to date point by point (a live chart redraws often).
+    restat() {
+      this.stats = this.cols.map((col) => {
+        const st = { n: 0, last: null, lastStep: -Infinity, min: Infinity, max: -Infinity };
+        col.forEach((v, i) => { if (v !== null) this.stat(st, this.xs[i], v, true); });
+        return st;
+      });
+    }
+
+    stat(st, step, v, fresh) {
+      if (fresh) st.n += 1;
+      if (step >= st.lastStep) { st.last = v; st.lastStep = step; }
+      if (v < st.min) st.min = v;
+      if (v > st.max) st.max = v;
+    }
+
     describe() {
       const parts = this.labels.map((label, i) => {
-        const col = this.cols[i];
-        let n = 0, last = null, min = Infinity, max = -Infinity;
-        for (const v of col) {
-          if (v === null) continue;
-          n += 1; last = v;
-          if (v < min) min = v;
-          if (v > max) max = v;
-        }
+        const { n, last, min, max } = this.stats[i];
         return n ? `${label}: ${n} points, last ${fmt(last)}, min ${fmt(min)}, max ${fmt(max)}`
           : `${label}: no points yet`;
       });
