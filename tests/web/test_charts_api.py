@@ -233,3 +233,15 @@ def test_migrate_copies_the_metric_history(tmp_path: Path, pg_url: str) -> None:
         assert _points(new, run_id)[-1] == MetricPoint("train", "loss", 51, 0.0)
     finally:
         new.close()
+
+
+def test_api_masks_a_secret_in_a_metric_name(service: ServiceServer) -> None:
+    client = httpx.Client(base_url=service.url)
+    pipeline = client.post("/api/v1/pipelines/", json={"name": "sec", "actions": [{"name": "a"}]}).json()
+    run_id = client.post(f"/api/v1/pipelines/{pipeline['id']}/runs/", json={}).json()["id"]
+    metrics = {"loss of https://u:hunter2@db.example/x": 1.0, "loss": 0.5, "step": 1}
+    report = {"action_progress": {"name": "a", "status": "running", "metrics": metrics}}
+    assert client.post(f"/api/v1/runs/{run_id}/progress", json=report).status_code == 200
+    keys = [s["key"] for s in client.get(f"/api/v1/runs/{run_id}/metrics").json()["series"]]
+    assert keys == ["loss", "loss of https://u:***@db.example/x"]
+    assert "hunter2" not in client.get(f"/api/v1/runs/{run_id}/metrics").text

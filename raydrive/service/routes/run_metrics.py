@@ -13,11 +13,20 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
-from raydrive.service.metric_points import MAX_KEY_LENGTH, RunMetrics, thinned
+from raydrive.core.redaction import redact_text
+from raydrive.service.metric_points import MAX_KEY_LENGTH, MetricSeries, RunMetrics, thinned
 from raydrive.service.models import MAX_INT
 from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_response
 
 __all__ = ["router"]
+
+
+def _named(series: MetricSeries) -> MetricSeries:
+    # The one redaction rule for the names shown (the page draws them); values are numbers.
+    action, key = redact_text(series.action), redact_text(series.key)
+    if (action, key) == (series.action, series.key):
+        return series
+    return series.model_copy(update={"action": action, "key": key})
 
 
 def router(service: ServiceContext) -> APIRouter:
@@ -36,6 +45,7 @@ def router(service: ServiceContext) -> APIRouter:
     ) -> Response:
         """The run's metric series (404 for an unknown run; an empty list when none was reported)."""
         found = await in_thread(store.metric_series, run_id, key=key, action=action, since_step=since_step)
-        return json_response(RunMetrics(run_id=run_id, series=[thinned(s, max_points) for s in found]))
+        series = [_named(thinned(s, max_points)) for s in found]
+        return json_response(RunMetrics(run_id=run_id, series=series))
 
     return routes

@@ -45,9 +45,13 @@ const RDTimeline = (() => {
     for (const a of attempts) {
       const start = ms(a.started_at), end = ms(a.ended_at);
       const state = String(a.state || "").toLowerCase();
-      const text = `${kind} ${a.number}: ${state || "—"} · ${span(start, end)}` + (a.error ? " · " + a.error : "");
+      const lines = String(a.error || "").split("\n");
+      const text = `${kind} ${a.number}: ${state || "—"} · ${span(start, end)}` + (a.error ? " · " + lines[0] : "");
       bar(track, range, start, end, BAR_CLASS[state] || state, text);
-      list.append(RD.el("li", { "data-attempt": String(a.number), "data-state": state, text }));
+      const item = RD.el("li", { "data-attempt": String(a.number), "data-state": state, text });
+      // A traceback stays folded: the first line says what failed.
+      if (lines.length > 1) item.append(RD.el("details", {}, RD.el("summary", { text: "full error" }), RD.el("pre", { text: a.error })));
+      list.append(item);
     }
     return list;
   }
