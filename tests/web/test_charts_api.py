@@ -245,3 +245,74 @@ def test_api_masks_a_secret_in_a_metric_name(service: ServiceServer) -> None:
     keys = [s["key"] for s in client.get(f"/api/v1/runs/{run_id}/metrics").json()["series"]]
     assert keys == ["loss", "loss of https://u:***@db.example/x"]
     assert "hunter2" not in client.get(f"/api/v1/runs/{run_id}/metrics").text
+
+
+def test_sparklines_answer_known_runs_and_refuse_bad_input(service: ServiceServer) -> None:
+    client = httpx.Client(base_url=service.url)
+    pipeline = client.post("/api/v1/pipelines/", json={"name": "spark", "actions": [{"name": "a"}]}).json()
+    run_id = client.post(f"/api/v1/pipelines/{pipeline['id']}/runs/", json={}).json()["id"]
+    reports = [
+        {
+            "progress": {
+                "action_progress": {"name": "a", "status": "running", "metrics": {"loss": 1 / i, "step": i}}
+            }
+        }
+        for i in range(1, 301)
+    ]
+    client.post(f"/api/v1/runs/{run_id}/reports", json={"reports": reports})
+    answer = client.get(
+        "/ui/api/sparklines", params={"key": "loss", "run": [run_id, "no-such-run"], "points": 20}
+    )
+    lines = answer.json()["runs"]
+    assert list(lines) == [run_id] and 2 <= len(lines[run_id]["values"]) <= 20
+    assert lines[run_id]["values"][0] == 1.0 and lines[run_id]["values"][-1] == 1 / 300
+    assert client.get("/ui/api/sparklines", params={"run": run_id}).status_code == 422  # no key
+    assert client.get("/ui/api/sparklines", params={"key": "loss", "points": 1}).status_code == 422
+    assert client.get("/ui/api/sparklines", params={"key": "loss", "run": ["x"] * 501}).status_code == 422
+
+
+def test_action_attempts_read_back_from_the_retry_lines() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from raydrive.service.models import LogEntry, Run
+    from raydrive.service.web.timeline import action_attempts
+
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    run = Run.model_validate(
+        {
+            "id": "r",
+            "pipeline_id": "p",
+            "created_at": start,
+            "progress": [
+                {
+                    "name": "train",
+                    "status": "completed",
+                    "started_at": start,
+                    "completed_at": start + timedelta(9),
+                },
+                {"name": "other", "status": "completed"},
+            ],
+        }
+    )
+    error = "RuntimeError: bad (really)\nRemote traceback:\n  line 1"
+
+    def line(seconds: int, text: str, action: str | None = "train") -> LogEntry:
+        stamp = start + timedelta(seconds=seconds)
+        return LogEntry(
+            id=str(seconds), run_id="r", timestamp=stamp, message=text, level="warning", action_name=action
+        )
+
+    warnings = [
+        line(2, f"action 'train' failed ({error}); attempt 2 of 3 in 0.50 s"),
+        line(3, "something else entirely"),
+        line(5, "action 'train' failed (OSError: x); attempt 3 of 3 in 1.00 s"),
+        line(6, "action 'train' failed (e); attempt 2 of 3 in 0.50 s", action=None),  # no action: not one
+    ]
+    attempts = action_attempts(run, warnings)
+    assert list(attempts) == ["train"]
+    got = attempts["train"]
+    assert [(a["number"], a["state"]) for a in got] == [(1, "failed"), (2, "failed"), (3, "completed")]
+    assert got[0]["error"] == error and got[1]["error"] == "OSError: x" and got[2]["error"] is None
+    assert got[1]["started_at"] == (start + timedelta(seconds=2.5)).isoformat()
+    assert got[2]["started_at"] == (start + timedelta(seconds=6)).isoformat()
+    assert got[2]["ended_at"] == (start + timedelta(9)).isoformat()
