@@ -226,7 +226,14 @@ def test_migrate_copies_every_row(tmp_path: Path, pg_url: str) -> None:  # noqa:
     }
     old.close()
     counts = copy_database(source, pg_url)
-    assert counts == {"pipelines": 1, "runs": 5, "run_events": 11, "checkpoints": 5, "logs": 15}
+    assert counts == {
+        "pipelines": 1,
+        "runs": 5,
+        "run_events": 11,
+        "checkpoints": 5,
+        "logs": 15,
+        "metric_points": 0,
+    }
     new = open_store(pg_url)
     try:
         for run_id, (run, events, checkpoints, logs) in expected.items():

@@ -1,4 +1,4 @@
-"""Pipelines: run, resume, watch, cancel, list (against a pipeline service)."""
+"""Pipelines: run, resume, watch, show, cancel, list (against a pipeline service)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from raydrive.cli._common import (
     OptionOpt,
@@ -22,7 +23,36 @@ from raydrive.cli._common import (
     print_json,
     user_errors,
 )
+from raydrive.core.redaction import redact_text
 from raydrive.progress_view import watch_run
+
+_SPARK_BARS = "▁▂▃▄▅▆▇█"
+
+
+def _plain(value: str) -> Text:
+    """A name from the service as text (redacted; never read as Rich markup)."""
+    return Text(redact_text(value))
+
+
+_SPARK_WIDTH = 32
+
+
+def sparkline(values: list[float], width: int = _SPARK_WIDTH) -> str:
+    """``values`` as a line of block characters, at most ``width`` wide (each the mean of its stretch)."""
+    if not values:
+        return ""
+    if len(values) > width:
+        size = len(values) / width
+        values = [
+            sum(part) / len(part)
+            for part in (
+                values[int(i * size) : max(int(i * size) + 1, int((i + 1) * size))] for i in range(width)
+            )
+        ]
+    low, high = min(values), max(values)
+    span = high - low
+    top = len(_SPARK_BARS) - 1
+    return "".join(_SPARK_BARS[round((v - low) / span * top) if span else top // 2] for v in values)
 
 
 def _service_client(url: str) -> Any:
@@ -105,6 +135,49 @@ def pipeline_watch(run_id: str, service_url: str = ServiceUrlOpt) -> None:
     with _service_client(service_url) as client:
         final = watch_run(client, run_id, console=console)
         console.print(f"run {run_id}: [bold]{final.status.value}[/]")
+
+
+@pipeline_app.command("show")
+@user_errors
+def pipeline_show(
+    run_id: str = typer.Argument(..., help="The run to show."),
+    metrics: bool = typer.Option(False, "--metrics", help="Each metric's latest value and a sparkline."),
+    service_url: str = ServiceUrlOpt,
+) -> None:
+    """Show a run: its status and actions, and with --metrics its metrics over their steps."""
+    with _service_client(service_url) as client:
+        run = client.get_run(run_id)
+        console.print(f"run {redact_text(run.id)}: [bold]{run.status.value}[/]", highlight=False)
+        actions = Table("action", "status", "progress", "message")
+        for entry in run.progress:
+            text = entry.message or entry.error or ""
+            message = text.splitlines()[0][:60] if text.strip() else ""
+            actions.add_row(_plain(entry.name), entry.status.value, f"{entry.progress:.0%}", _plain(message))
+        console.print(actions)
+        if run.error:
+            err_console.print(f"error: {redact_text(run.error.splitlines()[0])}", highlight=False)
+        if not metrics:
+            return
+        history = client.get_metrics(run_id, max_points=4 * _SPARK_WIDTH)
+        if history is None:
+            err_console.print("this service keeps no metric history (it predates GET /runs/{id}/metrics)")
+            raise typer.Exit(1)
+        if not history.series:
+            console.print("no metrics reported")
+            return
+        table = Table("action", "metric", "latest", "step", "min", "max", "points", "history")
+        for series in history.series:
+            table.add_row(
+                _plain(series.action),
+                _plain(series.key),
+                f"{series.values[-1]:.6g}",
+                str(series.steps[-1]),
+                f"{min(series.values):.6g}",
+                f"{max(series.values):.6g}",
+                str(series.points),
+                sparkline(series.values),
+            )
+        console.print(table)
 
 
 @pipeline_app.command("cancel")

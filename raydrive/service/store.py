@@ -25,6 +25,7 @@ from raydrive.core.pipeline import (
 )
 from raydrive.core.retry import Attempt
 from raydrive.core.status import JobState, job_state
+from raydrive.service.metric_points import MetricSeries
 from raydrive.service.models import (
     Checkpoint,
     CheckpointCreate,
@@ -123,6 +124,9 @@ class PipelineStore(Protocol):
         since: datetime | None = None,
         limit: int = 1000,
     ) -> list[LogEntry]: ...
+    def metric_series(
+        self, run_id: str, *, key: str | None = None, action: str | None = None, since_step: int | None = None
+    ) -> list[MetricSeries]: ...
     def close(self) -> None: ...
 
 

@@ -62,3 +62,28 @@ class SpinAction(BaseAction[SpinParams]):
         while time.monotonic() < deadline:
             n += 1
         return {"spins": n}
+
+
+class RetriedParams(BaseModel):
+    tries_file: str
+    steps: int = 5
+
+
+class RetriedAction(BaseAction[RetriedParams]):
+    """Reports a metric, fails on its first attempt and succeeds on its second (retried in place)."""
+
+    retries = 1
+    retry_on = "any"
+    retry_backoff = {"initial": 0.2, "max": 1.0, "factor": 2.0, "jitter": 0.0}
+
+    def execute(self) -> dict:
+        tries = Path(self.params.tries_file)
+        done = len(tries.read_text().splitlines()) if tries.exists() else 0
+        with tries.open("a") as out:
+            out.write(f"{time.time()}\n")
+        for step in range(1, self.params.steps + 1):
+            self.logger.set_metrics({"loss": 1.0 / (step + done)}, step=step + done * self.params.steps)
+            time.sleep(0.02)
+        if done == 0:
+            raise RuntimeError("first attempt fails on purpose")
+        return {"tries": done + 1}

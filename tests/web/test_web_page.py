@@ -180,6 +180,10 @@ def test_xss_payload_in_names_logs_and_params_shows_as_text(page, dialogs, web_e
     assert page.locator("img[src=x]").count() == 0
     assert page.evaluate("[...document.scripts].map(s => new URL(s.src).pathname)") == [
         "/static/common.js",
+        "/static/vendor/uplot/uPlot.iife.min.js",
+        "/static/charts.js",
+        "/static/metrics.js",
+        "/static/timeline.js",
         "/static/run.js",
     ]
 

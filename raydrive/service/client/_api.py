@@ -15,6 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from raydrive.core.pipeline import DEFAULT_SERVICE_URL, PipelineProgress, RunStatus
+from raydrive.service.metric_points import RunMetrics
 from raydrive.service.models import (
     ActionSpec,
     Checkpoint,
@@ -132,6 +133,7 @@ _PROGRESS = _model(PipelineProgress)
 _ACK = _model(ProgressAck)
 _BATCH_ACK = _model(ReportBatchAck)
 _STATUS = _model(RunStatusView)
+_METRICS = _model(RunMetrics)
 
 
 class _Api:
@@ -271,6 +273,15 @@ class _Api:
             key=_key(idempotency_key),
             optional=True,
         )
+
+    @staticmethod
+    def get_metrics(
+        run_id: str, key: str | None, action: str | None, since_step: int | None, max_points: int | None
+    ) -> _Call:
+        given = (("key", key), ("action", action), ("since_step", since_step), ("max_points", max_points))
+        params = {name: value for name, value in given if value is not None}
+        path = _run_path(run_id, "/metrics")
+        return _Call("GET", path, _METRICS, params=params, run_id=run_id, optional=True)
 
     @staticmethod
     def list_logs(

@@ -16,6 +16,7 @@ from raydrive.core.pipeline import ActionFingerprint, ActionProgress, PipelinePr
 from raydrive.core.retry import Attempt
 from raydrive.service.client._api import DEFAULT_URL, UNSET, ProgressEvent, _Api, _Call
 from raydrive.service.client._base import _CLIENT_DOC, _ClientBase, _Reconnect, _Self, _Stream
+from raydrive.service.metric_points import RunMetrics
 from raydrive.service.models import (
     ActionSpec,
     Checkpoint,
@@ -260,6 +261,20 @@ class AsyncPipelineServiceClient(_ClientBase):
         refused), or None when the service predates ``POST /runs/{id}/reports``. Retries carry
         the same ``idempotency_key``, so a batch is applied once."""
         return await self._send(_Api.send_reports(run_id, reports, idempotency_key))
+
+    async def get_metrics(
+        self,
+        run_id: str,
+        *,
+        key: str | None = None,
+        action: str | None = None,
+        since_step: int | None = None,
+        max_points: int | None = None,
+    ) -> RunMetrics | None:
+        """Beyond the contract: the run's metric history, one series (steps and values) per action
+        and key; ``since_step`` keeps later steps, ``max_points`` thins each series to about that
+        many (the lowest and highest point of each stretch). None when the service predates it."""
+        return await self._send(_Api.get_metrics(run_id, key, action, since_step, max_points))
 
     async def list_logs(
         self,

@@ -14,9 +14,16 @@ from typing import Any
 from sqlalchemy import Connection, CursorResult, Dialect, bindparam, delete, func, insert, select, update
 from sqlalchemy.sql import Executable
 
-from raydrive.service.db.tables import checkpoints, logs, pipelines, run_events, runs
+from raydrive.service.db.tables import checkpoints, logs, metric_points, pipelines, run_events, runs
 
-__all__ = ["STATEMENTS", "Prepared", "log_query"]
+__all__ = [
+    "STATEMENTS",
+    "Prepared",
+    "log_query",
+    "metric_query",
+    "metric_series_query",
+    "upsert_metric_point",
+]
 
 
 def _b(name: str) -> Any:
@@ -125,6 +132,50 @@ def log_query(action_name: bool, level: bool, since: bool) -> Executable:
     return query
 
 
+def upsert_metric_point(dialect: str) -> Executable:
+    """Store one point; a point already at that action, key and step takes the new value."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    mp = metric_points.c
+    stmt = make(metric_points).values(
+        run_id=_b("run_id"), action_name=_b("action_name"), key=_b("key"), step=_b("step"), value=_b("value")
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[mp.run_id, mp.action_name, mp.key, mp.step], set_={"value": stmt.excluded.value}
+    )
+
+
+def metric_series_query(key: bool, action: bool, since: bool) -> Executable:
+    """The (action, key, points) of a run's metric series with the filters given, in that order."""
+    mp = metric_points.c
+    query = (
+        select(mp.action_name, mp.key, func.count())
+        .where(mp.run_id == _b("run_id"))
+        .group_by(mp.action_name, mp.key)
+        .order_by(mp.action_name, mp.key)
+    )
+    if key:
+        query = query.where(mp.key == _b("key"))
+    if action:
+        query = query.where(mp.action_name == _b("action_name"))
+    if since:
+        query = query.where(mp.step > _b("since_step"))
+    return query
+
+
+def metric_query(since: bool) -> Executable:
+    """The (step, value) points of one metric series of a run, in step order."""
+    mp = metric_points.c
+    query = (
+        select(mp.step, mp.value)
+        .where(mp.run_id == _b("run_id"), mp.action_name == _b("action_name"), mp.key == _b("key"))
+        .order_by(mp.step)
+    )
+    return query.where(mp.step > _b("since_step")) if since else query
+
+
 class Prepared:
     """One statement compiled for one dialect: its SQL text and how to order its parameters."""
 
@@ -140,3 +191,12 @@ class Prepared:
         values = {**self._defaults, **values} if self._defaults else values
         params: Any = tuple(values[name] for name in self._names) if self._names is not None else values
         return conn.exec_driver_sql(self.sql, params)
+
+    def many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Run the statement once per row of ``rows`` (the driver's ``executemany``)."""
+        if not rows:
+            return
+        if self._names is not None:
+            conn.exec_driver_sql(self.sql, [tuple(row[name] for name in self._names) for row in rows])
+        else:
+            conn.exec_driver_sql(self.sql, rows)

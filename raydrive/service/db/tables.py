@@ -11,16 +11,18 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Double,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
 )
 
-__all__ = ["TABLES", "checkpoints", "logs", "metadata", "pipelines", "run_events", "runs"]
+__all__ = ["TABLES", "checkpoints", "logs", "metadata", "metric_points", "pipelines", "run_events", "runs"]
 
 # SQLite only makes INTEGER PRIMARY KEY an alias of its rowid (and autoincrementing).
 _ID = BigInteger().with_variant(Integer, "sqlite")
@@ -86,5 +88,20 @@ logs = Table(
     Index("logs_by_run", "run_id", "seq"),
 )
 
+# One row per action, key and step of a run's metrics (see raydrive.service.metric_points): a later
+# report of the same step replaces the value. Keyed (and on SQLite stored) in that order, so that
+# one curve is one contiguous range.
+metric_points = Table(
+    "metric_points",
+    metadata,
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("action_name", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("value", Double, nullable=False),
+    PrimaryKeyConstraint("run_id", "action_name", "key", "step"),
+    sqlite_with_rowid=False,
+)
+
 #: Every table, parents before children (the order a copy inserts in).
-TABLES = (pipelines, runs, run_events, checkpoints, logs)
+TABLES = (pipelines, runs, run_events, checkpoints, logs, metric_points)

@@ -1,4 +1,4 @@
-"""Routes of the web page: the pages, login, ``/metrics`` and the page's ``/ui/api`` reads."""
+"""Routes of the web page: the pages, login and the page's ``/ui/api`` reads."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from starlette.types import Message, Receive, Scope, Send
 from raydrive.core.pipeline import RunStatus
 from raydrive.core.redaction import redact, redact_text
 from raydrive.service.auth import CSRF_HEADER, SESSION_COOKIE, SessionSigner
-from raydrive.service.metrics import CONTENT_TYPE, ServiceMetrics
+from raydrive.service.metric_points import MAX_KEY_LENGTH, thinned
 from raydrive.service.models import Run
 from raydrive.service.store import RecordNotFoundError, progress_view
+from raydrive.service.web.timeline import action_attempts
 
 __all__ = ["install"]
 
@@ -39,6 +40,9 @@ _PAGE_HEADERS = {
 }
 _SCAN = 2000  # most runs read per query when filtering by pipeline name
 _MAX_PIPELINES = 10_000
+_MAX_ROW_METRICS = 100  # metric keys a runs-page row carries (the chooser offers these)
+_MAX_ATTEMPT_LINES = 5000  # warning lines read for the timeline's action attempts
+_RUN_IDS = Query(None, max_length=500)  # the runs of one sparklines request (a page's rows)
 
 
 def _page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -73,7 +77,21 @@ def _run_row(run: Run, pipeline_name: str | None) -> dict[str, Any]:
         "created_at": run.created_at.isoformat(),
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "completed_at": run.completed_at.isoformat() if run.completed_at else None,
+        "metrics": _latest_metrics(run),
     }
+
+
+def _latest_metrics(run: Run) -> dict[str, float]:
+    """Each numeric metric's latest value (a key several actions report: the last action's)."""
+    latest: dict[str, float] = {}
+    for entry in run.progress:
+        for key, value in entry.metrics.items():
+            if key == "step" or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            name = redact_text(key)
+            if len(latest) < _MAX_ROW_METRICS or name in latest:
+                latest[name] = value
+    return latest
 
 
 class _RedactedStream:
@@ -109,8 +127,8 @@ def _redact_events(body: bytes) -> bytes:
     return "\n".join(out).encode()
 
 
-def install(app: FastAPI, *, token: str | None, metrics: ServiceMetrics) -> None:
-    """Add the page, its login, ``/metrics`` and the ``/ui/api`` reads to the service ``app``."""
+def install(app: FastAPI, *, token: str | None) -> None:
+    """Add the page, its login and the ``/ui/api`` reads to the service ``app``."""
     signer = SessionSigner(token) if token else None
     names: dict[str, str] = {}  # pipeline id -> name; pipelines never change name
 
@@ -173,11 +191,27 @@ def install(app: FastAPI, *, token: str | None, metrics: ServiceMetrics) -> None
         checkpoints = store().list_checkpoints(run_id)
         doc = run.model_dump(mode="json")
         doc["overall_progress"] = progress_view(run).overall_progress
+        warnings = store().list_logs(run_id, level="warning", limit=_MAX_ATTEMPT_LINES)
         return {
             "run": redact(doc),
             "pipeline_name": redact_text(pipeline_name(run.pipeline_id) or ""),
             "checkpoints": [redact(c.model_dump(mode="json")) for c in checkpoints],
+            "action_attempts": redact(action_attempts(run, warnings)),
         }
+
+    def sparklines(key: str, run_ids: list[str], points: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for run_id in dict.fromkeys(run_ids):
+            try:
+                found = store().metric_series(run_id, key=key)
+            except RecordNotFoundError:
+                continue
+            if not found:
+                continue
+            # A key several actions report: the line of the action whose last step is the latest.
+            line = max(found, key=lambda series: series.steps[-1])
+            out[redact_text(run_id)] = {"values": thinned(line, points).values}
+        return {"key": redact_text(key), "runs": out}
 
     def logs_after(run_id: str, after: int, since: datetime | None, limit: int) -> list[dict[str, Any]]:
         # The store pages logs by time and a batch shares one timestamp: ask from just before
@@ -204,6 +238,10 @@ def install(app: FastAPI, *, token: str | None, metrics: ServiceMetrics) -> None
     @app.get("/runs/{run_id}", include_in_schema=False)
     async def run_html(run_id: str) -> HTMLResponse:
         return _page("run.html", run_id=run_id, auth=bool(token))
+
+    @app.get("/compare", include_in_schema=False)
+    async def compare_html() -> HTMLResponse:
+        return _page("compare.html", auth=bool(token))
 
     @app.get("/login", include_in_schema=False)
     async def login_form(next: str | None = None) -> Response:
@@ -241,13 +279,6 @@ def install(app: FastAPI, *, token: str | None, metrics: ServiceMetrics) -> None
 
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="web-static")
 
-    # -- metrics
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics_text() -> Response:
-        """Prometheus text format; behind the token when one is set."""
-        return Response(await in_thread(metrics.render), media_type=CONTENT_TYPE)
-
     # -- what the page reads
 
     @app.get("/ui/api/runs", include_in_schema=False)
@@ -262,6 +293,15 @@ def install(app: FastAPI, *, token: str | None, metrics: ServiceMetrics) -> None
     @app.get("/ui/api/runs/{run_id}", include_in_schema=False)
     async def ui_run(run_id: str) -> JSONResponse:
         return JSONResponse(await in_thread(run_detail, run_id))
+
+    @app.get("/ui/api/sparklines", include_in_schema=False)
+    async def ui_sparklines(
+        key: str = Query(min_length=1, max_length=MAX_KEY_LENGTH),
+        run: list[str] | None = _RUN_IDS,
+        points: int = Query(60, ge=2, le=500),
+    ) -> JSONResponse:
+        """Each run's line of metric ``key`` for the runs page (thinned to ``points``)."""
+        return JSONResponse(await in_thread(sparklines, key, run or [], points))
 
     @app.get("/ui/api/runs/{run_id}/logs", include_in_schema=False)
     async def ui_logs(

@@ -15,7 +15,13 @@
   let logPolling = false;  // a poll is in flight
   let logAgain = false;    // a poll was asked for while one was in flight
   let checkpointsSeen = -1;
+  let shape = "";          // action statuses and actor attempt: a change reloads the detail
+  let detail = null;       // the latest /ui/api/runs/{id} answer (the timeline's attempts)
+  let timelineDue = false;
   const logActions = new Set();
+  const charts = new RDMetrics.RunCharts($("charts"), runId);
+  let chartsReady = false;
+  const early = [];        // stream events that came before the metric history was loaded
 
   for (const level of LEVELS) $("log-level").append(RD.el("option", { value: level, text: level }));
 
@@ -56,6 +62,17 @@
     return li;
   }
 
+  function drawTimeline() {
+    if (timelineDue || !detail) return;
+    timelineDue = true;
+    requestAnimationFrame(() => {
+      timelineDue = false;
+      const run = { ...detail.run, progress: view.progress || [], status: view.status,
+        started_at: view.started_at, completed_at: view.completed_at };
+      RDTimeline.render($("timeline"), run, detail.action_attempts);
+    });
+  }
+
   function render(progressView) {
     view = progressView;
     showStatus(view.status);
@@ -68,10 +85,25 @@
     $("error-box").hidden = !view.error;
     $("run-error").textContent = view.error || "";
     const done = (view.progress || []).filter((a) => a.status === "completed").length;
-    if (done !== checkpointsSeen || TERMINAL.has(view.status)) {
+    const now = JSON.stringify([view.attempt, (view.progress || []).map((a) => a.status)]);
+    if (done !== checkpointsSeen || now !== shape || TERMINAL.has(view.status)) {
       checkpointsSeen = done;
+      shape = now;
       loadDetail(false);
     }
+    drawTimeline();
+  }
+
+  async function loadMetrics() {
+    try {
+      await charts.load();
+      $("metrics-error").hidden = true;
+    } catch (error) {
+      $("metrics-error").hidden = false;
+      $("metrics-error").textContent = "could not load the metrics: " + error.message;
+    }
+    chartsReady = true;
+    for (const [v, seq] of early.splice(0)) charts.onView(v, seq);
   }
 
   function renderCheckpoints(checkpoints) {
@@ -91,6 +123,12 @@
     try {
       const data = await RD.getJSON(base);
       const run = data.run;
+      detail = data;
+      if (run.resumed_from) {
+        $("resumed-from").hidden = false;
+        $("resumed-from-link").textContent = run.resumed_from;
+        $("resumed-from-link").href = "/runs/" + encodeURIComponent(run.resumed_from);
+      }
       $("pipeline-name").textContent = data.pipeline_name || run.pipeline_id;
       document.title = (data.pipeline_name || "run") + " " + runId + " · raydrive";
       $("run-params").textContent = JSON.stringify(run.params, null, 2);
@@ -101,8 +139,10 @@
         render({ status: run.status, progress: run.progress, current_action: run.current_action,
           started_at: run.started_at, completed_at: run.completed_at, error: run.error });
         if (!TERMINAL.has(run.status)) connect();
+        loadMetrics();
         pollLogs();
-      } else if (TERMINAL.has(run.status)) {
+      } else if (view) drawTimeline();
+      if (!first && TERMINAL.has(run.status)) {
         showStatus(run.status);
         $("error-box").hidden = !run.error;
         $("run-error").textContent = run.error || "";
@@ -119,6 +159,10 @@
     const onEvent = (event) => {
       const view = JSON.parse(event.data);
       render(view);
+      const seq = parseInt(event.lastEventId, 10) || 0;
+      if (event.type === "reset") { chartsReady = false; early.length = 0; loadMetrics(); }
+      else if (chartsReady) charts.onView(view, seq);
+      else early.push([view, seq]);
       // "reset": the replay was pruned; its data is the current state, which may be the end.
       const ended = TERMINAL.has(event.type) || (event.type === "reset" && TERMINAL.has(view.status));
       if (ended) { stream.close(); pollLogs(); }

@@ -1,0 +1,41 @@
+"""``/api/v1/runs/{run_id}/checkpoints/...``: what a run saved to resume from."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool as in_thread
+
+from raydrive.service.models import Checkpoint, CheckpointCreate
+from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_list, json_response
+
+__all__ = ["router"]
+
+
+def router(service: ServiceContext) -> APIRouter:
+    """The checkpoint routes of one app."""
+    routes = APIRouter()
+    route = SlashRoutes(routes)
+    store = service.store
+
+    @route("POST", "/api/v1/runs/{run_id}/checkpoints/", response_model=Checkpoint)
+    async def create_checkpoint(run_id: str, body: CheckpointCreate) -> Response:
+        """Store a checkpoint of the run (409 for a finished run)."""
+        return json_response(await in_thread(service.reports.checkpoint, run_id, body))
+
+    @route("GET", "/api/v1/runs/{run_id}/checkpoints/", response_model=list[Checkpoint])
+    async def list_checkpoints(run_id: str) -> Response:
+        """The run's checkpoints, oldest first."""
+        return json_list(Checkpoint, await in_thread(store.list_checkpoints, run_id))
+
+    @route("GET", "/api/v1/runs/{run_id}/checkpoints/latest", response_model=Checkpoint)
+    async def latest_checkpoint(run_id: str) -> Response:
+        """The run's newest checkpoint; 404 when it has none."""
+        return json_response(await in_thread(store.latest_checkpoint, run_id))
+
+    @route("GET", "/api/v1/runs/{run_id}/checkpoints/{action_name}", response_model=Checkpoint)
+    async def action_checkpoint(run_id: str, action_name: str) -> Response:
+        """The newest checkpoint of one action; 404 when it has none."""
+        return json_response(await in_thread(store.latest_checkpoint, run_id, action_name))
+
+    return routes

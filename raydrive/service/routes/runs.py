@@ -1,0 +1,115 @@
+"""Runs: their creation, reads, updates, cancel, progress reports and the report batch."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool as in_thread
+
+from raydrive.core.pipeline import PipelineProgress, RunStatus
+from raydrive.core.redaction import redact
+from raydrive.service.guards import status_of
+from raydrive.service.models import (
+    MAX_INT,
+    ProgressAck,
+    ProgressReport,
+    ReportBatch,
+    ReportBatchAck,
+    Run,
+    RunCreate,
+    RunStatusView,
+    RunUpdate,
+)
+from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_list, json_response
+from raydrive.service.rules import cancel_update
+from raydrive.service.store import progress_view
+
+__all__ = ["router"]
+
+
+def router(service: ServiceContext) -> APIRouter:
+    """The run routes of one app."""
+    routes = APIRouter()
+    route = SlashRoutes(routes)
+    store, broker, reports = service.store, service.broker, service.reports
+
+    @route("POST", "/api/v1/pipelines/{pipeline_id}/runs/", response_model=Run)
+    async def create_run(pipeline_id: str, body: RunCreate | None = None) -> Response:
+        """Start a ``pending`` run of the pipeline."""
+        body = body or RunCreate()
+        body = body.model_copy(update={"params": redact(body.params)})
+        return json_response(await in_thread(store.create_run, pipeline_id, body))
+
+    @route("GET", "/api/v1/runs/", response_model=list[Run])
+    async def list_runs(
+        status_filter: RunStatus | None = None,
+        skip: int = Query(0, ge=0, le=MAX_INT),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> Response:
+        """Runs, newest first."""
+        return json_list(Run, await in_thread(store.list_runs, status_filter, skip, limit))
+
+    @route("GET", "/api/v1/runs/{run_id}", response_model=Run)
+    async def get_run(run_id: str) -> Response:
+        """One run."""
+        return json_response(await in_thread(store.get_run, run_id))
+
+    @route("PATCH", "/api/v1/runs/{run_id}", response_model=Run)
+    async def update_run(run_id: str, body: RunUpdate) -> Response:
+        """Change a run's status, result or error (409 for any change of a finished run)."""
+        run = await in_thread(reports.update, run_id, body)
+        broker.notify(run_id)
+        return json_response(run)
+
+    @route("DELETE", "/api/v1/runs/{run_id}", status_code=204)
+    async def delete_run(run_id: str) -> Response:
+        """Delete a run with its checkpoints and logs."""
+        await in_thread(store.delete_run, run_id)
+        broker.notify(run_id)
+        return Response(status_code=204)
+
+    @route("POST", "/api/v1/runs/{run_id}/cancel", response_model=RunStatusView)
+    async def cancel_run(run_id: str) -> Response:
+        """Mark the run cancelled (its actor notices and stops); repeating it changes nothing;
+        409 for a completed or failed run."""
+        update = cancel_update(await in_thread(store.get_run, run_id))
+        if update is not None:
+            # A run that finished since the read: the store refuses with 409 (TerminalRunError).
+            await in_thread(store.update_run, run_id, update)
+            broker.notify(run_id)
+        return json_response(RunStatusView(id=run_id, status=RunStatus.CANCELLED, cancel_requested=True))
+
+    @route("GET", "/api/v1/runs/{run_id}/status", response_model=RunStatusView)
+    async def run_status(run_id: str) -> Response:
+        """The run's status and whether a cancel was asked for (polled by the pipeline actor)."""
+        status = status_of(await in_thread(store.latest_event, run_id))
+        return json_response(
+            RunStatusView(id=run_id, status=status, cancel_requested=status is RunStatus.CANCELLED)
+        )
+
+    @route("POST", "/api/v1/runs/{run_id}/progress", response_model=ProgressAck)
+    async def report_progress(run_id: str, body: ProgressReport) -> Response:
+        """Report progress; ``action_progress`` replaces the entry with the same name. Answers
+        a small :class:`ProgressAck`, not the run."""
+        ack = await in_thread(reports.progress, run_id, body)
+        broker.notify(run_id)
+        return json_response(ack)
+
+    @route("POST", "/api/v1/runs/{run_id}/reports", response_model=ReportBatchAck)
+    async def report_batch(run_id: str, body: ReportBatch) -> Response:
+        """Beyond the contract: progress reports, checkpoints, logs and run updates, applied in
+        order as their own endpoints would; one result per report (:mod:`raydrive.service.reports`)."""
+        try:
+            ack = await in_thread(reports.batch, run_id, body)
+        finally:
+            broker.notify(run_id)  # what was applied before an error is seen too
+        accepted = zip(body.reports, ack.results, strict=True)
+        service.metrics.count_reports([report.kind for report, result in accepted if result.status < 400])
+        return json_response(ack)
+
+    @route("GET", "/api/v1/runs/{run_id}/progress", response_model=PipelineProgress)
+    async def get_progress(run_id: str) -> Response:
+        """The run's progress view."""
+        return json_response(progress_view(await in_thread(store.get_run, run_id)))
+
+    return routes
