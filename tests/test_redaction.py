@@ -6,6 +6,7 @@ tests/security/test_secrets.py.
 
 from __future__ import annotations
 
+import doctest
 import inspect
 import json
 from pathlib import Path
@@ -216,3 +217,9 @@ def test_public_names_and_signatures_are_kept():
     assert list(inspect.signature(redact).parameters) == ["value", "_depth"]
     for func in (redact_text, redaction.redact_url, is_secret_key, looks_secret_value):
         assert len(inspect.signature(func).parameters) == 1
+
+
+def test_the_examples_in_docs_secrets_hold():
+    docs = Path(__file__).resolve().parents[1] / "docs" / "secrets.md"
+    outcome = doctest.testfile(str(docs), module_relative=False, verbose=False)
+    assert outcome.attempted >= 4 and outcome.failed == 0
