@@ -122,9 +122,11 @@ def raydrive_secret_names() -> list[str] | None:
     and by substring of the name (``"VAULT"`` makes ``MY_VAULT_ADDR`` secret). A key that counts as
     secret is masked (``***``) in every repr, log line, error message and CLI output, and an
     environment variable that does is delivered to the job out of band, never in the runtime env
-    that Ray's dashboard shows. The built-in list (``TOKEN``, ``SECRET``, ``PASSWORD``, ``APIKEY``,
-    ``AUTH``, ``PASS``, ``PWD``, ``COOKIE``, ``DSN``, ``CREDENTIAL``...) is in
-    :mod:`raydrive.core.redaction`. The result is cached until a plugin is (un)registered.
+    that Ray's dashboard shows. The built-in rule (whole words: ``TOKEN``, ``SECRET``,
+    ``PASSWORD``, ``API_KEY``, ``AUTH``, ``PWD``, ``COOKIE``, ``DSN``, ``CREDENTIALS``..., not
+    ``token_count`` or ``max_tokens``) is in :mod:`raydrive.core.redaction` and
+    ``docs/secrets.md``; use this hook for names that hold a secret only by convention
+    (``SLACK_WEBHOOK_URL``, ``KAGGLE_KEY``). The result is cached until a plugin is (un)registered.
 
     :returns: name fragments, or None.
     """

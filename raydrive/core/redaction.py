@@ -143,14 +143,14 @@ def _secret_word(words: list[str], i: int) -> str | None:
     if word == "TOKENS":
         return "TOKEN" if before in _TOKENS_KINDS else None
     if word == "STRING" and before == "CONNECTION":
-        return "SECRET"  # AZURE_STORAGE_CONNECTION_STRING: AccountKey=..., Password=...
+        return "CONNECTIONSTRING"  # AZURE_STORAGE_CONNECTION_STRING: AccountKey=..., Password=...
     if word == "PWD" and len(words) == 1:
         return None  # the POSIX working directory ($PWD), not MYSQL_PWD
     if word in _SECRET_WORDS:
         return None if before in _NOT_AFTER.get(word, ()) else word
     for joined in _JOINED:
         if word.endswith(joined):
-            return "KEY" if joined.endswith(("KEY", "KEYS")) else "SECRET"
+            return "KEY" if joined.endswith(("KEY", "KEYS")) else joined
     return None
 
 
