@@ -16,16 +16,23 @@ rule as a table, with examples):
   before);
 - **by value**: a URL with a password (``postgres://u:pw@host`` shows as
   ``postgres://u:***@host``), a ``Basic`` / ``Bearer`` / ``Token`` credential, a PEM private-key
-  block, ``name=value`` / ``name: value`` pairs whose name is secret, and name/value pair lists
-  (``[{"name": "DB_PASSWORD", "value": ...}]``, the Kubernetes ``env`` shape);
-- **by type**: pydantic ``SecretStr`` / ``SecretBytes``, always.
+  block, pairs in text whose name is secret (``name=value``, ``"name": "value"``, ``--name
+  value``, ``?name=value``), and name/value pair lists (``[{"name": "DB_PASSWORD", "value":
+  ...}]``, the Kubernetes ``env`` shape);
+- **by type**: pydantic ``SecretStr`` / ``SecretBytes``, always; models and dataclasses as their
+  fields.
+
+The bare key ``token`` is a piece of text, not a credential, in a model's output record (a
+mapping with ``logprob``, ``logprobs`` or ``top_logprobs``); under a secret name every text is
+masked except under keys about the secret (``secretName``). ``docs/secrets.md`` says why.
 
 Words that describe rather than hold a secret are the convention of Kubernetes (``secretName``,
 ``secretKeyRef``), Hugging Face (``pad_token``, ``max_new_tokens``) and OpenAI (``max_tokens``,
 ``total_tokens``) names; GitHub's and Django's maskers match whole names the same way.
 
-``redact(value)`` never raises on odd input and stops at a fixed depth, so it is safe to call
-from ``__repr__`` and error paths.
+``redact(value)`` never raises on odd input (cycles, hostile objects, any key type), stops at a
+fixed depth, and takes time linear in its input (1 MiB of hostile text included), so it is safe
+to call from ``__repr__`` and error paths.
 """
 
 from __future__ import annotations
@@ -33,11 +40,17 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
+import datetime
+import enum
 import functools
 import logging
+import numbers
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from pydantic import SecretBytes, SecretStr
 
 __all__ = [
     "MASK",
@@ -109,6 +122,9 @@ _NOT_AFTER = {
          "ONE", "FULL", "EVAL", "TRAIN", "RENDER", "EXTRA", "NUM"}
     ),
     "SECRETS": frozenset({"PULL"}),
+    # GOOGLE_APPLICATION_CREDENTIALS: the path of Application Default Credentials' key file (a
+    # *_FILE name by another spelling); a key pasted into it is caught by value (PEM, JSON pair).
+    "CREDENTIALS": frozenset({"APPLICATION"}),
 }  # fmt: skip
 # Words after the secret word that keep it a secret (DB_PASSWORD_PROD, SECRET_KEY_BASE,
 # api_key_b64, TOKEN_V2); any other word describes it (token_count, password_strength,
@@ -154,26 +170,50 @@ def _secret_word(words: list[str], i: int) -> str | None:
     return None
 
 
-def _tail_keeps_secret(secret: str, tail: list[str]) -> bool:
-    for word in tail:
-        if word in _STILL_SECRET or _VERSION.fullmatch(word):
-            continue
-        if word in ("ID", "IDS") and secret in _ID_AFTER:
-            continue
-        return False
-    return True
+# Names longer than this are not cached: a cache of 16384 one-MiB keys would hold 16 GiB.
+_CACHED_NAME_LEN = 256
+
+
+def _builtin_secret(key: str) -> bool:
+    if len(key) > _CACHED_NAME_LEN:
+        return _builtin_secret_words(key)
+    return _builtin_secret_cached(key)
 
 
 @functools.lru_cache(maxsize=16384)
-def _builtin_secret(key: str) -> bool:
+def _builtin_secret_cached(key: str) -> bool:
     # Cached: the same few names (environment variables, option, param and JSON keys) come back
     # for every record, repr and payload.
+    return _builtin_secret_words(key)
+
+
+def _builtin_secret_words(key: str) -> bool:
+    # From the last word back, so that whether the words after each one keep it a secret is
+    # known in one step, and only up to the last word that describes (a long name costs its
+    # split, not a step per word).
     words = _words(key)
-    for i in range(len(words)):
+    tail_keeps = tail_keeps_id = True  # every word after i keeps a secret (ID allowed: id form)
+    for i in range(len(words) - 1, -1, -1):
         secret = _secret_word(words, i)
-        if secret is not None and _tail_keeps_secret(secret, words[i + 1 :]):
+        if secret is not None and (tail_keeps_id if secret in _ID_AFTER else tail_keeps):
             return True
+        word = words[i]
+        keeps = word in _STILL_SECRET or _VERSION.fullmatch(word) is not None
+        tail_keeps = tail_keeps and keeps
+        tail_keeps_id = tail_keeps_id and (keeps or word in ("ID", "IDS"))
+        if not tail_keeps_id:
+            return False  # every word before this one has a describing word after it
     return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _describes_secret(key: str) -> bool:
+    """Whether a name is about a secret without holding one: a secret word with a word after it
+    that counts, limits or describes (``secretName``, ``token_type``, ``password_file``)."""
+    if len(key) > _CACHED_NAME_LEN or _builtin_secret(key):
+        return False
+    words = _words(key)
+    return any(_secret_word(words, i) is not None for i in range(len(words)))
 
 
 _extra_names: set[str] = set()
@@ -206,6 +246,8 @@ def is_secret_key(key: Any) -> bool:
     By whole words (``api_token`` yes, ``token_count`` / ``max_tokens`` / ``tokenizer`` no), or
     containing a fragment added by :func:`add_secret_names` or the ``raydrive_secret_names`` hook.
     """
+    if isinstance(key, (bytes, bytearray)):
+        key = bytes(key).decode("latin-1")
     if not isinstance(key, str) or not key:
         return False
     if _builtin_secret(key):
@@ -219,30 +261,89 @@ def is_secret_key(key: Any) -> bool:
 
 
 # --- values --------------------------------------------------------------------------------------
-# scheme://user:password@host -> scheme://user:***@host (also scheme://:password@host).
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@?#'\"]*:)(?P<pw>[^\s@/'\"]+)(?=@)")
+# Every pattern below runs in time linear in the text, whatever the text (a 1 MiB line of ``a:``,
+# ``=`` or ``https://`` repeated is scanned in well under a second): a pattern either starts only
+# where a run of its characters starts (the look-behinds) or has its repeated part bounded (a
+# URL scheme, a PEM kind), and a pair's value is looked for only after a name that is secret.
+
+# scheme://user:password@host -> scheme://user:***@host (also scheme://:password@host). The
+# password runs to the last "@" before the path, as urllib.parse splits a netloc: a password
+# with an unescaped "@" or ":" ("p@ss:w") is masked whole, and a user that is an e-mail address
+# ("me@mail.org:pw@smtp") is kept. IPv6 hosts ("@[::1]:5432") follow the "@".
+_URL_PASSWORD = re.compile(
+    r"\b(?P<head>[A-Za-z][A-Za-z0-9+.\-]{0,63}://[^\s:/?#'\"<>\[\]]*:)"
+    r"(?P<pw>[^\s/?'\"<>]+)(?=@)"
+)
 # Authorization schemes (RFC 7235): Bearer and Token carry an RFC 6750 b64token, Basic a base64
 # "user:password". Prose ("Basic usage", "bearer of", "token length") is left alone: see _scheme.
 _AUTH_SCHEME = re.compile(
-    r"(?P<head>\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC|Token|TOKEN)\s+)(?P<value>[A-Za-z0-9\-._~+/]+=*)"
+    r"(?P<head>\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC|Token|TOKEN)[ \t]+)(?P<value>[A-Za-z0-9\-._~+/]+=*)"
 )
 _WORDLIKE = re.compile(r"[A-Za-z][a-z]*|\d+")
-_PEM = re.compile(r"-----BEGIN (?P<kind>[A-Z0-9 ]*PRIVATE KEY)-----.*?(?:-----END (?P=kind)-----|\Z)", re.S)
-# name=value, name: value, "name": "value" where name looks secret.
-# The look-behind makes a name start at a word's start only: without it every position inside
-# a word is tried, and a log line costs ~50 us instead of ~10.
-_PAIR = re.compile(
-    r"(?<![A-Za-z0-9_.\-])(?P<key>[\"']?(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)[\"']?\s*(?:=|:)\s*)"
-    r"(?P<quote>[\"']?)(?P<value>[^\s\"',;&}\]]+)(?P=quote)"
+# A PEM private key (PKCS#1 "RSA", SEC1 "EC", PKCS#8 "ENCRYPTED", "OPENSSH", "DSA", PGP's "PGP
+# PRIVATE KEY BLOCK"), to its END line or, cut short, to the end of the text. The kind is
+# bounded so that "-----BEGIN " repeated costs a constant each.
+_PEM = re.compile(
+    r"-----BEGIN (?P<kind>[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?)-----.*?(?:-----END (?P=kind)-----|\Z)",
+    re.S,
 )
-# Values of a pair that are no text: JSON / Python literals (only text can be a secret).
+# The start of a pair: name=value, name: value, "name": value, \"name\": (JSON in a JSON string),
+# --name=value and --name value (a command line), ?name=value&... (a query string). A name
+# starts at a word's start only (the look-behind): every position inside a word is not tried.
+_NAME_HINTS = ("token", "secret", "pass", "pwd", "cred", "auth", "cookie", "dsn", "jwt", "pat",
+               "otp", "key", "connection")  # fmt: skip
+_HEAD = (
+    r"(?=[A-Za-z_\-\"'\\])(?<![A-Za-z0-9_.\-])(?P<dash>--?)?(?P<q>\\?[\"']|)"
+    r"(?={hints})"
+    r"(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)(?P=q)"
+    r"(?(dash)(?:[ \t]*(?P<sep>[=:])[ \t]*|[ \t]+)|[ \t]*(?P<sep2>[=:])[ \t]*)"
+)
+# A pair's value: a quoted string (JSON with its escapes, Python / shell single quotes, an
+# escaped JSON string inside a JSON string) or a run up to the next space or delimiter.
+_VALUE = re.compile(
+    r"\"(?P<dq>[^\"\\\n]*(?:\\.[^\"\\\n]*)*)\""
+    r"|'(?P<sq>[^'\n]*)'"
+    r"|\\\"(?P<eq>[^\"\\\n]*(?:\\[^\"\n][^\"\\\n]*)*)\\\""
+    r"|(?P<bare>[^\s\"',;&}\]\\]+)"
+)
+_JSON_LITERAL = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null|None|True|False|NaN|-?Infinity")
+# Values of an unquoted pair that are no text: JSON / Python literals (only text can be a secret).
 _LITERALS = frozenset({"true", "false", "null", "none", "True", "False", "None", MASK})
 _AUTH_WORDS = frozenset({"bearer", "basic", "token"})
+_AUTH_VALUE = re.compile(r"(?P<scheme>(?:[Bb]earer|BEARER|[Bb]asic|BASIC|[Tt]oken|TOKEN)[ \t]+)\S")
+
+
+def _head_pattern(extra: frozenset[str]) -> tuple[re.Pattern[str] | None, re.Pattern[str]]:
+    """(a test of lower-cased text for a fragment without which no name is secret, the pairs'
+    start): the secret words' fragments and the plugins' names. Ordinary text ("a=1 b: 2")
+    costs one fast scan, not a Python step per pair."""
+    fragments = set(_NAME_HINTS)
+    for name in extra:
+        chunks = [c for c in re.split(r"[^A-Za-z0-9]+", name) if c]
+        if not chunks:  # a plugin's fragment of punctuation only: every name must be looked at
+            return None, re.compile(_HEAD.replace("{hints}", ""))
+        fragments.add(max(chunks, key=len).lower())
+    alternatives = "|".join(re.escape(f) for f in sorted(fragments))
+    head = _HEAD.replace("{hints}", "[A-Za-z0-9_.\\-]*?(?i:" + alternatives + ")")
+    return re.compile(alternatives), re.compile(head)
+
+
+_head_for: list[Any] = [None, None, None]  # the names it was built for, and the patterns
+
+
+def _head() -> tuple[re.Pattern[str] | None, re.Pattern[str]]:
+    hooked = _hook_names()  # the same frozenset until a plugin is (un)registered
+    if _head_for[0] != len(_extra_names) or _head_for[1] is not hooked:
+        _head_for[:] = [len(_extra_names), hooked, _head_pattern(frozenset(_extra_names) | hooked)]
+    return _head_for[2]
 
 
 def redact_url(url: str) -> str:
     """``scheme://user:pw@host/...`` with the password replaced: ``scheme://user:***@host/...``."""
-    return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, url)
+    try:
+        return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, url)
+    except Exception:  # not text: nothing to mask in it
+        return url
 
 
 def _scheme(m: re.Match[str]) -> str:
@@ -264,35 +365,88 @@ def _scheme(m: re.Match[str]) -> str:
     return m.group("head") + MASK
 
 
-def _pair(m: re.Match[str]) -> str:
-    value = m.group("value")
-    if value in _LITERALS:
-        return m.group(0)
-    if not is_secret_key(m.group("name")):
-        # "failed: password=x": the value may itself hold a pair.
-        inner = _PAIR.sub(_pair, value) if ("=" in value or ":" in value) else value
-        if inner == value:
-            return m.group(0)
-        return f"{m.group('key')}{m.group('quote')}{inner}{m.group('quote')}"
-    # An auth-scheme value keeps its scheme word ("Authorization: Bearer ***").
-    if value.lower() in _AUTH_WORDS:
-        return m.group(0)
-    return f"{m.group('key')}{m.group('quote')}{MASK}{m.group('quote')}"
+def _masked_value(text: str, start: int, quoted_name: bool) -> tuple[int, str] | None:
+    """The value of a secret pair at ``text[start:]``: (its end, what it shows as), or None when
+    there is nothing to mask (no value, a literal that is no text, a mask already)."""
+    m = _VALUE.match(text, start)
+    if m is None:
+        return None
+    end = m.end()
+    kind = m.lastgroup
+    value = m.group(kind or "bare")
+    if kind == "bare":
+        if value in _LITERALS or (quoted_name and _JSON_LITERAL.fullmatch(value)):
+            return None  # "password": 1234 in JSON is a number, as in the data rule
+        if value.lower() in _AUTH_WORDS:  # Authorization: Bearer <credential>
+            after = re.compile(r"[ \t]+(?P<v>[^\s\"',;&}\]\\]+)").match(text, end)
+            if after is None or after.group("v") == MASK:
+                return None
+            return after.end(), text[start:end] + text[end : after.start("v")] + MASK
+        return end, MASK
+    if not value or value == MASK:
+        return None
+    quote = text[start : m.start(kind)]
+    auth = _AUTH_VALUE.match(value)
+    shown = auth.group("scheme") + MASK if auth else MASK  # "Bearer ***" keeps its scheme
+    return end, f"{quote}{shown}{quote}"
+
+
+def _pairs(text: str) -> str:
+    hint, head = _head()
+    if hint is not None and hint.search(text.lower()) is None:
+        return text  # no name in it can be secret
+    pieces: list[str] = []
+    copied = pos = 0
+    while True:
+        m = head.search(text, pos)
+        if m is None:
+            break
+        pos = m.end()
+        if not is_secret_key(m.group("name")):
+            continue  # its value may hold a pair of its own ("failed: password=x"): scan on
+        quoted = bool(m.group("q"))
+        if m.group("dash") and not (m.group("sep") or m.group("sep2")) and text.startswith("-", pos):
+            continue  # "--token --verbose": the next option, no value
+        found = _masked_value(text, pos, quoted)
+        if found is None:
+            continue
+        end, shown = found
+        pieces.append(text[copied:pos])
+        pieces.append(shown)
+        copied = pos = end
+    if not pieces:
+        return text
+    pieces.append(text[copied:])
+    return "".join(pieces)
 
 
 def redact_text(text: str) -> str:
-    """Free text with every secret value in it replaced by ``***``."""
-    if not text:
+    """Free text with every secret value in it replaced by ``***``.
+
+    Never raises: what is not ``str`` is returned as given; text it cannot scan (it never should)
+    shows as ``***``.
+    """
+    if not isinstance(text, str) or not text:
         return text
-    # Each pattern only where its literal part occurs (most text has none of them).
-    out = _PEM.sub(MASK, text) if "-----BEGIN" in text else text
-    if "://" in out:
-        out = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, out)
-    if "earer" in out or "asic" in out or "oken" in out or "EARER" in out or "ASIC" in out or "OKEN" in out:
-        out = _AUTH_SCHEME.sub(_scheme, out)
-    if "=" in out or ":" in out:
-        out = _PAIR.sub(_pair, out)
-    return out
+    try:
+        # Each pattern only where its literal part occurs (most text has none of them).
+        out = _PEM.sub(MASK, text) if "-----BEGIN" in text else text
+        if "://" in out:
+            out = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, out)
+        if (
+            "earer" in out
+            or "asic" in out
+            or "oken" in out
+            or "EARER" in out
+            or "ASIC" in out
+            or "OKEN" in out
+        ):
+            out = _AUTH_SCHEME.sub(_scheme, out)
+        if "=" in out or ":" in out or "--" in out:
+            out = _pairs(out)
+    except Exception:  # e.g. MemoryError on a huge text: showing it whole could leak
+        return MASK
+    return text if out == text else out
 
 
 def looks_secret_value(value: Any) -> bool:
@@ -303,18 +457,37 @@ def looks_secret_value(value: Any) -> bool:
 
 
 def _secret_type(value: Any) -> bool:
-    try:
-        from pydantic import SecretBytes, SecretStr
-    except ImportError:  # pragma: no cover - pydantic is a dependency
-        return False
     return isinstance(value, (SecretStr, SecretBytes))
 
 
-# A log-probability entry of a text model ({"token": "Hello", "logprob": -0.1}, OpenAI, vLLM,
-# TGI): its "token" is a piece of the model's text, not a credential.
-_LOGPROB = "logprob"
+# Values that are no text and no container: never a secret, whatever their name (numbers,
+# times, the members of an Enum defined in code).
+_NOT_TEXT = (numbers.Number, datetime.date, datetime.time, datetime.timedelta, enum.Enum)
+# A log-probability entry of a text model ({"token": "Hello", "logprob": -0.1}: OpenAI, vLLM,
+# TGI): a mapping with one of these keys is a model's output, and its "token" is a piece of
+# the model's text, not a credential. Its other keys are judged as anywhere else.
+_MODEL_OUTPUT_KEYS = ("logprob", "logprobs", "top_logprobs")
+_MODEL_TOKEN = "token"
 # The name/value pair shape (Kubernetes and ECS env, AWS tags): {"name": N, "value": V}.
 _PAIR_KEYS = (("name", "value"), ("Name", "Value"), ("key", "value"), ("Key", "Value"))
+_CYCLE = "..."
+
+
+def _model_output(value: Mapping[Any, Any]) -> bool:
+    return any(key in value for key in _MODEL_OUTPUT_KEYS)
+
+
+class _Walk:
+    """One walk of a value: the containers on the path (a cycle shows as ``"..."``) and those
+    done (a container shared in many places is redacted once, so a DAG of shared lists cannot
+    make the walk exponential)."""
+
+    __slots__ = ("done", "keys", "path")
+
+    def __init__(self) -> None:
+        self.path: set[int] = set()
+        self.done: dict[tuple[int, bool], tuple[Any, Any]] = {}
+        self.keys: dict[Any, bool] = {}  # the secret test's answers: a document repeats its keys
 
 
 class Redactor:
@@ -340,70 +513,129 @@ class Redactor:
         """``value`` with every secret replaced by ``***``, in the same shape.
 
         Under a key whose name is secret, text is masked and lists and mappings are walked;
-        strings are scanned by the text test; pydantic secrets become ``***``; models are
-        redacted as their dump; anything else is returned unchanged. Past a depth of 64 the rest
-        is replaced by ``"..."``.
+        strings are scanned by the text test; pydantic secrets become ``***``; pydantic models
+        and dataclass instances are redacted as their fields (a dict); anything else is returned
+        unchanged. Past a depth of 64 the rest, and a container met again inside itself (a
+        cycle), is replaced by ``"..."``. Never raises: a container that cannot be read shows as
+        ``***``.
         """
-        if isinstance(value, str):
-            return self.text(value)
-        if value is None or isinstance(value, (bool, int, float)):
-            return value
-        if _depth >= _MAX_DEPTH:
-            return "..."
-        if isinstance(value, Mapping):
-            secret_key = self.secret_key
-            if _LOGPROB in value:  # a model's token and its log-probability: no credential
-                return {k: self.data(v, _depth + 1) for k, v in value.items()}
-            out = {
-                k: self.hidden(v, _depth + 1) if secret_key(k) else self.data(v, _depth + 1)
-                for k, v in value.items()
-            }
-            for name, val in _PAIR_KEYS:
-                if val in value and isinstance(value.get(name), str):
-                    if secret_key(value[name]):
-                        out[val] = self.hidden(value[val], _depth + 1)
-                    break
-            return out
-        if isinstance(value, (list, tuple)):
-            items = [self.data(v, _depth + 1) for v in value]
-            return items if isinstance(value, list) else tuple(items)
-        if _secret_type(value):
-            return MASK
-        if isinstance(value, (set, frozenset)):
-            return type(value)(self.data(v, _depth + 1) for v in value)
-        if hasattr(type(value), "model_fields") and callable(getattr(value, "model_dump", None)):
-            return self.data(_dump(value), _depth + 1)
-        return value
+        return self._walk(value, _depth, False, _Walk())
 
     def hidden(self, value: Any, _depth: int = 0) -> Any:
         """``value`` as it shows under a secret name: its text masked, lists and mappings walked
-        (each text in them masked), numbers, booleans and ``None`` unchanged."""
-        if isinstance(value, (str, bytes)):
-            return MASK if value else value
-        if value is None or isinstance(value, (bool, int, float)):
+        (each text in them masked), numbers, booleans, times and ``None`` unchanged."""
+        return self._walk(value, _depth, True, _Walk())
+
+    def _walk(self, value: Any, depth: int, hidden: bool, walk: _Walk) -> Any:
+        cls = type(value)  # the leaves first: most of a document is text and numbers
+        if cls is str:
+            return (MASK if value else value) if hidden else self.text(value)
+        if value is None or cls is int or cls is float or cls is bool:
             return value
-        if _depth >= _MAX_DEPTH:
+        try:
+            return self._one(value, depth, hidden, walk)
+        except Exception:  # a container or model that cannot be read: it may hold anything
+            return MASK
+
+    def _one(self, value: Any, depth: int, hidden: bool, walk: _Walk) -> Any:
+        cls = type(value)
+        if cls is not dict and cls is not list:
+            if isinstance(value, str):  # a str subclass
+                return (MASK if value else value) if hidden else self.text(value)
+            if isinstance(value, (bytes, bytearray)):
+                return self._bytes(value, hidden)
+            if isinstance(value, _NOT_TEXT) or _secret_type(value):
+                return MASK if _secret_type(value) else value
+            if not isinstance(value, (Mapping, list, tuple, set, frozenset)):
+                fields = _fields(value)
+                if fields is None:  # a secret's value of a type it cannot look into is masked
+                    return MASK if hidden else value
+                value = fields
+        if depth >= _MAX_DEPTH:
             return "..."
+        key = (id(value), hidden)
+        if id(value) in walk.path:
+            return _CYCLE
+        done = walk.done.get(key)
+        if done is not None:
+            return done[1]
+        walk.path.add(id(value))
+        try:
+            out = self._container(value, depth + 1, hidden, walk)
+        finally:
+            walk.path.discard(id(value))
+        walk.done[key] = (value, out)  # the value is kept alive: its id is not reused meanwhile
+        return out
+
+    def _container(self, value: Any, depth: int, hidden: bool, walk: _Walk) -> Any:
         if isinstance(value, Mapping):
-            if _LOGPROB in value:
-                return self.data(value, _depth)
-            return {k: self.hidden(v, _depth + 1) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            items = [self.hidden(v, _depth + 1) for v in value]
-            return items if isinstance(value, list) else tuple(items)
-        if isinstance(value, (set, frozenset)):
-            return type(value)(self.hidden(v, _depth + 1) for v in value)
-        if hasattr(type(value), "model_fields") and callable(getattr(value, "model_dump", None)):
-            return self.hidden(_dump(value), _depth + 1)
-        return MASK  # a secret's value of a type it cannot look into (SecretStr among them)
+            return self._mapping(value, depth, hidden, walk)
+        items = [self._walk(v, depth, hidden, walk) for v in value]
+        if isinstance(value, list):
+            return items
+        if isinstance(value, tuple):
+            if hasattr(value, "_fields"):  # a namedtuple keeps its type
+                with contextlib.suppress(Exception):
+                    return type(value)(*items)
+            return tuple(items)
+        try:
+            return type(value)(items)
+        except Exception:  # a set of what is no longer hashable, or a set type of its own
+            return items
+
+    def _mapping(self, value: Mapping[Any, Any], depth: int, hidden: bool, walk: _Walk) -> Any:
+        model_output = _model_output(value)
+        if hidden and model_output:
+            hidden = False  # {"token": {"text": " Hello", "logprob": -0.3}}: a model's token
+        out = {}
+        for k, v in value.items():
+            if hidden:
+                # Under a secret name every text is masked ({"secrets": {"db": "pw"}}), but for
+                # what a name says is about the secret, not it (a volume's "secretName").
+                secret = not (k.__class__ is str and _describes_secret(k))
+            elif model_output and k.__class__ is str and k == _MODEL_TOKEN:
+                secret = False
+            else:
+                secret = self._secret(k, walk)
+            out[k] = self._walk(v, depth, secret, walk)
+        if not hidden:
+            for name, val in _PAIR_KEYS:
+                if val in value and isinstance(value.get(name), str):
+                    if self._secret(value[name], walk):
+                        out[val] = self._walk(value[val], depth, True, walk)
+                    break
+        return out
+
+    def _secret(self, key: Any, walk: _Walk) -> bool:
+        try:
+            return walk.keys[key]
+        except KeyError:
+            secret = walk.keys[key] = bool(self.secret_key(key))
+            return secret
+        except TypeError:  # an unhashable key of a Mapping of its own
+            return bool(self.secret_key(key))
+
+    def _bytes(self, value: bytes | bytearray, hidden: bool) -> Any:
+        if hidden:
+            return MASK if value else value
+        # Bytes are text too, in some encoding: scanned as Latin-1 (every byte a character, so
+        # nothing is lost), and given back as bytes unless a secret was found in them.
+        text = bytes(value).decode("latin-1")
+        shown = self.text(text)
+        if shown == text or not isinstance(shown, str):
+            return value
+        return type(value)(shown.encode("latin-1", "replace"))
 
 
-def _dump(model: Any) -> Any:
-    # model_dump() keeps SecretStr objects (they print as '**********'); redaction masks them.
-    try:
-        return model.model_dump(mode="python")
-    except Exception:
-        return repr(model)
+def _fields(value: Any) -> Any:
+    """A pydantic model's dump or a dataclass instance's fields (a dict), or None for any other
+    object."""
+    if hasattr(type(value), "model_fields") and callable(getattr(value, "model_dump", None)):
+        # model_dump() keeps SecretStr objects (they print as '**********'); redaction masks them.
+        return value.model_dump(mode="python")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return None
 
 
 _DEFAULT = Redactor()
@@ -414,8 +646,9 @@ def redact(value: Any, *, _depth: int = 0) -> Any:
 
     The rule is in this module's docstring and ``docs/secrets.md``: only text is masked; under
     a secret-looking key, text is masked and lists and mappings are walked; strings are scanned
-    by :func:`redact_text`; pydantic secrets become ``***``; models are redacted as their dump.
-    Anything else is returned unchanged. Past a depth of 64 the rest is replaced by ``"..."``.
+    by :func:`redact_text`; pydantic secrets become ``***``; pydantic models and dataclasses are
+    redacted as their fields. Anything else is returned unchanged. Past a depth of 64 the rest
+    (and a cycle) is replaced by ``"..."``. Never raises, and takes time linear in the value.
     """
     return _DEFAULT.data(value, _depth)
 
