@@ -1,4 +1,5 @@
-"""Hook specifications: how plugins change packaging, credentials, resources and see lifecycle events.
+"""Hook specifications: how plugins change packaging, credentials, resources, give actions their
+backend client and see lifecycle events.
 
 A plugin is a module or object with functions marked ``@hookimpl`` and named like a spec below,
 registered through the ``raydrive.plugins`` entry-point group::
@@ -121,11 +122,36 @@ def raydrive_secret_names() -> list[str] | None:
     and by substring of the name (``"VAULT"`` makes ``MY_VAULT_ADDR`` secret). A key that counts as
     secret is masked (``***``) in every repr, log line, error message and CLI output, and an
     environment variable that does is delivered to the job out of band, never in the runtime env
-    that Ray's dashboard shows. The built-in list (``TOKEN``, ``SECRET``, ``PASSWORD``, ``APIKEY``,
-    ``AUTH``, ``PASS``, ``PWD``, ``COOKIE``, ``DSN``, ``CREDENTIAL``...) is in
-    :mod:`raydrive.core.redaction`. The result is cached until a plugin is (un)registered.
+    that Ray's dashboard shows. The built-in rule (whole words: ``TOKEN``, ``SECRET``,
+    ``PASSWORD``, ``API_KEY``, ``AUTH``, ``PWD``, ``COOKIE``, ``DSN``, ``CREDENTIALS``..., not
+    ``token_count`` or ``max_tokens``) is in :mod:`raydrive.core.redaction` and
+    ``docs/secrets.md``; use this hook for names that hold a secret only by convention
+    (``SLACK_WEBHOOK_URL``, ``KAGGLE_KEY``). The result is cached until a plugin is (un)registered.
 
     :returns: name fragments, or None.
+    """
+
+
+# -------------------------------------------------------------------------------------------------
+# the action's runtime
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def raydrive_context_client(env: Mapping[str, str]) -> object | None:
+    """Provide the backend client an action reads as ``self.ctx.client``.
+
+    The reference SDK puts its backend client (the Synapse ``BackendClient``, built from
+    ``SYNAPSE_HOST`` and ``SYNAPSE_ACCESS_TOKEN``) on the runtime context; this hook is how a
+    plugin does the same here. It is called where the action runs (the worker, on Ray drivers),
+    the first time an action reads ``ctx.client``, and the answer is kept for the rest of that
+    run. The first implementation that returns something other than None wins (pluggy's
+    ``firstresult``; order with ``tryfirst`` / ``trylast``). With no answer, reading
+    ``ctx.client`` raises :class:`~raydrive.core.context.ContextClientError` naming this hook.
+
+    :param env: the action's environment (``ctx.env``): the variables and credentials that
+        travelled with the job, e.g. ``SYNAPSE_HOST`` and ``SYNAPSE_ACCESS_TOKEN``.
+    :returns: the client, or None to leave it to another plugin.
     """
 
 

@@ -278,3 +278,64 @@ def test_has_impls_follows_registration():
     assert pm.has_impls("raydrive_job_finished")
     pm.unregister(listener)
     assert not pm.has_impls("raydrive_job_finished")
+
+
+SYNAPSE_ENV = {"SYNAPSE_HOST": "https://synapse.example/", "SYNAPSE_ACCESS_TOKEN": "syn-planted-123"}
+
+
+def test_raydrive_context_client(plugin_manager):
+    from tests import actions_context_client as synapse
+
+    asked = []
+
+    class Declines:
+        @raydrive.hookimpl(tryfirst=True)
+        def raydrive_context_client(self, env):
+            asked.append(sorted(env))
+            return None  # first asked, no answer: the next plugin's answer wins
+
+    plugin_manager.register(synapse, name="synapse-client")
+    plugin_manager.register(Declines(), name="declines")
+    executor = raydrive.get_executor("local", env=SYNAPSE_ENV)
+    result = executor.execute(synapse.ClientAction, {"reads": 3})
+    assert result["client"] == "BackendClient" and result["base_url"] == "https://synapse.example"
+    assert result["same_each_read"] and result["authenticates"]
+    assert asked == [sorted(SYNAPSE_ENV)]  # asked once per run, given the action's env
+
+    class Wins:
+        @raydrive.hookimpl(tryfirst=True)
+        def raydrive_context_client(self, env):
+            return synapse.BackendClient("https://other.example", "t")
+
+    plugin_manager.register(Wins(), name="wins")
+    assert executor.execute(synapse.ClientAction, {})["base_url"] == "https://other.example"
+
+
+def test_ctx_client_without_a_plugin_names_the_hook(plugin_manager):
+    from raydrive import ExecutionError
+    from raydrive.core.context import ContextClientError, RuntimeContext
+    from tests import actions_context_client as synapse
+
+    with pytest.raises(ContextClientError, match="raydrive_context_client") as info:
+        RuntimeContext(env=SYNAPSE_ENV).client  # noqa: B018 - reading it is the test
+    assert isinstance(info.value, raydrive.RaydriveError)
+    assert getattr(RuntimeContext(), "client", None) is None  # an AttributeError too
+    with pytest.raises(ExecutionError, match="raydrive_context_client"):
+        raydrive.get_executor("local", env=SYNAPSE_ENV).execute(synapse.ClientAction, {})
+    # The plugin answers only for a Synapse job: elsewhere the same error.
+    plugin_manager.register(synapse, name="synapse-client")
+    with pytest.raises(ContextClientError, match="raydrive_context_client"):
+        RuntimeContext(env={"A": "1"}).client  # noqa: B018
+
+
+def test_a_failing_context_client_hook_is_a_raydrive_error(plugin_manager):
+    from raydrive.core.context import ContextClientError, RuntimeContext
+
+    class Broken:
+        @raydrive.hookimpl
+        def raydrive_context_client(self, env):
+            raise OSError("backend down")
+
+    plugin_manager.register(Broken(), name="broken")
+    with pytest.raises(ContextClientError, match="context_client hook failed: OSError: backend down"):
+        RuntimeContext().client  # noqa: B018

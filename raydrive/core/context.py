@@ -5,8 +5,9 @@ so an action written for it runs here with only its imports changed:
 
 - the logger: ``debug / info / warning / error / critical``, ``set_progress``, ``set_metrics``,
   ``log(event, data, file=None)``, ``log_message``, ``log_metric``, ``log_visualization``;
-- the context: the same reporting methods, delegated to its logger, and ``env``, a read-only
-  mapping with typed getters (``get_str``, ``get_int``, ``get_float``, ``get_bool``, ``get_list``).
+- the context: the same reporting methods, delegated to its logger, ``env``, a read-only
+  mapping with typed getters (``get_str``, ``get_int``, ``get_float``, ``get_bool``, ``get_list``),
+  and ``client``, the backend client a plugin provides (the ``raydrive_context_client`` hook).
 
 Everything goes to one :class:`ProgressSink` per run, the driver's: progress, metrics, log lines
 and events reported through the action, its context or its logger end up in the same place.
@@ -22,11 +23,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
-from raydrive.core.errors import ValidationError
+from raydrive.core.errors import RaydriveError, ValidationError
 
 __all__ = [
     "ActionEnvironment",
     "ActionLogger",
+    "ContextClientError",
     "LogLevel",
     "LoggingSink",
     "ProgressSink",
@@ -234,17 +236,50 @@ class ActionEnvironment(Mapping[str, str]):
         return self._typed(key, default, "list", lambda t: [p.strip() for p in t.split(sep) if p.strip()])
 
 
+class ContextClientError(RaydriveError, AttributeError):
+    """``ctx.client`` was read and no plugin provides a client (or the plugin failed).
+
+    An ``AttributeError`` too, so ``getattr(ctx, "client", None)`` and ``hasattr`` work as for a
+    missing attribute.
+    """
+
+
 @dataclass
 class RuntimeContext:
-    """What an action sees of where it runs: its job id, environment and logger."""
+    """What an action sees of where it runs: its job id, environment, logger and backend client."""
 
     job_id: str | None = None
     env: Mapping[str, str] = field(default_factory=ActionEnvironment)
     logger: ActionLogger = field(default_factory=ActionLogger)
+    _client: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.env, ActionEnvironment):
             self.env = ActionEnvironment(self.env)
+
+    @property
+    def client(self) -> Any:
+        """The backend client (the reference SDK's ``ctx.client``), from the first plugin whose
+        ``raydrive_context_client(env)`` hook answers; asked once per run, on first use.
+
+        :raises ContextClientError: no plugin provides one, or the hook failed.
+        """
+        if self._client is None:
+            from raydrive.core.plugins import get_plugin_manager
+
+            try:
+                client = get_plugin_manager().context_client(self.env)
+            except Exception as exc:
+                raise ContextClientError(
+                    f"the raydrive_context_client hook failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            if client is None:
+                raise ContextClientError(
+                    "ctx.client: no plugin provides a backend client; install or register a plugin "
+                    "that implements the raydrive_context_client(env) hook (see docs/secrets.md)"
+                )
+            self._client = client
+        return self._client
 
     def __repr__(self) -> str:
         # The environment may carry credentials: show only its keys.

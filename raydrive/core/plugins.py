@@ -160,6 +160,11 @@ class PluginManager:
             names = self._secret_names = frozenset(found)
         return names
 
+    def context_client(self, env: Mapping[str, str]) -> object | None:
+        """The backend client for an action's ``ctx.client``: the first non-None answer of
+        ``raydrive_context_client`` (None when no plugin gives one)."""
+        return self._pm.hook.raydrive_context_client(env=env)
+
     def adjust_resources(self, action: str, request: ResourceRequest) -> ResourceRequest:
         # pluggy's order: the last registered runs first; plugins order themselves with
         # tryfirst/trylast (a cap that must see everyone's changes uses trylast=True).
@@ -187,6 +192,8 @@ class PluginManager:
         result = outcome.get_result() if outcome.exception is None else outcome.exception
         if hook_name in {"raydrive_credentials", "raydrive_environment"} and isinstance(result, list):
             result = [sorted(part) for part in result]  # keys only: values may be secrets
+        elif hook_name == "raydrive_context_client" and result is not None:
+            result = type(result).__name__  # a client's repr may show its token
         _log.info("hook %s returned %r", hook_name, result)
 
 

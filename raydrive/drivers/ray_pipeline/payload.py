@@ -13,7 +13,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, SecretBytes, SecretStr
 
 from raydrive.core.errors import ExecutionError
-from raydrive.core.redaction import MASK, is_secret_key, redact, redact_text
+from raydrive.core.redaction import MASK, Redactor, is_secret_key, redact_text
 
 __all__ = ["MAX_DEPTH", "SecretMasker", "restore_secrets", "secret_fields", "snapshot"]
 
@@ -96,6 +96,7 @@ class SecretMasker:
         # caching the answers keeps masking off the per-action cost.
         self._key_cache: dict[Any, bool] = {}
         self._text_cache: dict[str, str] = {}
+        self._redactor = Redactor(secret_key=self._secret, text=self.text)
 
     def _secret(self, key: Any) -> bool:
         try:
@@ -147,17 +148,9 @@ class SecretMasker:
         return out
 
     def data(self, value: Any) -> Any:
-        """JSON data with secret keys masked and strings cleaned (the same shape)."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, Mapping):
-            return {
-                k: (MASK if self._secret(k) and v not in (None, "") else self.data(v))
-                for k, v in value.items()
-            }
-        if isinstance(value, list | tuple):
-            return [self.data(v) for v in value]
-        return redact(value)
+        """JSON data masked by the one redaction rule (:class:`~raydrive.core.redaction.Redactor`),
+        with this run's secret keys and the secret values seen so far added (the same shape)."""
+        return self._redactor.data(value)
 
 
 _MISSING = object()
