@@ -310,6 +310,7 @@ _JSON_LITERAL = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null|No
 # Values of an unquoted pair that are no text: JSON / Python literals (only text can be a secret).
 _LITERALS = frozenset({"true", "false", "null", "none", "True", "False", "None", MASK})
 _AUTH_WORDS = frozenset({"bearer", "basic", "token"})
+_AFTER_SCHEME = re.compile(r"[ \t]+(?P<v>[^\s\"',;&}\]\\]+)")  # the credential after "Bearer"
 _AUTH_VALUE = re.compile(r"(?P<scheme>(?:[Bb]earer|BEARER|[Bb]asic|BASIC|[Tt]oken|TOKEN)[ \t]+)\S")
 
 
@@ -378,7 +379,7 @@ def _masked_value(text: str, start: int, quoted_name: bool) -> tuple[int, str] |
         if value in _LITERALS or (quoted_name and _JSON_LITERAL.fullmatch(value)):
             return None  # "password": 1234 in JSON is a number, as in the data rule
         if value.lower() in _AUTH_WORDS:  # Authorization: Bearer <credential>
-            after = re.compile(r"[ \t]+(?P<v>[^\s\"',;&}\]\\]+)").match(text, end)
+            after = _AFTER_SCHEME.match(text, end)
             if after is None or after.group("v") == MASK:
                 return None
             return after.end(), text[start:end] + text[end : after.start("v")] + MASK
@@ -396,13 +397,18 @@ def _pairs(text: str) -> str:
     if hint is not None and hint.search(text.lower()) is None:
         return text  # no name in it can be secret
     pieces: list[str] = []
+    known: dict[str, bool] = {}  # a log repeats its names line after line
     copied = pos = 0
     while True:
         m = head.search(text, pos)
         if m is None:
             break
         pos = m.end()
-        if not is_secret_key(m.group("name")):
+        name = m.group("name")
+        secret = known.get(name)
+        if secret is None:
+            secret = known[name] = is_secret_key(name)
+        if not secret:
             continue  # its value may hold a pair of its own ("failed: password=x"): scan on
         quoted = bool(m.group("q"))
         if m.group("dash") and not (m.group("sep") or m.group("sep2")) and text.startswith("-", pos):
@@ -466,7 +472,6 @@ _NOT_TEXT = (numbers.Number, datetime.date, datetime.time, datetime.timedelta, e
 # A log-probability entry of a text model ({"token": "Hello", "logprob": -0.1}: OpenAI, vLLM,
 # TGI): a mapping with one of these keys is a model's output, and its "token" is a piece of
 # the model's text, not a credential. Its other keys are judged as anywhere else.
-_MODEL_OUTPUT_KEYS = ("logprob", "logprobs", "top_logprobs")
 _MODEL_TOKEN = "token"
 # The name/value pair shape (Kubernetes and ECS env, AWS tags): {"name": N, "value": V}.
 _PAIR_KEYS = (("name", "value"), ("Name", "Value"), ("key", "value"), ("Key", "Value"))
@@ -474,7 +479,7 @@ _CYCLE = "..."
 
 
 def _model_output(value: Mapping[Any, Any]) -> bool:
-    return any(key in value for key in _MODEL_OUTPUT_KEYS)
+    return "logprob" in value or "logprobs" in value or "top_logprobs" in value
 
 
 class _Walk:
@@ -486,7 +491,7 @@ class _Walk:
 
     def __init__(self) -> None:
         self.path: set[int] = set()
-        self.done: dict[tuple[int, bool], tuple[Any, Any]] = {}
+        self.done: tuple[dict[int, tuple[Any, Any]], dict[int, tuple[Any, Any]]] = ({}, {})
         self.keys: dict[Any, bool] = {}  # the secret test's answers: a document repeats its keys
 
 
@@ -553,18 +558,20 @@ class Redactor:
                 value = fields
         if depth >= _MAX_DEPTH:
             return "..."
-        key = (id(value), hidden)
-        if id(value) in walk.path:
+        ident = id(value)
+        path = walk.path
+        if ident in path:
             return _CYCLE
-        done = walk.done.get(key)
-        if done is not None:
-            return done[1]
-        walk.path.add(id(value))
+        done = walk.done[hidden]
+        seen = done.get(ident)
+        if seen is not None:
+            return seen[1]
+        path.add(ident)
         try:
             out = self._container(value, depth + 1, hidden, walk)
         finally:
-            walk.path.discard(id(value))
-        walk.done[key] = (value, out)  # the value is kept alive: its id is not reused meanwhile
+            path.discard(ident)
+        done[ident] = (value, out)  # the value is kept alive: its id is not reused meanwhile
         return out
 
     def _container(self, value: Any, depth: int, hidden: bool, walk: _Walk) -> Any:
@@ -588,6 +595,7 @@ class Redactor:
         if hidden and model_output:
             hidden = False  # {"token": {"text": " Hello", "logprob": -0.3}}: a model's token
         out = {}
+        known = walk.keys
         for k, v in value.items():
             if hidden:
                 # Under a secret name every text is masked ({"secrets": {"db": "pw"}}), but for
@@ -596,9 +604,11 @@ class Redactor:
             elif model_output and k.__class__ is str and k == _MODEL_TOKEN:
                 secret = False
             else:
-                secret = self._secret(k, walk)
+                secret = known.get(k) if k.__class__ is str else None
+                if secret is None:
+                    secret = self._secret(k, walk)
             out[k] = self._walk(v, depth, secret, walk)
-        if not hidden:
+        if not hidden and ("value" in value or "Value" in value):
             for name, val in _PAIR_KEYS:
                 if val in value and isinstance(value.get(name), str):
                     if self._secret(value[name], walk):
