@@ -192,7 +192,7 @@ def test_odd_input_never_raises_and_depth_is_bounded():
 
 
 def test_pipeline_masker_follows_the_same_rule():
-    from raydrive.drivers.pipeline_payload import SecretMasker
+    from raydrive.drivers.ray_pipeline.payload import SecretMasker
 
     masker = SecretMasker(keys={"db"})
     masker.learn({"db": "planted-pw-1", "max_tokens": 512})

@@ -4,7 +4,7 @@ The store keeps one progress entry per action (its first start, its end, its las
 run's actor attempts (``Run.attempts``), but not each attempt of an action its retry policy ran
 again. The pipeline runner says each retry in one warning log line of the action,
 ``action 'train' failed (<error>); attempt 2 of 3 in 0.50 s`` (see
-``raydrive.drivers.remote.pipeline_runner``); this module reads those lines back into attempts
+``raydrive.drivers.ray_pipeline.runner``); this module reads those lines back into attempts
 with a start, an end, a state and an error. A browser test runs a real retried action through the
 runner, so a change of that line's wording fails it rather than silently losing the attempts.
 """
