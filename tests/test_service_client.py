@@ -22,9 +22,9 @@ from raydrive.core.errors import (
 )
 from raydrive.core.pipeline import ActionProgress, PipelineProgress, RunStatus
 from raydrive.service import AsyncPipelineServiceClient, PipelineServiceClient, ProgressEvent
+from raydrive.service.db.sqlite import SQLiteStore
 from raydrive.service.models import ProgressReport
 from raydrive.service.server import ServiceServer, start_service
-from raydrive.service.store import SQLiteStore
 from tests.services import tokenless_service
 
 

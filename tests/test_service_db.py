@@ -354,7 +354,7 @@ def test_a_batch_of_reports_is_one_transaction_and_one_event(store: SQLStore) ->
         ],
     )
     assert [type(o).__name__ if o else None for o in outcomes] == [
-        None, None, "UnknownActionError", None, "RunConflictError",
+        None, None, "InvalidReportError", None, "RunConflictError",
     ]  # fmt: skip
     assert store.latest_event(run_id).seq == before + 1 and store.latest_event(run_id).event == "completed"
     assert store.get_run(run_id).result == {"n": 2}

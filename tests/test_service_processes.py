@@ -137,7 +137,7 @@ def test_last_event_id_replays_on_another_process(two_services: tuple[Service, S
     a, b = two_services
     run_id = _run(a.url)
     for i in range(3):
-        httpx.post(f"{a.url}/api/v1/runs/{run_id}/progress", json={"current_action_index": i})
+        httpx.post(f"{a.url}/api/v1/runs/{run_id}/progress", json={"current_action": f"step {i}"})
     httpx.patch(f"{a.url}/api/v1/runs/{run_id}", json={"status": "cancelled"})
     events: queue.Queue = queue.Queue()
     _subscribe(b.url, run_id, events, {"Last-Event-ID": "2"})

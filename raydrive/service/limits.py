@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from raydrive.core.errors import RaydriveError
+
 __all__ = [
     "DEFAULT_LIMITS",
     "BodyLimitMiddleware",
@@ -92,12 +94,12 @@ def json_depth(body: bytes) -> int:
     return deepest
 
 
-class TooManyLogEntriesError(ValueError):
+class TooManyLogEntriesError(RaydriveError, ValueError):
     """A log batch over the service's ``max_log_entries`` (answered 422, naming the limit)."""
 
     def __init__(self, count: int, maximum: int) -> None:
-        super().__init__(f"{count} log entries in one batch; the service's limit is {maximum}")
-        self.body = {"detail": str(self), "limit": "max_log_entries", "max": maximum}
+        message = f"{count} log entries in one batch; the service's limit is {maximum}"
+        super().__init__(message, body={"detail": message, "limit": "max_log_entries", "max": maximum})
 
 
 def check_log_entries(count: int, limits: Limits) -> None:

@@ -1,6 +1,6 @@
 """The writes a run's reporter makes (progress, checkpoints, logs, run updates), one way each.
 
-Each write is redacted (:mod:`raydrive.service.guards`) and bounded here, whether it arrives on
+Each write is masked (:mod:`raydrive.service.masking`) and bounded here, whether it arrives on
 its own endpoint or as one report of a batch (``POST /api/v1/runs/{run_id}/reports``), so the
 two cannot drift; the store checks the rules (:mod:`raydrive.service.rules`) inside its write
 transaction, where no other change can slip in between, so they are not read here first. The methods block
@@ -20,15 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from raydrive.core.redaction import redact, redact_text
-from raydrive.service.guards import redacted_report, redacted_update, refusal
+from raydrive.service.guards import refusal
 from raydrive.service.limits import Limits, check_log_entries
+from raydrive.service.masking import mask_checkpoint, mask_logs, mask_report, mask_update
 from raydrive.service.models import (
     Checkpoint,
     CheckpointCreate,
     LogEntry,
     LogsAppend,
-    ProgressAck,
     ProgressReport,
     ReportBatch,
     ReportBatchAck,
@@ -48,17 +47,9 @@ class RunReports:
         self.store = store
         self.limits = limits
 
-    def progress(self, run_id: str, body: ProgressReport) -> ProgressAck:
+    def progress(self, run_id: str, body: ProgressReport) -> Run:
         """Apply a progress report; ``action_progress`` replaces the entry with the same name."""
-        run = self.store.report_progress(run_id, self._prepared("progress", body))
-        return ProgressAck(
-            id=run.id,
-            status=run.status,
-            current_action=run.current_action,
-            current_action_index=run.current_action_index,
-            started_at=run.started_at,
-            completed_at=run.completed_at,
-        )
+        return self.store.report_progress(run_id, self._prepared("progress", body))
 
     def checkpoint(self, run_id: str, body: CheckpointCreate) -> Checkpoint:
         """Store a checkpoint (409 for a finished run), its params and result redacted."""
@@ -98,11 +89,10 @@ class RunReports:
     def _prepared(self, kind: str, body: Any) -> Any:
         # What each endpoint does before its store call (the store checks the rules).
         if kind == "progress":
-            return redacted_report(body)
+            return mask_report(body)
         if kind == "update":
-            return redacted_update(body)
+            return mask_update(body)
         if kind == "checkpoint":
-            update = {"params_snapshot": redact(body.params_snapshot), "result": redact(body.result)}
-            return body.model_copy(update=update)
+            return mask_checkpoint(body)
         check_log_entries(len(body.entries), self.limits)
-        return [entry.model_copy(update={"message": redact_text(entry.message)}) for entry in body.entries]
+        return mask_logs(body.entries)

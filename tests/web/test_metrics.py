@@ -101,9 +101,9 @@ def test_open_streams_gauge_follows_sse_clients(service):
 
 
 def test_runs_by_status_without_a_counting_store(tmp_path):
+    from raydrive.service.db.sqlite import SQLiteStore
     from raydrive.service.metrics import _count_runs
     from raydrive.service.models import ActionSpec, PipelineCreate, RunCreate, RunUpdate
-    from raydrive.service.store import SQLiteStore
 
     class ListingOnly:  # a store that can only list (another backend without the count query)
         def __init__(self, store):

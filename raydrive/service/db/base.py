@@ -3,7 +3,7 @@
 A backend supplies its engine, how a write transaction starts (:meth:`SQLStore._write`) and how
 other processes hear of a change (:meth:`SQLStore._announce`, :meth:`SQLStore.watch`); every
 query and every rule of a run's life lives here once. The rules themselves are the pure
-functions of :mod:`raydrive.service.store` (``apply_update``, ``apply_progress``), applied to the
+functions of :mod:`raydrive.service.rules` (``apply_update``, ``apply_progress``), applied to the
 run loaded in the write transaction and saved with its numbered event in the same transaction.
 """
 
@@ -36,20 +36,13 @@ from raydrive.service.models import (
     RunUpdate,
 )
 from raydrive.service.rules import (
+    InvalidReportError,
     RunConflictError,
-    UnknownActionError,
-    check_open,
-    check_progress,
-    check_update,
-)
-from raydrive.service.store import (
-    RecordNotFoundError,
-    RunEvent,
-    TerminalRunError,
     apply_progress,
     apply_update,
-    progress_view,
+    check_open,
 )
+from raydrive.service.store import RecordNotFoundError, RunEvent, progress_view
 
 __all__ = ["SQLStore", "db_time"]
 
@@ -253,7 +246,7 @@ class SQLStore:
             for kind, body in reports:
                 try:
                     new = self._apply_report(conn, run, kind, body, now)
-                except (RecordNotFoundError, TerminalRunError, RunConflictError, UnknownActionError) as exc:
+                except (RecordNotFoundError, RunConflictError, InvalidReportError) as exc:
                     outcomes.append(exc)
                     continue
                 outcomes.append(None)
@@ -267,10 +260,8 @@ class SQLStore:
 
     def _apply_report(self, conn: Connection, run: Run, kind: str, body: Any, now: datetime) -> Run | None:
         if kind == "progress":
-            check_progress(run.id, run.status, [entry.name for entry in run.progress], body)
             return apply_progress(run, body, now)
         if kind == "update":
-            check_update(run, body)
             return apply_update(run, body, now)
         check_open(run.id, run.status, "checkpoint" if kind == "checkpoint" else "log entries")
         if kind == "checkpoint":
@@ -280,22 +271,13 @@ class SQLStore:
         return None
 
     def update_run(self, run_id: str, body: RunUpdate) -> Run:
-        """Apply a PATCH (see :func:`~raydrive.service.store.apply_update`)."""
-
-        def change(run: Run, now: datetime) -> Run | None:
-            check_update(run, body)  # in the write transaction: no other change can slip in between
-            return apply_update(run, body, now)
-
-        return self._change_run(run_id, change)
+        """Apply a PATCH (see :func:`~raydrive.service.rules.apply_update`)."""
+        # Checked in the write transaction: no other change can slip in between.
+        return self._change_run(run_id, lambda run, now: apply_update(run, body, now))
 
     def report_progress(self, run_id: str, body: ProgressReport) -> Run:
-        """Apply a progress report (see :func:`~raydrive.service.store.apply_progress`)."""
-
-        def change(run: Run, now: datetime) -> Run | None:
-            check_progress(run.id, run.status, [entry.name for entry in run.progress], body)
-            return apply_progress(run, body, now)
-
-        return self._change_run(run_id, change)
+        """Apply a progress report (see :func:`~raydrive.service.rules.apply_progress`)."""
+        return self._change_run(run_id, lambda run, now: apply_progress(run, body, now))
 
     def delete_run(self, run_id: str) -> None:
         """Delete the run with its events, checkpoints and logs."""

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
+from raydrive.service.masking import mask_text
 from raydrive.service.models import Checkpoint, CheckpointCreate
 from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_list, json_response
 
@@ -36,6 +37,7 @@ def router(service: ServiceContext) -> APIRouter:
     @route("GET", "/api/v1/runs/{run_id}/checkpoints/{action_name}", response_model=Checkpoint)
     async def action_checkpoint(run_id: str, action_name: str) -> Response:
         """The newest checkpoint of one action; 404 when it has none."""
-        return json_response(await in_thread(store.latest_checkpoint, run_id, action_name))
+        # Names are stored masked: look up the masked name (the same text for an ordinary one).
+        return json_response(await in_thread(store.latest_checkpoint, run_id, mask_text(action_name)))
 
     return routes

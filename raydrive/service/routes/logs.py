@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
 from raydrive.service.guards import utc_or_422
+from raydrive.service.masking import mask_text
 from raydrive.service.models import LogEntry, LogLevel, LogsAppend
 from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_list
 
@@ -38,7 +39,7 @@ def router(service: ServiceContext) -> APIRouter:
         entries = await in_thread(
             store.list_logs,
             run_id,
-            action_name=action_name,
+            action_name=mask_text(action_name),  # stored masked
             level=level.value if level else None,
             since=utc_or_422(since, "since"),
             limit=limit,

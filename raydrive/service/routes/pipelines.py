@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
+from raydrive.service.masking import mask_pipeline
 from raydrive.service.models import MAX_INT, Pipeline, PipelineCreate
 from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_list, json_response
 
@@ -21,7 +22,7 @@ def router(service: ServiceContext) -> APIRouter:
     @route("POST", "/api/v1/pipelines/", response_model=Pipeline)
     async def create_pipeline(body: PipelineCreate) -> Response:
         """Store a pipeline definition."""
-        return json_response(await in_thread(store.create_pipeline, body))
+        return json_response(await in_thread(lambda: store.create_pipeline(mask_pipeline(body))))
 
     @route("GET", "/api/v1/pipelines/", response_model=list[Pipeline])
     async def list_pipelines(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
 from raydrive.core.pipeline import PipelineProgress, RunStatus
-from raydrive.core.redaction import redact
 from raydrive.service.guards import status_of
+from raydrive.service.masking import mask_run_create
 from raydrive.service.models import (
     MAX_INT,
     ProgressAck,
@@ -20,11 +20,21 @@ from raydrive.service.models import (
     RunStatusView,
     RunUpdate,
 )
-from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_list, json_response
+from raydrive.service.routes.common import (
+    ServiceContext,
+    SlashRoutes,
+    json_list,
+    json_response,
+    wants_minimal,
+)
 from raydrive.service.rules import cancel_update
 from raydrive.service.store import progress_view
 
 __all__ = ["router"]
+
+# The answer depends on Prefer, so a cache must key on it (RFC 7240 section 2).
+_VARY = {"Vary": "Prefer"}
+_MINIMAL_APPLIED = {"Preference-Applied": "return=minimal", "Vary": "Prefer"}
 
 
 def router(service: ServiceContext) -> APIRouter:
@@ -37,8 +47,7 @@ def router(service: ServiceContext) -> APIRouter:
     async def create_run(pipeline_id: str, body: RunCreate | None = None) -> Response:
         """Start a ``pending`` run of the pipeline."""
         body = body or RunCreate()
-        body = body.model_copy(update={"params": redact(body.params)})
-        return json_response(await in_thread(store.create_run, pipeline_id, body))
+        return json_response(await in_thread(lambda: store.create_run(pipeline_id, mask_run_create(body))))
 
     @route("GET", "/api/v1/runs/", response_model=list[Run])
     async def list_runs(
@@ -74,7 +83,7 @@ def router(service: ServiceContext) -> APIRouter:
         409 for a completed or failed run."""
         update = cancel_update(await in_thread(store.get_run, run_id))
         if update is not None:
-            # A run that finished since the read: the store refuses with 409 (TerminalRunError).
+            # A run that finished since the read: the store refuses with 409 (RunConflictError).
             await in_thread(store.update_run, run_id, update)
             broker.notify(run_id)
         return json_response(RunStatusView(id=run_id, status=RunStatus.CANCELLED, cancel_requested=True))
@@ -87,13 +96,26 @@ def router(service: ServiceContext) -> APIRouter:
             RunStatusView(id=run_id, status=status, cancel_requested=status is RunStatus.CANCELLED)
         )
 
-    @route("POST", "/api/v1/runs/{run_id}/progress", response_model=ProgressAck)
-    async def report_progress(run_id: str, body: ProgressReport) -> Response:
+    @route("POST", "/api/v1/runs/{run_id}/progress", response_model=Run)
+    async def report_progress(
+        run_id: str, body: ProgressReport, prefer: str | None = Header(default=None)
+    ) -> Response:
         """Report progress; ``action_progress`` replaces the entry with the same name. Answers
-        a small :class:`ProgressAck`, not the run."""
-        ack = await in_thread(reports.progress, run_id, body)
+        the run, as the contract says; with ``Prefer: return=minimal`` (RFC 7240) a small
+        :class:`ProgressAck` and ``Preference-Applied: return=minimal``."""
+        run = await in_thread(reports.progress, run_id, body)
         broker.notify(run_id)
-        return json_response(ack)
+        if not wants_minimal(prefer):
+            return json_response(run, headers=_VARY)
+        ack = ProgressAck(
+            id=run.id,
+            status=run.status,
+            current_action=run.current_action,
+            current_action_index=run.current_action_index,
+            started_at=run.started_at,
+            completed_at=run.completed_at,
+        )
+        return json_response(ack, headers=_MINIMAL_APPLIED)
 
     @route("POST", "/api/v1/runs/{run_id}/reports", response_model=ReportBatchAck)
     async def report_batch(run_id: str, body: ReportBatch) -> Response:

@@ -189,6 +189,7 @@ def install(app: FastAPI, *, token: str | None) -> None:
                 continue
             doc = entry.model_dump(mode="json")
             doc["message"] = redact_text(entry.message)
+            doc["action_name"] = _text(entry.action_name)
             out.append(doc)
             if len(out) >= limit:
                 break
