@@ -279,7 +279,8 @@ def test_the_service_errors_are_raydrive_errors_and_store_does_not_import_db() -
 
     for error in (RecordNotFoundError, RunConflictError, InvalidReportError, TooManyLogEntriesError):
         assert issubclass(error, RaydriveError), error
-    code = "import sys, raydrive.service.rules, raydrive.service.store\nprint('raydrive.service.db' in sys.modules)"
+    code = "import sys, raydrive.service.rules, raydrive.service.store\n"
+    code += "print('raydrive.service.db' in sys.modules)"
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         == "False\n"
