@@ -54,6 +54,7 @@ from raydrive.service.routes import (
 )
 from raydrive.service.routes.common import ServiceContext
 from raydrive.service.store import PipelineStore
+from raydrive.service.text import TextGuardMiddleware
 
 __all__ = ["TOKEN_ENV", "RunBroker", "create_app", "resolve_token"]
 
@@ -149,6 +150,8 @@ def create_app(
     app.add_middleware(IdempotencyMiddleware, keys=app.state.idempotency)
     # Innermost but for the keys: a body is only read once Host and token were accepted.
     app.add_middleware(BodyLimitMiddleware, limits=limits)
+    # A NUL or a lone surrogate in a path or query answers 422 on every backend (no 500).
+    app.add_middleware(TextGuardMiddleware)
     if token:
         app.add_middleware(AuthMiddleware, token=token)
     # Added last, so it runs first: a request for another Host is refused before anything else.

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from raydrive.core.pipeline import RunStatus
 from raydrive.core.redaction import redact_text
-from raydrive.service.limits import TooManyLogEntriesError
+from raydrive.service.limits import LimitError
 from raydrive.service.rules import InvalidReportError, RunConflictError
 from raydrive.service.store import RecordNotFoundError, RunEvent
 
@@ -84,22 +84,29 @@ def refusal(exc: Exception) -> tuple[int, dict[str, Any]] | None:
     if isinstance(exc, InvalidReportError):
         error = {"loc": exc.loc, "msg": str(exc), "type": "value_error"}
         return 422, {"detail": [error]}
-    if isinstance(exc, TooManyLogEntriesError):
+    if isinstance(exc, LimitError):
         return 422, exc.body
     if isinstance(exc, RequestValidationError):
         # FastAPI's default echoes the offending input: a secret param or a 16 MiB value would
         # come back in the error. Say where and what, not the value.
         errors = [
             {
-                key: redact_text(item[key]) if key == "msg" else item[key]
-                for key in ("loc", "msg", "type")
-                if key in item
+                "loc": [_printable(part) for part in item.get("loc", ())],
+                "msg": redact_text(str(item.get("msg", ""))),
+                "type": item.get("type", "value_error"),
             }
             for item in exc.errors()
             if isinstance(item, dict)
         ]
         return 422, {"detail": errors}
     return None
+
+
+def _printable(part: Any) -> Any:
+    # A key holding a lone surrogate is named escaped ("\\udcff"): no encoder takes it as it is.
+    if isinstance(part, str):
+        return redact_text(part.encode("utf-8", "backslashreplace").decode("utf-8"))
+    return part
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -115,7 +122,7 @@ def install_error_handlers(app: FastAPI) -> None:
         RecordNotFoundError,
         RunConflictError,
         InvalidReportError,
-        TooManyLogEntriesError,
+        LimitError,
         RequestValidationError,
     ):
         app.add_exception_handler(kind, _answer)

@@ -29,7 +29,7 @@ from raydrive.service.models import (
     LogEntry,
     LogsAppend,
     ProgressReport,
-    ReportBatch,
+    Report,
     ReportBatchAck,
     ReportResult,
     Run,
@@ -63,12 +63,16 @@ class RunReports:
         """Change the run's status, result or error (409 for any change of a finished run)."""
         return self.store.update_run(run_id, self._prepared("update", body))
 
-    def batch(self, run_id: str, body: ReportBatch) -> ReportBatchAck:
-        """Apply ``body``'s reports in order, in one transaction; one result each (404 for the
-        whole batch when the run is unknown)."""
+    def batch(self, run_id: str, items: list[Report | Exception]) -> ReportBatchAck:
+        """Apply the reports in order, in one transaction; one result each (404 for the whole
+        batch when the run is unknown). An item that is an exception (a report refused when
+        it was parsed) is answered as that error, in its place."""
         refused: dict[int, Exception] = {}
         writes: list[tuple[str, Any]] = []
-        for index, report in enumerate(body.reports):
+        for index, report in enumerate(items):
+            if isinstance(report, Exception):
+                refused[index] = report
+                continue
             kind = report.kind
             try:
                 writes.append((kind, self._prepared(kind, getattr(report, kind))))
@@ -78,7 +82,7 @@ class RunReports:
                 refused[index] = exc
         outcomes = iter(self.store.apply_reports(run_id, writes))
         results = []
-        for index in range(len(body.reports)):
+        for index in range(len(items)):
             error = refused.get(index) or next(outcomes)
             answer = refusal(error) if error is not None else (200, {"detail": None})
             if answer is None:  # the store returns only the client's errors

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
 from raydrive.core.pipeline import PipelineProgress, RunStatus
+from raydrive.service.bodies import decode, decode_batch, read_body
 from raydrive.service.guards import status_of
 from raydrive.service.masking import mask_run_create
 from raydrive.service.models import (
     MAX_INT,
     ProgressAck,
     ProgressReport,
-    ReportBatch,
+    Report,
     ReportBatchAck,
     Run,
     RunCreate,
@@ -44,10 +45,16 @@ def router(service: ServiceContext) -> APIRouter:
     store, broker, reports = service.store, service.broker, service.reports
 
     @route("POST", "/api/v1/pipelines/{pipeline_id}/runs/", response_model=Run)
-    async def create_run(pipeline_id: str, body: RunCreate | None = None) -> Response:
-        """Start a ``pending`` run of the pipeline."""
-        body = body or RunCreate()
-        return json_response(await in_thread(lambda: store.create_run(pipeline_id, mask_run_create(body))))
+    async def create_run(pipeline_id: str, request: Request) -> Response:
+        """Start a ``pending`` run of the pipeline (body: :class:`RunCreate`, may be empty)."""
+        raw = await request.body()
+
+        def create() -> Response:
+            # Parsing, masking and serializing a 15 MiB body take a CPU for a while: not on the loop.
+            body = decode(raw, RunCreate, service.limits, optional=True) or RunCreate()
+            return json_response(store.create_run(pipeline_id, mask_run_create(body)))
+
+        return await in_thread(create)
 
     @route("GET", "/api/v1/runs/", response_model=list[Run])
     async def list_runs(
@@ -56,19 +63,20 @@ def router(service: ServiceContext) -> APIRouter:
         limit: int = Query(100, ge=1, le=1000),
     ) -> Response:
         """Runs, newest first."""
-        return json_list(Run, await in_thread(store.list_runs, status_filter, skip, limit))
+        return await in_thread(lambda: json_list(Run, store.list_runs(status_filter, skip, limit)))
 
     @route("GET", "/api/v1/runs/{run_id}", response_model=Run)
     async def get_run(run_id: str) -> Response:
         """One run."""
-        return json_response(await in_thread(store.get_run, run_id))
+        return await in_thread(lambda: json_response(store.get_run(run_id)))
 
     @route("PATCH", "/api/v1/runs/{run_id}", response_model=Run)
-    async def update_run(run_id: str, body: RunUpdate) -> Response:
+    async def update_run(run_id: str, request: Request) -> Response:
         """Change a run's status, result or error (409 for any change of a finished run)."""
-        run = await in_thread(reports.update, run_id, body)
+        body = await read_body(request, RunUpdate, service.limits)
+        answer = await in_thread(lambda: json_response(reports.update(run_id, body)))
         broker.notify(run_id)
-        return json_response(run)
+        return answer
 
     @route("DELETE", "/api/v1/runs/{run_id}", status_code=204)
     async def delete_run(run_id: str) -> Response:
@@ -98,15 +106,18 @@ def router(service: ServiceContext) -> APIRouter:
 
     @route("POST", "/api/v1/runs/{run_id}/progress", response_model=Run)
     async def report_progress(
-        run_id: str, body: ProgressReport, prefer: str | None = Header(default=None)
+        run_id: str, request: Request, prefer: str | None = Header(default=None)
     ) -> Response:
         """Report progress; ``action_progress`` replaces the entry with the same name. Answers
         the run, as the contract says; with ``Prefer: return=minimal`` (RFC 7240) a small
         :class:`ProgressAck` and ``Preference-Applied: return=minimal``."""
+        body = await read_body(request, ProgressReport, service.limits)
+        if not wants_minimal(prefer):
+            answer = await in_thread(lambda: json_response(reports.progress(run_id, body), headers=_VARY))
+            broker.notify(run_id)
+            return answer
         run = await in_thread(reports.progress, run_id, body)
         broker.notify(run_id)
-        if not wants_minimal(prefer):
-            return json_response(run, headers=_VARY)
         ack = ProgressAck(
             id=run.id,
             status=run.status,
@@ -118,15 +129,20 @@ def router(service: ServiceContext) -> APIRouter:
         return json_response(ack, headers=_MINIMAL_APPLIED)
 
     @route("POST", "/api/v1/runs/{run_id}/reports", response_model=ReportBatchAck)
-    async def report_batch(run_id: str, body: ReportBatch) -> Response:
+    async def report_batch(run_id: str, request: Request) -> Response:
         """Beyond the contract: progress reports, checkpoints, logs and run updates, applied in
-        order as their own endpoints would; one result per report (:mod:`raydrive.service.reports`)."""
+        order as their own endpoints would; one result per report, a bad report refused alone
+        (:mod:`raydrive.service.reports`, :func:`raydrive.service.bodies.decode_batch`)."""
+        raw = await request.body()
+        items = await in_thread(decode_batch, raw, service.limits)
         try:
-            ack = await in_thread(reports.batch, run_id, body)
+            ack = await in_thread(reports.batch, run_id, list(items))
         finally:
             broker.notify(run_id)  # what was applied before an error is seen too
-        accepted = zip(body.reports, ack.results, strict=True)
-        service.metrics.count_reports([report.kind for report, result in accepted if result.status < 400])
+        accepted = zip(items, ack.results, strict=True)
+        service.metrics.count_reports(
+            [item.kind for item, result in accepted if isinstance(item, Report) and result.status < 400]
+        )
         return json_response(ack)
 
     @route("GET", "/api/v1/runs/{run_id}/progress", response_model=PipelineProgress)
