@@ -38,6 +38,7 @@ from raydrive.service import web
 from raydrive.service.auth import AuthMiddleware, HostCheckMiddleware
 from raydrive.service.broker import DEFAULT_MAX_STREAMS, RunBroker
 from raydrive.service.client import TOKEN_ENV
+from raydrive.service.config import check_retain_days
 from raydrive.service.guards import CatchAllMiddleware, install_error_handlers
 from raydrive.service.idempotency import IdempotencyKeys, IdempotencyMiddleware
 from raydrive.service.limits import BodyLimitMiddleware, Limits
@@ -97,7 +98,8 @@ def create_app(
     :param allowed_hosts: ``Host`` names accepted besides the address a request arrived on (and
         the loopback names on loopback); ``"*"`` accepts any (see :mod:`raydrive.service.auth`).
     :param retain_days: prune runs finished more than this many days ago, in the background
-        every ``prune_interval`` seconds (see :mod:`raydrive.service.retention`); None keeps all.
+        every ``prune_interval`` seconds (see :mod:`raydrive.service.retention`); None or 0
+        keeps every run; under 1 day is refused (:mod:`raydrive.service.config`).
     :param max_streams: open progress streams this process serves; more answer 503 with
         ``Retry-After``.
     :param max_body_bytes: largest request body (413 above it); default 16 MiB or
@@ -109,6 +111,7 @@ def create_app(
     :returns: the FastAPI app. ``app.state.store`` is the store, ``app.state.broker`` the
         :class:`RunBroker`, ``app.state.active_streams`` the number of open progress streams.
     """
+    retain_days = check_retain_days(retain_days)
     owns_store = store is None
     the_store: PipelineStore = store if store is not None else _default_store(db_path)
     raw_store = the_store
