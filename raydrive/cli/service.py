@@ -30,7 +30,9 @@ def service(
         None,
         help="Prune runs finished more than N days ago (N >= 1; live runs never); 0 or unset keeps all.",
     ),
-    max_streams: int = typer.Option(10_000, min=1, help="Open progress streams per process (then 503)."),
+    max_streams: int = typer.Option(
+        10_000, min=1, help="Open progress streams in total, shared by the processes (then 503)."
+    ),
 ) -> None:
     """Run the pipeline service in the foreground (token: RAYDRIVE_SERVICE_TOKEN)."""
     if ctx.invoked_subcommand is not None:

@@ -152,9 +152,7 @@ class ServiceMetrics:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "<unmatched>"
                 method = scope["method"] if scope["method"] in _METHODS else "_OTHER"
-                metrics.requests.labels(method, template, str(status)).observe(
-                    time.perf_counter() - start
-                )
+                metrics.requests.labels(method, template, str(status)).observe(time.perf_counter() - start)
 
         return timed
 

@@ -120,7 +120,8 @@ def serve(
     :param access_log: log every request (off by default: progress reports are frequent).
     :param workers: service processes sharing the port and the database.
     :param retain_days: prune runs that finished more than this many days ago (None keeps all).
-    :param max_streams: open progress streams per process (default 10,000).
+    :param max_streams: open progress streams of the whole service (default 10,000 per
+        process); with ``workers`` processes each admits ``max_streams // workers``.
     :param ready: called once the service is about to serve (the CLI prints the page's URL).
     :raises ServiceConfigError: a wrong option; nothing was started.
     """
@@ -133,7 +134,9 @@ def serve(
         "retain_days": check_retain_days(retain_days),
     }
     if max_streams is not None:
-        options["max_streams"] = max_streams
+        # The cap is the service's total: each of the processes admits its share, so together
+        # they never hold more (a process counts its own at admission, atomically).
+        options["max_streams"] = max(1, max_streams // workers)
     server = None
     sock = None
     if workers == 1:
