@@ -149,7 +149,7 @@ def create_app(
     the_store = TimedStore(the_store, metrics)  # type: ignore[assignment]
     app.state.metrics = metrics
     app.state.limits = limits
-    app.state.idempotency = IdempotencyKeys()
+    app.state.idempotency = IdempotencyKeys(raw_store)
     app.add_middleware(IdempotencyMiddleware, keys=app.state.idempotency)
     # Innermost but for the keys: a body is only read once Host and token were accepted.
     app.add_middleware(BodyLimitMiddleware, limits=limits)

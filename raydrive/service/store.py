@@ -31,6 +31,7 @@ from raydrive.service.models import (
 )
 
 __all__ = [
+    "KeyRecord",
     "PipelineStore",
     "RecordNotFoundError",
     "RunEvent",
@@ -56,6 +57,17 @@ class RunEvent(NamedTuple):
     def terminal(self) -> bool:
         """True when this is the run's terminal event (completed, failed or cancelled)."""
         return self.event != "progress"
+
+
+class KeyRecord(NamedTuple):
+    """A stored idempotency key: its request's digest, ``state`` ``running`` or ``done``, and
+    for ``done`` the answer (status, headers as ``[name, value]`` pairs, body)."""
+
+    digest: str
+    state: str
+    status: int | None
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
 class PipelineStore(Protocol):
@@ -97,6 +109,16 @@ class PipelineStore(Protocol):
         since: datetime | None = None,
         limit: int = 1000,
     ) -> list[LogEntry]: ...
+    def claim_key(
+        self, slot: str, digest: str, owner: str, *, ttl: float, lease: float
+    ) -> KeyRecord | None: ...
+    def finish_key(
+        self, slot: str, owner: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None: ...
+    def drop_key(self, slot: str, owner: str) -> None: ...
+    def add_session(self, nonce: str, expires_at: datetime) -> None: ...
+    def has_session(self, nonce: str) -> bool: ...
+    def drop_session(self, nonce: str) -> None: ...
     def close(self) -> None: ...
 
 

@@ -10,19 +10,22 @@ run loaded in the write transaction and saved with its numbered event in the sam
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from raydrive.core.pipeline import ActionProgress, RunStatus, utcnow
 from raydrive.service.db.statements import STATEMENTS, Prepared, log_query
-from raydrive.service.db.tables import runs
+from raydrive.service.db.tables import idempotency_keys, runs, sessions
 from raydrive.service.models import (
     Checkpoint,
     CheckpointCreate,
@@ -42,7 +45,7 @@ from raydrive.service.rules import (
     apply_update,
     check_open,
 )
-from raydrive.service.store import RecordNotFoundError, RunEvent, progress_view
+from raydrive.service.store import KeyRecord, RecordNotFoundError, RunEvent, progress_view
 
 __all__ = ["SQLStore", "db_time"]
 
@@ -340,6 +343,98 @@ class SQLStore:
             if not rows:
                 self._require_run(conn, run_id)
         return [RunEvent(*row) for row in rows]
+
+    # -- idempotency keys (raydrive.service.idempotency) and page sessions (raydrive.service.auth)
+
+    def claim_key(self, slot: str, digest: str, owner: str, *, ttl: float, lease: float) -> KeyRecord | None:
+        """Claim ``slot`` for ``owner``: None when claimed (the caller runs the request), else
+        the record there. A record older than ``ttl`` seconds, or still ``running`` past its
+        ``lease`` (its process died), is replaced. The unique key makes the claim atomic across
+        every process: of two concurrent claims, one inserts and the other reads its record."""
+        now = utcnow()
+        with self._write() as conn:
+            conn.execute(
+                delete(idempotency_keys).where(
+                    idempotency_keys.c.slot == slot,
+                    or_(
+                        idempotency_keys.c.created_at < db_time(now - timedelta(seconds=ttl)),
+                        and_(
+                            idempotency_keys.c.state == "running",
+                            idempotency_keys.c.lease_until < db_time(now),
+                        ),
+                    ),
+                )
+            )
+            if secrets.randbelow(256) == 0:  # now and then, drop every expired key (bounded table)
+                cutoff = db_time(now - timedelta(seconds=ttl))
+                conn.execute(delete(idempotency_keys).where(idempotency_keys.c.created_at < cutoff))
+            values = {
+                "slot": slot,
+                "digest": digest,
+                "state": "running",
+                "owner": owner,
+                "created_at": db_time(now),
+                "lease_until": db_time(now + timedelta(seconds=lease)),
+            }
+            insert_ = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
+            claim = insert_(idempotency_keys).values(**values).on_conflict_do_nothing()
+            if conn.execute(claim.returning(idempotency_keys.c.slot)).first() is not None:
+                return None
+            row = conn.execute(
+                select(
+                    idempotency_keys.c.digest,
+                    idempotency_keys.c.state,
+                    idempotency_keys.c.status,
+                    idempotency_keys.c.headers,
+                    idempotency_keys.c.body,
+                ).where(idempotency_keys.c.slot == slot)
+            ).first()
+        if row is None:  # gone between the two statements (PostgreSQL): the caller claims again
+            return KeyRecord(digest, "running", None, [], b"")
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(row.headers or "[]")]
+        return KeyRecord(row.digest, row.state, row.status, headers, bytes(row.body or b""))
+
+    def finish_key(
+        self, slot: str, owner: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        """Store the answer of the request ``owner`` ran under ``slot``."""
+        pairs = json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in headers])
+        with self._write() as conn:
+            conn.execute(
+                update(idempotency_keys)
+                .where(idempotency_keys.c.slot == slot, idempotency_keys.c.owner == owner)
+                .values(state="done", status=status, headers=pairs, body=body)
+            )
+
+    def drop_key(self, slot: str, owner: str) -> None:
+        """Forget ``slot`` (its request failed with a 5xx: a retry runs for real)."""
+        with self._write() as conn:
+            conn.execute(
+                delete(idempotency_keys).where(
+                    idempotency_keys.c.slot == slot, idempotency_keys.c.owner == owner
+                )
+            )
+
+    def add_session(self, nonce: str, expires_at: datetime) -> None:
+        """Remember a page session until ``expires_at`` (expired ones are dropped meanwhile)."""
+        with self._write() as conn:
+            conn.execute(delete(sessions).where(sessions.c.expires_at < db_time(utcnow())))
+            conn.execute(insert(sessions).values(nonce=nonce, expires_at=db_time(expires_at)))
+
+    def has_session(self, nonce: str) -> bool:
+        """True while the session ``nonce`` is live (not logged out, not expired)."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(sessions.c.nonce).where(
+                    sessions.c.nonce == nonce, sessions.c.expires_at >= db_time(utcnow())
+                )
+            ).first()
+        return row is not None
+
+    def drop_session(self, nonce: str) -> None:
+        """End the session ``nonce`` (logout)."""
+        with self._write() as conn:
+            conn.execute(delete(sessions).where(sessions.c.nonce == nonce))
 
     # -- checkpoints
 
