@@ -600,7 +600,7 @@ def test_serve_runs_in_the_foreground_and_stops_cleanly_on_ctrl_c(tmp_path: Path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert f"Uvicorn running on http://127.0.0.1:{port}" in output
+    assert f"running on http://127.0.0.1:{port}" in output
     assert "bearer token required" in output and str(tmp_path / "cli.db") in output
     assert "POST /api/v1/pipelines/" in output  # the access log was on
     assert "Traceback" not in output and "Finished server process" in output

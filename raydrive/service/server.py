@@ -185,6 +185,9 @@ def serve(
             ready=ready,
         )
         return
+    # (uvicorn names no address for a socket it is given: say where the service listens.)
+    where = f"[{host}]" if ":" in host else host
+    _log.info("raydrive pipeline service running on http://%s:%d (Ctrl+C to stop)", where, port)
     if ready is not None:
         ready()
     # uvicorn shuts down gracefully on Ctrl+C, then re-raises it; stopping is what was asked.
