@@ -35,7 +35,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from raydrive.service import web
-from raydrive.service.auth import AuthMiddleware, HostCheckMiddleware
+from raydrive.service.auth import AuthMiddleware, HostCheckMiddleware, LoginThrottle, Sessions
 from raydrive.service.broker import DEFAULT_MAX_STREAMS, RunBroker
 from raydrive.service.client import TOKEN_ENV
 from raydrive.service.config import check_retain_days
@@ -155,8 +155,12 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limits=limits)
     # A NUL or a lone surrogate in a path or query answers 422 on every backend (no 500).
     app.add_middleware(TextGuardMiddleware)
+    app.state.throttle = LoginThrottle()
+    app.state.sessions = Sessions(token, raw_store) if token else None
     if token:
-        app.add_middleware(AuthMiddleware, token=token)
+        app.add_middleware(
+            AuthMiddleware, token=token, sessions=app.state.sessions, throttle=app.state.throttle
+        )
     # Added last, so it runs first: a request for another Host is refused before anything else.
     app.add_middleware(HostCheckMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(metrics.middleware)
