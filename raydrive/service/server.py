@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from raydrive.service.app import create_app, resolve_token
 from raydrive.service.auth import extra_allowed_hosts
 from raydrive.service.config import ServiceConfigError, check_retain_days, check_token
+from raydrive.service.connections import GuardedH11Protocol, raise_open_files_limit
 from raydrive.service.db import default_database, describe_database
 from raydrive.service.store import PipelineStore
 
@@ -83,6 +84,8 @@ def _config(
         access_log=access_log,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        # A header-read timeout and a connection bound (raydrive.service.connections).
+        http=GuardedH11Protocol,
         **extra,
     )
 
@@ -127,6 +130,7 @@ def serve(
     """
     db_path = os.fspath(db) if db is not None else default_database()
     check_token(resolve_token(token))
+    raise_open_files_limit()  # the connection bound decides, not EMFILE (as Go's runtime does)
     if not 0 < port < 65536:
         raise ServiceConfigError(f"--port must be 1 to 65535, got {port}")
     options: dict[str, object] = {

@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from raydrive.service.client import TOKEN_ENV
+from raydrive.service.connections import GuardedH11Protocol
 from raydrive.service.db import DB_URL_ENV, open_store
 
 __all__ = ["WORKER_ENV", "serve_workers", "worker_app"]
@@ -67,4 +68,5 @@ def serve_workers(
         log_level=log_level,
         access_log=access_log,
         timeout_graceful_shutdown=5,
+        http=GuardedH11Protocol,  # header-read timeout, connection bound (raydrive.service.connections)
     )
