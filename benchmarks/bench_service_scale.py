@@ -156,7 +156,9 @@ async def _subscribe_all(streams: list[tuple[str, str]], ready: Any, stop: Any, 
                         if opened == len(streams):
                             ready.set()
                         continue
-                    index = json.loads(line[6:]).get("current_action_index")
+                    # Each report names its sample number as the current action ("s<i>").
+                    action = json.loads(line[6:]).get("current_action") or ""
+                    index = int(action[1:]) if action[1:].isdigit() else None
                     received.append((run_id, index, time.monotonic()))
 
         tasks = [asyncio.create_task(follow(url, run_id)) for url, run_id in streams]
@@ -202,7 +204,7 @@ def _fanout(
             run_id = random.choice(runs)
             sent[(run_id, i)] = time.monotonic()
             http.post(
-                f"{urls[i % len(urls)]}/api/v1/runs/{run_id}/progress", json={"current_action_index": i}
+                f"{urls[i % len(urls)]}/api/v1/runs/{run_id}/progress", json={"current_action": f"s{i}"}
             )
             start = time.perf_counter()
             http.get(f"{urls[(i + 1) % len(urls)]}/api/v1/runs/{other}")

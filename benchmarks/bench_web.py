@@ -38,10 +38,10 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from raydrive.core.pipeline import ActionProgress, ActionStatus, RunStatus
+from raydrive.service.db.sqlite import SQLiteStore
 from raydrive.service.metric_points import RunMetrics, thinned
 from raydrive.service.models import ActionSpec, PipelineCreate, ProgressReport, RunCreate
 from raydrive.service.server import ServiceServer
-from raydrive.service.store import SQLiteStore
 
 PAGE_TARGET_MS = 100.0
 BAR_TARGET_P95_MS = 250.0

@@ -22,9 +22,9 @@ from raydrive.core.errors import (
 )
 from raydrive.core.pipeline import ActionProgress, PipelineProgress, RunStatus
 from raydrive.service import AsyncPipelineServiceClient, PipelineServiceClient, ProgressEvent
+from raydrive.service.db.sqlite import SQLiteStore
 from raydrive.service.models import ProgressReport
 from raydrive.service.server import ServiceServer, start_service
-from raydrive.service.store import SQLiteStore
 from tests.services import tokenless_service
 
 
@@ -430,3 +430,50 @@ def test_async_client_retries_the_same_way() -> None:
 
     assert asyncio.run(scenario()) == "r1"
     assert len(script.requests) == 3
+
+
+def test_the_reporter_asks_for_the_small_answer_with_prefer_minimal() -> None:
+    # Issue 23: the contract answers a progress report with the run; raydrive's reporter sends
+    # Prefer: return=minimal (RFC 7240) and reads the acknowledgement. What goes on the wire is
+    # read by a plain socket listener that answers like the service does.
+    import json as _json
+    import socket as _socket
+
+    listener = _socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen: list[bytes] = []
+
+    def serve_one() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(
+                next(
+                    line.split(b":")[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            seen.append(head)
+            answer = _json.dumps({"id": "r1", "status": "running"}).encode()
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\npreference-applied: return=minimal\r\n"
+                + f"content-length: {len(answer)}\r\nconnection: close\r\n\r\n".encode()
+                + answer
+            )
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    try:
+        with PipelineServiceClient(f"http://127.0.0.1:{port}", retries=0) as client:
+            ack = client.report_progress("r1", status="running")
+        thread.join(10)
+        assert ack.id == "r1" and ack.status is RunStatus.RUNNING
+        assert b"\r\nprefer: return=minimal" in seen[0].lower()
+    finally:
+        listener.close()

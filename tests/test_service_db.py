@@ -300,9 +300,14 @@ def test_the_cli_refuses_an_unreachable_postgres_url_and_creates_no_file(tmp_pat
     import sys
 
     code = "import sys; from raydrive.cli import main; sys.argv[0] = 'raydrive'; main()"
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     for url in ("postgresql://nobody@127.0.0.1:1/runs", "mysql://u:secret@127.0.0.1/runs"):
         done = subprocess.run(
-            [sys.executable, "-c", code, "service", "--port", "0", "--db", url],
+            [sys.executable, "-c", code, "service", "--port", port, "--db", url],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -361,7 +366,7 @@ def test_a_batch_of_reports_is_one_transaction_and_one_event(store: SQLStore) ->
         ],
     )
     assert [type(o).__name__ if o else None for o in outcomes] == [
-        None, None, "UnknownActionError", None, "RunConflictError",
+        None, None, "InvalidReportError", None, "RunConflictError",
     ]  # fmt: skip
     assert store.latest_event(run_id).seq == before + 1 and store.latest_event(run_id).event == "completed"
     assert store.get_run(run_id).result == {"n": 2}

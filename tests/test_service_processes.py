@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,7 @@ def test_last_event_id_replays_on_another_process(two_services: tuple[Service, S
     a, b = two_services
     run_id = _run(a.url)
     for i in range(3):
-        httpx.post(f"{a.url}/api/v1/runs/{run_id}/progress", json={"current_action_index": i})
+        httpx.post(f"{a.url}/api/v1/runs/{run_id}/progress", json={"current_action": f"step {i}"})
     httpx.patch(f"{a.url}/api/v1/runs/{run_id}", json={"status": "cancelled"})
     events: queue.Queue = queue.Queue()
     _subscribe(b.url, run_id, events, {"Last-Event-ID": "2"})
@@ -234,18 +235,30 @@ def test_open_streams_beyond_the_cap_get_503_with_retry_after(tmp_path: Path) ->
 
 
 def test_retain_days_prunes_finished_runs_in_the_background(db_url: str) -> None:
+    # Issue 24 #10: --retain-days 0 deleted every finished run at once, one that ended seconds
+    # ago too. Now the least is 1 day (0 means keep forever): only what ended over a day ago goes.
+    from sqlalchemy import update
+
+    from raydrive.core.pipeline import utcnow
+    from raydrive.service.db.base import db_time
+    from raydrive.service.db.tables import runs
+
     store = open_store(db_url)
     pipeline = store.create_pipeline(PipelineCreate(name="p", actions=[ActionSpec(name="a")]))
-    finished = store.create_run(pipeline.id, RunCreate()).id
-    live = store.create_run(pipeline.id, RunCreate()).id
-    store.update_run(finished, RunUpdate(status="completed"))
+    old, recent, live = (store.create_run(pipeline.id, RunCreate()).id for _ in range(3))
+    store.update_run(old, RunUpdate(status="completed"))
+    store.update_run(recent, RunUpdate(status="completed"))
+    with store.engine.begin() as conn:
+        two_days_ago = db_time(utcnow() - timedelta(days=2))
+        conn.execute(update(runs).where(runs.c.id == old).values(completed_at=two_days_ago))
     store.close()
-    service = Service(db_url, "--retain-days", "0")
+    service = Service(db_url, "--retain-days", "1")
     try:
         _wait(
-            lambda: httpx.get(f"{service.url}/api/v1/runs/{finished}").status_code == 404,
-            what="the finished run to be pruned",
+            lambda: httpx.get(f"{service.url}/api/v1/runs/{old}").status_code == 404,
+            what="the run finished two days ago to be pruned",
         )
+        assert httpx.get(f"{service.url}/api/v1/runs/{recent}").json()["status"] == "completed"
         assert httpx.get(f"{service.url}/api/v1/runs/{live}").json()["status"] == "pending"
     finally:
         service.stop()

@@ -3,6 +3,7 @@ and the pipeline actor's reporter that sends it, over loopback with a real serve
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -45,7 +46,12 @@ def _run_id(client: PipelineServiceClient) -> str:
 
 
 def _post(service: ServiceServer, run_id: str, body: Any, **headers: str) -> httpx.Response:
-    return httpx.post(f"{service.url}/api/v1/runs/{run_id}/reports", json=body, headers=headers, timeout=10)
+    # json.dumps escapes a lone surrogate as "\udcff", as a client's JSON encoder sends it.
+    headers = {"content-type": "application/json", **headers}
+    content = json.dumps(body).encode()
+    return httpx.post(
+        f"{service.url}/api/v1/runs/{run_id}/reports", content=content, headers=headers, timeout=10
+    )
 
 
 def _events_after(service: ServiceServer, run_id: str, seq: int) -> list[str]:
@@ -138,28 +144,53 @@ def test_secrets_in_a_batch_are_masked_before_they_are_stored(client: PipelineSe
 
 
 @pytest.mark.parametrize(
-    ("body", "status"),
+    "body",
     [
-        ({}, 422),
-        ({"reports": "all of them"}, 422),
-        ({"reports": [{}]}, 422),
-        ({"reports": [{"progress": {}, "update": {}}]}, 422),
-        ({"reports": [{"checkpoint": {"action_name": "a", "action_index": -1}}]}, 422),
-        ({"reports": [{"progress": {"current_action_index": 2**64}}]}, 422),
-        ({"reports": [{"logs": {"entries": [{"message": 7}]}}]}, 422),
-        ({"reports": [{"progress": {}}] * (MAX_REPORTS + 1)}, 422),
-        ([1, 2, 3], 422),
+        {},
+        {"reports": "all of them"},
+        {"reports": [], "extra": 1},
+        {"reports": [{"progress": {}}] * (MAX_REPORTS + 1)},
+        [1, 2, 3],
     ],
 )
-def test_bad_batches_answer_4xx_and_change_nothing(
-    service: ServiceServer, client: PipelineServiceClient, body: Any, status: int
+def test_a_bad_envelope_answers_422_and_changes_nothing(
+    service: ServiceServer, client: PipelineServiceClient, body: Any
 ) -> None:
     run_id = _run_id(client)
     before = client.get_run(run_id)
     response = _post(service, run_id, body)
-    assert response.status_code == status, response.text
+    assert response.status_code == 422, response.text
     assert "detail" in response.json()
     assert client.get_run(run_id) == before
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {},
+        {"progress": {}, "update": {}},
+        {"checkpoint": {"action_name": "a", "action_index": -1}},
+        {"progress": {"current_action_index": 2**64}},
+        {"logs": {"entries": [{"message": 7}]}},
+        {"logs": {"entries": [{"message": "nul \x00 here"}]}},
+        {"logs": {"entries": [{"message": "lone \udcff surrogate"}]}},
+        {"progress": {"stauts": "running"}},
+    ],
+)
+def test_a_bad_report_is_refused_alone_with_its_own_422(
+    service: ServiceServer, client: PipelineServiceClient, item: Any
+) -> None:
+    # Issue 24 #5: one bad line failed the whole batch, its progress lost and the run pending.
+    run_id = _run_id(client)
+    good = {"progress": {"status": "running", "current_action": "download"}}
+    response = _post(service, run_id, {"reports": [good, item, {"logs": {"entries": [{"message": "ok"}]}}]})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [200, 422, 200]
+    assert results[1]["detail"][0]["loc"][:3] == ["body", "reports", 1]
+    run = client.get_run(run_id)
+    assert run.status is RunStatus.RUNNING and run.current_action == "download"
+    assert [e.message for e in client.list_logs(run_id)] == ["ok"]
 
 
 def test_a_batch_for_an_unknown_run_is_a_404_naming_the_run(service: ServiceServer) -> None:

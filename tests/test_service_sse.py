@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from raydrive.service.client import PipelineServiceClient
 from raydrive.service.server import ServiceServer, start_service
 from tests.conditions import wait_for
 
@@ -282,3 +283,43 @@ def test_stopping_the_service_ends_open_streams_promptly(tmp_path: Path) -> None
             assert sse.events_until_end() == []
     assert time.monotonic() - started < 2.0
     assert not service.running
+
+
+def test_a_burst_of_stream_requests_never_opens_more_than_the_cap(tmp_path) -> None:
+    # Issue 24 #7: with --max-streams 5, 60 concurrent requests opened 10-20 streams (a stream
+    # was counted once its response started). Places are now taken at admission.
+    import asyncio
+
+    with ServiceServer(db=tmp_path / "cap.db", token="", app_options={"max_streams": 5}) as svc:
+        with PipelineServiceClient(svc.url) as client:
+            pipeline = client.create_pipeline("p", [{"name": "a"}])
+            run_id = client.create_run(pipeline.id).id
+
+        async def burst() -> list[int]:
+            release, answered = asyncio.Event(), asyncio.Condition()
+            opened = 0
+            limits = httpx.Limits(max_connections=100)
+            async with httpx.AsyncClient(base_url=svc.url, timeout=30, limits=limits) as http:
+
+                async def one() -> int:
+                    nonlocal opened
+                    async with http.stream("GET", f"/api/v1/runs/{run_id}/progress/stream") as answer:
+                        if answer.status_code == 200:
+                            async with answered:
+                                opened += 1
+                                answered.notify_all()
+                            await release.wait()  # hold the stream open until every request answered
+                    async with answered:
+                        answered.notify_all()
+                    return answer.status_code
+
+                tasks = [asyncio.create_task(one()) for _ in range(60)]
+                async with answered:  # every request is either refused or holding its stream
+                    await answered.wait_for(lambda: opened + sum(t.done() for t in tasks) >= 60)
+                release.set()
+                return list(await asyncio.gather(*tasks))
+
+        statuses = asyncio.run(burst())
+        assert statuses.count(200) == 5 and statuses.count(503) == 55, statuses
+        assert svc.app is not None
+        wait_for(lambda: svc.app.state.broker.open_streams == 0, 10, "the places to be given back")

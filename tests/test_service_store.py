@@ -21,12 +21,8 @@ from raydrive.service.models import (
     RunCreate,
     RunUpdate,
 )
-from raydrive.service.store import (
-    RecordNotFoundError,
-    TerminalRunError,
-    apply_progress,
-    apply_update,
-)
+from raydrive.service.rules import InvalidReportError, RunConflictError, apply_progress, apply_update
+from raydrive.service.store import RecordNotFoundError
 from tests.pg import pg_server, pg_url  # noqa: F401
 
 
@@ -58,27 +54,29 @@ def test_started_at_is_set_once_when_the_run_first_runs(store: SQLStore) -> None
     run = store.get_run(_run(store))
     running = apply_progress(run, ProgressReport(status="running"), NOW)
     assert running is not None and running.started_at == NOW and running.completed_at is None
-    back = apply_progress(running, ProgressReport(status="pending"), LATER)
-    again = apply_progress(back, ProgressReport(status="running"), LATER)
+    again = apply_progress(running, ProgressReport(status="running"), LATER)
     assert again.started_at == NOW
+    with pytest.raises(RunConflictError, match="pending"):
+        apply_progress(running, ProgressReport(status="pending"), LATER)
     done = apply_update(again, RunUpdate(status="completed"), LATER)
     assert done.completed_at == LATER and done.status is RunStatus.COMPLETED
 
 
 def test_a_terminal_run_never_changes_status(store: SQLStore) -> None:
     run = apply_update(store.get_run(_run(store)), RunUpdate(status="cancelled"), NOW)
-    with pytest.raises(TerminalRunError, match="cancelled"):
+    with pytest.raises(RunConflictError, match="cancelled"):
         apply_progress(run, ProgressReport(status="running"), LATER)
-    with pytest.raises(TerminalRunError):
+    with pytest.raises(RunConflictError):
         apply_update(run, RunUpdate(status="completed"), LATER)
     # Late reports without a new status change nothing at all.
     late = ProgressReport(action_progress=ActionProgress(name="a", status="running"))
     assert apply_progress(run, late, LATER) is None
     assert apply_progress(run, ProgressReport(status="cancelled"), LATER) is None
-    # The result of a finished run can still be attached.
-    with_result = apply_update(run, RunUpdate(result={"ok": 1}), LATER)
-    assert with_result.result == {"ok": 1} and with_result.status is RunStatus.CANCELLED
-    assert apply_update(with_result, RunUpdate(result={"ok": 1}), LATER) is None
+    # One rule for the pure functions and the store: a finished run takes no new result either,
+    # and repeating what it holds is no change.
+    with pytest.raises(RunConflictError, match="result"):
+        apply_update(run, RunUpdate(result={"ok": 1}), LATER)
+    assert apply_update(run, RunUpdate(status="cancelled", error=run.error), LATER) is None
 
 
 def test_action_progress_replaces_by_name_and_keeps_its_times(store: SQLStore) -> None:
@@ -100,8 +98,8 @@ def test_action_progress_replaces_by_name_and_keeps_its_times(store: SQLStore) -
     # The rules return a new run and leave the one they were given alone.
     assert started.progress[0].status is ActionStatus.RUNNING
     assert started.progress[0].completed_at is None and run.progress[0].started_at is None
-    added = apply_progress(done, ProgressReport(action_progress=ActionProgress(name="c")), LATER)
-    assert [e.name for e in added.progress] == ["a", "b", "c"]
+    with pytest.raises(InvalidReportError, match="no action 'c'"):
+        apply_progress(done, ProgressReport(action_progress=ActionProgress(name="c")), LATER)
     skipped = apply_progress(
         done, ProgressReport(action_progress=ActionProgress(name="b", status="skipped")), LATER
     )
@@ -200,7 +198,7 @@ def test_old_events_are_pruned_but_the_latest_state_stays(db_url: str) -> None:
     try:
         run_id = _run(store)
         for i in range(200):
-            store.report_progress(run_id, ProgressReport(current_action_index=i))
+            store.report_progress(run_id, ProgressReport(current_action=f"step {i}"))
         events = store.events_after(run_id, 0)
         assert events[-1].seq == 201
         assert len(events) < 10 + 64
@@ -252,10 +250,8 @@ def test_default_db_path_is_under_home_unless_overridden(
 def test_a_finished_run_takes_nothing_new_in_the_store_itself(store: SQLStore) -> None:
     # The HTTP layer checks first; the store checks again in its write transaction, so a change
     # racing the run's end (from another process, say) is refused as well.
-    from raydrive.service.rules import RunConflictError, UnknownActionError
-
     run_id = _run(store)
-    with pytest.raises(UnknownActionError):
+    with pytest.raises(InvalidReportError):
         store.report_progress(run_id, ProgressReport(action_progress=ActionProgress(name="zzz")))
     store.report_progress(run_id, ProgressReport(status="running"))
     with pytest.raises(RunConflictError, match="pending"):
@@ -271,3 +267,21 @@ def test_a_finished_run_takes_nothing_new_in_the_store_itself(store: SQLStore) -
     assert store.update_run(run_id, RunUpdate(status="completed", result={"ok": 1})).result == {"ok": 1}
     assert store.list_checkpoints(run_id) == [] and store.list_logs(run_id) == []
     assert store.latest_event(run_id).seq == 3
+
+
+def test_the_service_errors_are_raydrive_errors_and_store_does_not_import_db() -> None:
+    # Issue 25: one error tree (the CLI's one-line handler catches RaydriveError), no import cycle.
+    import subprocess
+    import sys
+
+    from raydrive.core.errors import RaydriveError
+    from raydrive.service.limits import TooManyLogEntriesError
+
+    for error in (RecordNotFoundError, RunConflictError, InvalidReportError, TooManyLogEntriesError):
+        assert issubclass(error, RaydriveError), error
+    code = "import sys, raydrive.service.rules, raydrive.service.store\n"
+    code += "print('raydrive.service.db' in sys.modules)"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        == "False\n"
+    )

@@ -35,9 +35,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from raydrive.service import web
-from raydrive.service.auth import AuthMiddleware, HostCheckMiddleware
+from raydrive.service.auth import AuthMiddleware, HostCheckMiddleware, LoginThrottle, Sessions
 from raydrive.service.broker import DEFAULT_MAX_STREAMS, RunBroker
 from raydrive.service.client import TOKEN_ENV
+from raydrive.service.config import check_retain_days
 from raydrive.service.guards import CatchAllMiddleware, install_error_handlers
 from raydrive.service.idempotency import IdempotencyKeys, IdempotencyMiddleware
 from raydrive.service.limits import BodyLimitMiddleware, Limits
@@ -55,6 +56,7 @@ from raydrive.service.routes import (
 )
 from raydrive.service.routes.common import ServiceContext
 from raydrive.service.store import PipelineStore
+from raydrive.service.text import TextGuardMiddleware
 
 __all__ = ["TOKEN_ENV", "RunBroker", "create_app", "resolve_token"]
 
@@ -97,7 +99,8 @@ def create_app(
     :param allowed_hosts: ``Host`` names accepted besides the address a request arrived on (and
         the loopback names on loopback); ``"*"`` accepts any (see :mod:`raydrive.service.auth`).
     :param retain_days: prune runs finished more than this many days ago, in the background
-        every ``prune_interval`` seconds (see :mod:`raydrive.service.retention`); None keeps all.
+        every ``prune_interval`` seconds (see :mod:`raydrive.service.retention`); None or 0
+        keeps every run; under 1 day is refused (:mod:`raydrive.service.config`).
     :param max_streams: open progress streams this process serves; more answer 503 with
         ``Retry-After``.
     :param max_body_bytes: largest request body (413 above it); default 16 MiB or
@@ -109,6 +112,7 @@ def create_app(
     :returns: the FastAPI app. ``app.state.store`` is the store, ``app.state.broker`` the
         :class:`RunBroker`, ``app.state.active_streams`` the number of open progress streams.
     """
+    retain_days = check_retain_days(retain_days)
     owns_store = store is None
     the_store: PipelineStore = store if store is not None else _default_store(db_path)
     raw_store = the_store
@@ -146,12 +150,18 @@ def create_app(
     the_store = TimedStore(the_store, metrics)  # type: ignore[assignment]
     app.state.metrics = metrics
     app.state.limits = limits
-    app.state.idempotency = IdempotencyKeys()
+    app.state.idempotency = IdempotencyKeys(raw_store)
     app.add_middleware(IdempotencyMiddleware, keys=app.state.idempotency)
     # Innermost but for the keys: a body is only read once Host and token were accepted.
     app.add_middleware(BodyLimitMiddleware, limits=limits)
+    # A NUL or a lone surrogate in a path or query answers 422 on every backend (no 500).
+    app.add_middleware(TextGuardMiddleware)
+    app.state.throttle = LoginThrottle()
+    app.state.sessions = Sessions(token, raw_store) if token else None
     if token:
-        app.add_middleware(AuthMiddleware, token=token)
+        app.add_middleware(
+            AuthMiddleware, token=token, sessions=app.state.sessions, throttle=app.state.throttle
+        )
     # Added last, so it runs first: a request for another Host is refused before anything else.
     app.add_middleware(HostCheckMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(metrics.middleware)

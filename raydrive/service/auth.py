@@ -24,13 +24,18 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
 import secrets
 import time
+from collections import OrderedDict, deque
 from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
 from http.cookies import SimpleCookie
+from typing import Any
 from urllib.parse import quote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -41,8 +46,12 @@ __all__ = [
     "SESSION_MAX_AGE",
     "AuthMiddleware",
     "HostCheckMiddleware",
+    "LoginThrottle",
     "SessionSigner",
+    "Sessions",
+    "client_of",
     "extra_allowed_hosts",
+    "too_many_attempts",
 ]
 
 #: Extra ``Host`` names to accept, comma-separated (a reverse proxy's public name, say).
@@ -53,6 +62,56 @@ CSRF_HEADER = "X-Raydrive-CSRF"
 SESSION_MAX_AGE = 7 * 24 * 3600
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class LoginThrottle:
+    """Slows token guessing per client, as Grafana's brute-force protection does: after
+    :attr:`max_failures` failed attempts (a wrong bearer token, a forged or revoked session, a
+    wrong token at the login page) within :attr:`window` seconds, that client's attempts are
+    answered 429 with ``Retry-After`` without being checked, until its failures age out. So a
+    client gets at most ``max_failures`` guesses a window, the right token included. Kept in
+    this process's memory (each worker counts its own), for at most ``max_clients`` clients.
+    """
+
+    def __init__(self, max_failures: int = 10, window: float = 60.0, max_clients: int = 10_000) -> None:
+        self.max_failures, self.window, self.max_clients = max_failures, window, max_clients
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after(self, client: str, now: float | None = None) -> float:
+        """Seconds until ``client`` may try again; 0 when it may now."""
+        failures = self._failures.get(client)
+        if not failures:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if len(failures) < self.max_failures:
+            return 0.0
+        return failures[-self.max_failures] + self.window - now
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        """Count a failed attempt of ``client``."""
+        failures = self._failures.pop(client, None) or deque(maxlen=self.max_failures)
+        failures.append(time.monotonic() if now is None else now)
+        self._failures[client] = failures
+        while len(self._failures) > self.max_clients:
+            self._failures.popitem(last=False)
+
+
+def client_of(scope: Scope) -> str:
+    """The client address of a request (what :class:`LoginThrottle` counts by)."""
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+def too_many_attempts(retry_after: float) -> JSONResponse:
+    """The 429 a throttled client gets."""
+    seconds = max(1, math.ceil(retry_after))
+    return JSONResponse(
+        {"detail": f"too many failed attempts from this client; retry in {seconds} s"},
+        status_code=429,
+        headers={"Retry-After": str(seconds)},
+    )
 
 
 class SessionSigner:
@@ -71,6 +130,10 @@ class SessionSigner:
         """A fresh session value."""
         payload = f"{int(now if now is not None else time.time())}.{secrets.token_urlsafe(16)}"
         return f"{payload}.{self._sign(payload)}"
+
+    def nonce(self, value: str) -> str:
+        """The nonce of a session value (what the store keeps while the session lives)."""
+        return value.rpartition(".")[0].partition(".")[2]
 
     def valid(self, value: str, now: float | None = None) -> bool:
         """True when ``value`` was issued by this signer and has not expired."""
@@ -99,13 +162,46 @@ def _wants_html(scope: Scope) -> bool:
     return scope["method"] == "GET" and b"text/html" in _header(scope, b"accept")
 
 
-class AuthMiddleware:
-    """Require the bearer token or a session cookie (plus the CSRF header for changes)."""
+class Sessions:
+    """The page's sessions: signed values (:class:`SessionSigner`) that are also live in the
+    store, so logout ends a session on the server, as Django's ``flush`` does, and a copied
+    cookie stops working. The methods block (they use the store): call them in a thread."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, token: str, store: Any) -> None:
+        self.signer = SessionSigner(token)
+        self.store = store
+
+    @property
+    def max_age(self) -> int:
+        """Seconds a session lasts."""
+        return self.signer.max_age
+
+    def issue(self) -> str:
+        """A new session value, remembered by the store."""
+        value = self.signer.issue()
+        expires = datetime.now(timezone.utc) + timedelta(seconds=self.signer.max_age)
+        self.store.add_session(self.signer.nonce(value), expires)
+        return value
+
+    def valid(self, value: str) -> bool:
+        """True for a value this service signed that has neither expired nor been revoked."""
+        return self.signer.valid(value) and self.store.has_session(self.signer.nonce(value))
+
+    def revoke(self, value: str) -> None:
+        """End the session ``value`` (logout); a value that is no session is ignored."""
+        if self.signer.valid(value):
+            self.store.drop_session(self.signer.nonce(value))
+
+
+class AuthMiddleware:
+    """Require the bearer token or a session cookie (plus the CSRF header for changes); failed
+    attempts are throttled per client (:class:`LoginThrottle`)."""
+
+    def __init__(self, app: ASGIApp, token: str, sessions: Sessions, throttle: LoginThrottle) -> None:
         self.app = app
         self._token = token.encode()
-        self.signer = SessionSigner(token)
+        self.sessions = sessions
+        self.throttle = throttle
 
     def check_token(self, candidate: str) -> bool:
         """True when ``candidate`` is the token (compared in constant time)."""
@@ -121,12 +217,23 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         scheme, _, credentials = _header(scope, b"authorization").partition(b" ")
+        session = _cookie(scope, SESSION_COOKIE)
+        client = client_of(scope)
+        if credentials or session:
+            wait = self.throttle.retry_after(client)
+            if wait > 0:  # checked before the credentials: a throttled guess learns nothing
+                await too_many_attempts(wait)(scope, receive, send)
+                return
         # compare_digest runs in time independent of where the values differ.
         if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token):
             await self.app(scope, receive, send)
             return
-        session = _cookie(scope, SESSION_COOKIE)
-        if session and self.signer.valid(session):
+        if credentials:
+            self.throttle.failed(client)
+        live = session is not None and await run_in_threadpool(self.sessions.valid, session)
+        if session and not live:
+            self.throttle.failed(client)
+        if live:
             if scope["method"] in _SAFE_METHODS or _header(scope, CSRF_HEADER.lower().encode()) == b"1":
                 await self.app(scope, receive, send)
                 return

@@ -7,9 +7,10 @@ arrives through the store's change feed (``store.watch``: PostgreSQL ``LISTEN/NO
 loop. A woken stream reads its new events from the store, so a wake-up carries no data and a
 duplicate one costs one empty read.
 
-The broker also bounds what streams may hold: at most ``max_streams`` open per process (the
-service answers 503 with ``Retry-After`` beyond it), and a stream that falls more than
-``backlog`` events behind gets the run's current state instead of every event it missed.
+The broker also bounds what streams may hold: at most ``max_streams`` open per process, counted
+at admission (:meth:`RunBroker.admit`; the service answers 503 with ``Retry-After`` beyond
+it), and a stream that falls more than ``backlog`` events behind gets the run's current state
+instead of every event it missed.
 """
 
 from __future__ import annotations
@@ -71,16 +72,21 @@ class RunBroker:
 
     # -- the stream cap
 
-    def full(self) -> bool:
-        """True when ``max_streams`` streams are open: a new one is answered 503."""
-        return self.open_streams >= self.max_streams
+    def admit(self) -> bool:
+        """Take a stream place at admission; False when all ``max_streams`` are taken (answer 503).
 
-    def opened(self) -> None:
-        """A stream started (call :meth:`release` when it ends, however it ends)."""
+        Check and count are one step on the event loop (no ``await`` between them), so a burst
+        of requests can never open more than ``max_streams``: a place is held from the moment
+        the request is admitted, not from when its response starts. Call :meth:`release` once
+        the stream ends, however it ends (also when its response never started).
+        """
+        if self.open_streams >= self.max_streams:
+            return False
         self.open_streams += 1
+        return True
 
     def release(self) -> None:
-        """A stream counted by :meth:`opened` ended."""
+        """A place taken by :meth:`admit` is free again."""
         self.open_streams -= 1
 
     # -- changes of other processes

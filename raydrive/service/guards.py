@@ -1,6 +1,6 @@
-"""What the HTTP layer of the pipeline service does to what comes in before a store sees it,
-and how it answers what goes wrong: redaction of what is stored, bounds on times, the stream's
-``reset`` event, and the error handlers (every error is JSON ``{"detail": ...}``)."""
+"""How the HTTP layer of the pipeline service answers what goes wrong, and the small checks it
+shares: bounds on times, the stream's ``reset`` event, and the error handlers (every error is
+JSON ``{"detail": ...}``, its text masked by the one redaction rule)."""
 
 from __future__ import annotations
 
@@ -17,18 +17,15 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from raydrive.core.pipeline import RunStatus
-from raydrive.core.redaction import redact, redact_text
-from raydrive.service.limits import TooManyLogEntriesError
-from raydrive.service.models import ProgressReport, RunUpdate
-from raydrive.service.rules import RunConflictError, UnknownActionError
-from raydrive.service.store import RecordNotFoundError, RunEvent, TerminalRunError
+from raydrive.core.redaction import redact_text
+from raydrive.service.limits import LimitError
+from raydrive.service.rules import InvalidReportError, RunConflictError
+from raydrive.service.store import RecordNotFoundError, RunEvent
 
 __all__ = [
     "RESET_EVENT",
     "CatchAllMiddleware",
     "install_error_handlers",
-    "redacted_report",
-    "redacted_update",
     "refusal",
     "reset_event",
     "status_of",
@@ -77,56 +74,39 @@ def utc_or_422(value: datetime | None, name: str) -> datetime | None:
         raise RequestValidationError([error]) from None
 
 
-def redacted_report(body: ProgressReport) -> ProgressReport:
-    """The progress report with secrets masked in its error, message and metrics."""
-    changes: dict[str, Any] = {}
-    if body.error is not None:
-        changes["error"] = redact_text(body.error)
-    entry = body.action_progress
-    if entry is not None and (entry.error or entry.message or entry.metrics):
-        changes["action_progress"] = entry.model_copy(
-            update={
-                "error": redact_text(entry.error) if entry.error else entry.error,
-                "message": redact_text(entry.message) if entry.message else entry.message,
-                "metrics": redact(entry.metrics),
-            }
-        )
-    return body.model_copy(update=changes) if changes else body
-
-
-def redacted_update(body: RunUpdate) -> RunUpdate:
-    """The PATCH with secret-looking keys of its result and secrets in its error masked."""
-    fields = body.model_fields_set
-    changes: dict[str, Any] = {}
-    if "result" in fields:
-        changes["result"] = redact(body.result)
-    if "error" in fields and body.error is not None:
-        changes["error"] = redact_text(body.error)
-    return body.model_copy(update=changes) if changes else body
-
-
 def refusal(exc: Exception) -> tuple[int, dict[str, Any]] | None:
     """The status and JSON body an error of a request is answered with, or None for an error
     that is not the client's (a 500). One table for the handlers and for each report of a batch."""
     if isinstance(exc, RecordNotFoundError):
         return 404, {"detail": str(exc), "missing": exc.kind}
-    if isinstance(exc, (TerminalRunError, RunConflictError)):
+    if isinstance(exc, RunConflictError):
         return 409, {"detail": str(exc)}
-    if isinstance(exc, UnknownActionError):
-        error = {"loc": ["body", "action_progress", "name"], "msg": str(exc), "type": "value_error"}
+    if isinstance(exc, InvalidReportError):
+        error = {"loc": exc.loc, "msg": str(exc), "type": "value_error"}
         return 422, {"detail": [error]}
-    if isinstance(exc, TooManyLogEntriesError):
+    if isinstance(exc, LimitError):
         return 422, exc.body
     if isinstance(exc, RequestValidationError):
         # FastAPI's default echoes the offending input: a secret param or a 16 MiB value would
         # come back in the error. Say where and what, not the value.
         errors = [
-            {key: item[key] for key in ("loc", "msg", "type") if key in item}
+            {
+                "loc": [_printable(part) for part in item.get("loc", ())],
+                "msg": redact_text(str(item.get("msg", ""))),
+                "type": item.get("type", "value_error"),
+            }
             for item in exc.errors()
             if isinstance(item, dict)
         ]
         return 422, {"detail": errors}
     return None
+
+
+def _printable(part: Any) -> Any:
+    # A key holding a lone surrogate is named escaped ("\\udcff"): no encoder takes it as it is.
+    if isinstance(part, str):
+        return redact_text(part.encode("utf-8", "backslashreplace").decode("utf-8"))
+    return part
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -140,10 +120,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for kind in (
         RecordNotFoundError,
-        TerminalRunError,
         RunConflictError,
-        UnknownActionError,
-        TooManyLogEntriesError,
+        InvalidReportError,
+        LimitError,
         RequestValidationError,
     ):
         app.add_exception_handler(kind, _answer)

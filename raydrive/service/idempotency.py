@@ -2,47 +2,53 @@
 executed once; a repeat with the same key (a client retrying after a read timeout) gets the
 first answer back, with ``Idempotent-Replayed: true``, and stores nothing new.
 
+Keys live in the service's database (:meth:`~raydrive.service.db.SQLStore.claim_key`), so every
+process of a ``--workers`` service and every restart shares them:
+
 - the key is scoped to the path (with or without its trailing slash), so one key cannot replay
   another endpoint's answer;
-- a repeat that arrives while the first is still running waits for it and gets its answer;
+- the first request claims the key by inserting its row (the primary key makes the claim atomic
+  across processes); a repeat finds the row and waits while it is ``running`` (a repeat in this
+  process is woken as soon as the first ends; one in another process polls), then gets its
+  answer. A repeat still waiting after :data:`WAIT_S` answers **409** (Stripe's
+  ``idempotency_key_in_use``): retry later;
 - a repeat with a different body answers **422** (the key was reused for another request);
-- answers of 5xx are not kept (the create may be retried for real); others are kept for
-  ``ttl`` seconds (24 h), at most ``max_entries`` keys and ``max_bytes`` of answers.
-
-Keys live in the memory of this service process: a restart, or another process of a
-``--workers`` service, does not know them (a store-backed table would; see the README).
+- an answer of 5xx is not kept: the row is deleted and the create may be retried for real; of
+  several repeats waiting on it, exactly one claims the key again and runs, the others wait on
+  that one;
+- answers are kept :data:`TTL_S` (24 h); a ``running`` row whose process died is taken over
+  after its :data:`LEASE_S` lease.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+import json
+import uuid
+from typing import Any
 
+from starlette.concurrency import run_in_threadpool as in_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["HEADER", "IdempotencyKeys", "IdempotencyMiddleware"]
+from raydrive.service.text import is_bad_text
+
+__all__ = ["HEADER", "LEASE_S", "TTL_S", "WAIT_S", "IdempotencyKeys", "IdempotencyMiddleware"]
 
 HEADER = "Idempotency-Key"
 _HEADER = HEADER.lower().encode()
 _MAX_KEY = 255
-
-
-@dataclass
-class _Entry:
-    digest: str
-    created: float
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    status: int = 0
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    body: bytes = b""
-    kept: bool = False
+#: Seconds an answer is kept for repeats (Stripe: 24 hours).
+TTL_S = 24 * 3600.0
+#: Seconds a running request holds its key before another process may take it over.
+LEASE_S = 120.0
+#: Seconds a repeat waits for its first request before answering 409.
+WAIT_S = 60.0
+_POLL_S = (0.01, 0.5)  # first and longest pause between two looks at another process's request
 
 
 def _json(status: int, text: str) -> list[Message]:
-    body = ('{"detail": "' + text.replace('"', "'") + '"}').encode()
+    body = json.dumps({"detail": text}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     return [
         {"type": "http.response.start", "status": status, "headers": headers},
@@ -51,29 +57,17 @@ def _json(status: int, text: str) -> list[Message]:
 
 
 class IdempotencyKeys:
-    """The keys this process has seen. Counts: :attr:`executed` (first requests run),
-    :attr:`replayed`, :attr:`waiting` (repeats now waiting for their first request)."""
+    """The keys of one app, on its store. Counts (this process): :attr:`executed` (first
+    requests run), :attr:`replayed`, :attr:`waiting` (repeats now waiting for their first)."""
 
     def __init__(
-        self, *, ttl: float = 24 * 3600.0, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024
+        self, store: Any, *, ttl: float = TTL_S, lease: float = LEASE_S, wait: float = WAIT_S
     ) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
-        self._bytes = 0
+        self.store = store
+        self.ttl, self.lease, self.wait = ttl, lease, wait
         self.executed = self.replayed = self.waiting = 0
-
-    def _expire(self, now: float) -> None:
-        while self._entries:
-            key, oldest = next(iter(self._entries.items()))
-            over = len(self._entries) > self.max_entries or self._bytes > self.max_bytes
-            if not over and now - oldest.created < self.ttl:
-                return
-            if not oldest.done.is_set():
-                return  # never drop a request in flight: its repeats wait on it
-            del self._entries[key]
-            self._bytes -= len(oldest.body)
+        # Requests running in this process, by slot: their repeats here wake when they end.
+        self.running: dict[str, asyncio.Event] = {}
 
 
 class IdempotencyMiddleware:
@@ -90,8 +84,9 @@ class IdempotencyMiddleware:
         if key is None:
             await self.app(scope, receive, send)
             return
-        if not key or len(key) > _MAX_KEY:
-            for message in _json(422, f"{HEADER} must be 1 to {_MAX_KEY} characters"):
+        text = key.decode("latin-1")
+        if not key or len(key) > _MAX_KEY or is_bad_text(text):
+            for message in _json(422, f"{HEADER} must be 1 to {_MAX_KEY} characters, without NUL"):
                 await send(message)
             return
         chunks = []
@@ -103,31 +98,51 @@ class IdempotencyMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        digest = hashlib.sha256(body).hexdigest()
-        slot = (scope["path"].rstrip("/"), key.decode("latin-1"))
-        now = time.monotonic()
+        digest = await in_thread(lambda: hashlib.sha256(body).hexdigest())  # 16 MiB: not on the loop
+        slot = f"{scope['path'].rstrip('/')} {text}"
+        owner = uuid.uuid4().hex
         keys = self.keys
-        keys._expire(now)
-        entry = keys._entries.get(slot)
-        if entry is not None:
-            if entry.digest != digest:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + keys.wait
+        pause = _POLL_S[0]
+        while True:
+            record = await in_thread(
+                keys.store.claim_key, slot, digest, owner, ttl=keys.ttl, lease=keys.lease
+            )
+            if record is None:
+                break  # claimed: this request runs
+            if record.digest != digest:
                 for message in _json(422, f"this {HEADER} was used for a request with another body"):
+                    await send(message)
+                return
+            if record.state == "done":
+                keys.replayed += 1
+                headers = [*record.headers, (b"idempotent-replayed", b"true")]
+                await send({"type": "http.response.start", "status": record.status, "headers": headers})
+                await send({"type": "http.response.body", "body": record.body})
+                return
+            if loop.time() > deadline:
+                for message in _json(409, f"a request with this {HEADER} is still running; retry later"):
                     await send(message)
                 return
             keys.waiting += 1
             try:
-                await entry.done.wait()
+                local = keys.running.get(slot)
+                if local is not None:
+                    await asyncio.wait({asyncio.ensure_future(local.wait())}, timeout=_POLL_S[1])
+                else:
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, _POLL_S[1])
             finally:
                 keys.waiting -= 1
-            if entry.kept:
-                keys.replayed += 1
-                headers = [*entry.headers, (b"idempotent-replayed", b"true")]
-                await send({"type": "http.response.start", "status": entry.status, "headers": headers})
-                await send({"type": "http.response.body", "body": entry.body})
-                return
-            # The first attempt failed with a 5xx: this one runs for real.
-        entry = keys._entries[slot] = _Entry(digest, now)
+        await self._run(scope, receive, send, slot, owner, body)
+
+    async def _run(
+        self, scope: Scope, receive: Receive, send: Send, slot: str, owner: str, body: bytes
+    ) -> None:
+        keys = self.keys
         keys.executed += 1
+        done = keys.running[slot] = asyncio.Event()
         replayed = False
 
         async def replay() -> Message:
@@ -137,12 +152,15 @@ class IdempotencyMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
+        status = 0
+        headers: list[tuple[bytes, bytes]] = []
         parts: list[bytes] = []
 
         async def capture(message: Message) -> None:
+            nonlocal status, headers
             if message["type"] == "http.response.start":
-                entry.status = message["status"]
-                entry.headers = list(message.get("headers", []))
+                status = message["status"]
+                headers = list(message.get("headers", []))
             elif message["type"] == "http.response.body":
                 parts.append(message.get("body", b""))
             await send(message)
@@ -150,10 +168,11 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, replay, capture)
         finally:
-            if 0 < entry.status < 500:
-                entry.body = b"".join(parts)
-                entry.kept = True
-                keys._bytes += len(entry.body)
-            else:
-                keys._entries.pop(slot, None)
-            entry.done.set()
+            try:
+                if 0 < status < 500:
+                    await in_thread(keys.store.finish_key, slot, owner, status, headers, b"".join(parts))
+                else:
+                    await in_thread(keys.store.drop_key, slot, owner)
+            finally:
+                keys.running.pop(slot, None)
+                done.set()

@@ -25,11 +25,16 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from raydrive.core.errors import RaydriveError
+
 __all__ = [
     "DEFAULT_LIMITS",
     "BodyLimitMiddleware",
+    "JsonTooDeepError",
+    "LimitError",
     "Limits",
     "TooManyLogEntriesError",
+    "check_json_depth",
     "check_log_entries",
     "json_depth",
 ]
@@ -39,7 +44,9 @@ _ENV = {
     "max_json_depth": "RAYDRIVE_SERVICE_MAX_JSON_DEPTH",
     "max_log_entries": "RAYDRIVE_SERVICE_MAX_LOG_ENTRIES",
 }
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# Friedl's "unrolled loop": one run of plain characters at a time, not one alternation per
+# character (17x faster on a 15 MiB string: 0.09 s instead of 1.5 s, all of it holding the GIL).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 
@@ -92,12 +99,35 @@ def json_depth(body: bytes) -> int:
     return deepest
 
 
-class TooManyLogEntriesError(ValueError):
-    """A log batch over the service's ``max_log_entries`` (answered 422, naming the limit)."""
+class LimitError(RaydriveError, ValueError):
+    """A request over one of the service's limits (answered 422 with :attr:`body`, naming it)."""
+
+    def __init__(self, message: str, limit: str, maximum: int) -> None:
+        super().__init__(message, body={"detail": message, "limit": limit, "max": maximum})
+
+
+class TooManyLogEntriesError(LimitError):
+    """A log batch over the service's ``max_log_entries``."""
 
     def __init__(self, count: int, maximum: int) -> None:
-        super().__init__(f"{count} log entries in one batch; the service's limit is {maximum}")
-        self.body = {"detail": str(self), "limit": "max_log_entries", "max": maximum}
+        super().__init__(
+            f"{count} log entries in one batch; the service's limit is {maximum}", "max_log_entries", maximum
+        )
+
+
+class JsonTooDeepError(LimitError):
+    """A JSON body nested deeper than the service's ``max_json_depth``."""
+
+    def __init__(self, maximum: int) -> None:
+        super().__init__(
+            f"JSON body nests deeper than the service's limit of {maximum} levels", "max_json_depth", maximum
+        )
+
+
+def check_json_depth(body: bytes, limits: Limits) -> None:
+    """Refuse a JSON text nested deeper than ``limits.max_json_depth`` (before parsing it)."""
+    if json_depth(body) > limits.max_json_depth:
+        raise JsonTooDeepError(limits.max_json_depth)
 
 
 def check_log_entries(count: int, limits: Limits) -> None:
@@ -111,8 +141,9 @@ def _refusal(status: int, detail: str, limit: str, maximum: int) -> tuple[int, b
 
 
 class BodyLimitMiddleware:
-    """Refuses a body over ``max_body_bytes`` (413) or JSON nested over ``max_json_depth``
-    (422) before the app sees it; the body it accepts is passed on unchanged."""
+    """Refuses a body over ``max_body_bytes`` (413) before the app sees it; the body it accepts
+    is passed on unchanged. (The nesting depth is checked where the body is parsed, in the
+    thread pool: :func:`check_json_depth`, called by :mod:`raydrive.service.bodies`.)"""
 
     def __init__(self, app: ASGIApp, limits: Limits = DEFAULT_LIMITS) -> None:
         self.app = app
@@ -148,18 +179,6 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        depth_limit = self.limits.max_json_depth
-        if _is_json(scope) and json_depth(body) > depth_limit:
-            await _answer(
-                send,
-                *_refusal(
-                    422,
-                    f"JSON body nests deeper than the service's limit of {depth_limit} levels",
-                    "max_json_depth",
-                    depth_limit,
-                ),
-            )
-            return
         replayed = False
 
         async def replay() -> Message:
@@ -170,14 +189,6 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
-
-
-def _is_json(scope: Scope) -> bool:
-    # FastAPI parses a body without a content type as JSON too.
-    for name, value in scope.get("headers", ()):
-        if name == b"content-type":
-            return b"json" in value.lower()
-    return True
 
 
 async def _answer(send: Send, status: int, body: bytes) -> None:

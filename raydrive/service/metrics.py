@@ -9,7 +9,8 @@ process (tests, the demo) do not mix their numbers. Exposed:
 - ``raydrive_report_duration_seconds{kind}``: how long the service took to answer them;
 - ``raydrive_sse_streams_open``: open progress streams;
 - ``raydrive_http_request_duration_seconds{method,route,status}``: every request, by route
-  template (``/api/v1/runs/{run_id}``, not the id, so the label set stays small);
+  template (``/api/v1/runs/{run_id}``, not the id) and method (``_OTHER`` for any method not
+  in HTTP's list), so no request can add label values;
 - ``raydrive_db_write_duration_seconds{operation}``: time spent in the store's write methods.
 """
 
@@ -49,6 +50,10 @@ _REPORTS = {
     ("POST", "/api/v1/runs/{run_id}/checkpoints/"): "checkpoint",
     ("POST", "/api/v1/runs/{run_id}/logs/"): "logs",
 }
+# Label values come from a fixed set only, so no client can grow /metrics: a method not in
+# this list counts as "_OTHER" and a path as its route template (OpenTelemetry's HTTP semantic
+# conventions, http.request.method and http.route).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -146,9 +151,8 @@ class ServiceMetrics:
             finally:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "<unmatched>"
-                metrics.requests.labels(scope["method"], template, str(status)).observe(
-                    time.perf_counter() - start
-                )
+                method = scope["method"] if scope["method"] in _METHODS else "_OTHER"
+                metrics.requests.labels(method, template, str(status)).observe(time.perf_counter() - start)
 
         return timed
 

@@ -1,8 +1,10 @@
 """Request and response bodies of the pipeline service HTTP API.
 
-Field names follow ``PIPELINE_SERVICE_API.md`` exactly. Request models ignore unknown fields,
-so clients of the system raydrive replaces that send extra fields keep working; every known
-field is validated, and a bad one answers 422 naming it. Only pydantic is imported here, so the
+Field names follow ``PIPELINE_SERVICE_API.md`` exactly. Request models refuse unknown fields
+(``extra="forbid"``): a misspelt ``parms`` answers 422 naming it, as Stripe answers "Received
+unknown parameter", instead of creating a run without its params. Response models ignore
+unknown fields, so a client keeps reading the answers of a newer service. Every known field is
+validated, and a bad one answers 422 naming it. Only pydantic is imported here, so the
 client (and a Ray worker using it) does not pull in FastAPI.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from raydrive.core.pipeline import ActionFingerprint, ActionProgress, ActionStatus, RunStatus, Timestamp
 from raydrive.core.retry import Attempt
@@ -39,6 +41,8 @@ __all__ = [
 ]
 
 _NAME = Field(min_length=1, max_length=512)
+_REQUEST = ConfigDict(extra="forbid")
+_RESPONSE = ConfigDict(extra="ignore")
 #: The largest number the service stores or compares (SQLite and PostgreSQL ``BIGINT``); above
 #: it a value is refused with 422 instead of overflowing the database driver.
 MAX_INT = 2**63 - 1
@@ -47,12 +51,16 @@ MAX_INT = 2**63 - 1
 class ActionSpec(BaseModel):
     """One action of a pipeline: its name (unique within the pipeline) and entrypoint."""
 
+    model_config = _REQUEST
+
     name: str = _NAME
     entrypoint: str | None = Field(default=None, max_length=1024)
 
 
 class PipelineCreate(BaseModel):
     """Body of ``POST /api/v1/pipelines/``."""
+
+    model_config = _REQUEST
 
     name: str = _NAME
     actions: list[ActionSpec] = Field(min_length=1)
@@ -73,6 +81,8 @@ class PipelineCreate(BaseModel):
 class Pipeline(PipelineCreate):
     """A stored pipeline."""
 
+    model_config = _RESPONSE
+
     id: str
     created_at: Timestamp
 
@@ -88,6 +98,8 @@ class RunCreate(BaseModel):
     ``resumed_from`` (the run this one resumes), ``max_attempts`` (how many times the pipeline
     actor may start: 1 + its restarts).
     """
+
+    model_config = _REQUEST
 
     params: dict[str, Any] = Field(default_factory=dict)
     work_dir: str | None = None
@@ -124,6 +136,8 @@ class Run(BaseModel):
 class RunUpdate(BaseModel):
     """Body of ``PATCH /api/v1/runs/{run_id}``: only the fields present are changed."""
 
+    model_config = _REQUEST
+
     status: RunStatus | None = None
     result: Any = None
     error: str | None = None
@@ -135,6 +149,8 @@ class ProgressReport(BaseModel):
     ``action_progress`` replaces the run's entry with the same ``name`` (or is appended when the
     run has none).
     """
+
+    model_config = _REQUEST
 
     current_action: str | None = None
     current_action_index: int | None = Field(default=None, ge=0, le=MAX_INT)
@@ -175,6 +191,8 @@ class RunStatusView(BaseModel):
 class CheckpointCreate(BaseModel):
     """Body of ``POST /api/v1/runs/{run_id}/checkpoints/``."""
 
+    model_config = _REQUEST
+
     action_name: str = _NAME
     action_index: int = Field(ge=0, le=MAX_INT)
     status: ActionStatus = ActionStatus.COMPLETED
@@ -185,6 +203,8 @@ class CheckpointCreate(BaseModel):
 
 class Checkpoint(CheckpointCreate):
     """A stored checkpoint; ``id`` grows with every checkpoint the service stores."""
+
+    model_config = _RESPONSE
 
     id: str
     run_id: str
@@ -209,6 +229,8 @@ class LogLevel(str, Enum):
 class LogEntryCreate(BaseModel):
     """One entry of ``POST /api/v1/runs/{run_id}/logs/``."""
 
+    model_config = _REQUEST
+
     message: str
     level: LogLevel = LogLevel.INFO
     action_name: str | None = None
@@ -222,6 +244,8 @@ class LogEntryCreate(BaseModel):
 class LogsAppend(BaseModel):
     """Body of ``POST /api/v1/runs/{run_id}/logs/``."""
 
+    model_config = _REQUEST
+
     # The size of a batch is checked by the service against its configured limit
     # (``max_log_entries``, see :mod:`raydrive.service.limits`), answered 422 naming it.
     entries: list[LogEntryCreate]
@@ -229,6 +253,8 @@ class LogsAppend(BaseModel):
 
 class LogEntry(LogEntryCreate):
     """A stored log entry; ``id`` grows with every entry the service stores."""
+
+    model_config = _RESPONSE
 
     id: str
     run_id: str
@@ -241,6 +267,8 @@ MAX_REPORTS = 1000
 
 class Report(BaseModel):
     """One report of a batch: exactly one of its fields, applied as its own endpoint would."""
+
+    model_config = _REQUEST
 
     progress: ProgressReport | None = None
     checkpoint: CheckpointCreate | None = None
@@ -265,6 +293,8 @@ class Report(BaseModel):
 
 class ReportBatch(BaseModel):
     """Body of ``POST /api/v1/runs/{run_id}/reports`` (beyond the contract): reports applied in order."""
+
+    model_config = _REQUEST
 
     reports: list[Report] = Field(max_length=MAX_REPORTS)
 

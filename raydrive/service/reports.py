@@ -1,6 +1,6 @@
 """The writes a run's reporter makes (progress, checkpoints, logs, run updates), one way each.
 
-Each write is redacted (:mod:`raydrive.service.guards`) and bounded here, whether it arrives on
+Each write is masked (:mod:`raydrive.service.masking`) and bounded here, whether it arrives on
 its own endpoint or as one report of a batch (``POST /api/v1/runs/{run_id}/reports``), so the
 two cannot drift; the store checks the rules (:mod:`raydrive.service.rules`) inside its write
 transaction, where no other change can slip in between, so they are not read here first. The methods block
@@ -20,17 +20,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from raydrive.core.redaction import redact, redact_text
-from raydrive.service.guards import redacted_report, redacted_update, refusal
+from raydrive.service.guards import refusal
 from raydrive.service.limits import Limits, check_log_entries
+from raydrive.service.masking import mask_checkpoint, mask_logs, mask_report, mask_update
 from raydrive.service.models import (
     Checkpoint,
     CheckpointCreate,
     LogEntry,
     LogsAppend,
-    ProgressAck,
     ProgressReport,
-    ReportBatch,
+    Report,
     ReportBatchAck,
     ReportResult,
     Run,
@@ -48,17 +47,9 @@ class RunReports:
         self.store = store
         self.limits = limits
 
-    def progress(self, run_id: str, body: ProgressReport) -> ProgressAck:
+    def progress(self, run_id: str, body: ProgressReport) -> Run:
         """Apply a progress report; ``action_progress`` replaces the entry with the same name."""
-        run = self.store.report_progress(run_id, self._prepared("progress", body))
-        return ProgressAck(
-            id=run.id,
-            status=run.status,
-            current_action=run.current_action,
-            current_action_index=run.current_action_index,
-            started_at=run.started_at,
-            completed_at=run.completed_at,
-        )
+        return self.store.report_progress(run_id, self._prepared("progress", body))
 
     def checkpoint(self, run_id: str, body: CheckpointCreate) -> Checkpoint:
         """Store a checkpoint (409 for a finished run), its params and result redacted."""
@@ -72,12 +63,16 @@ class RunReports:
         """Change the run's status, result or error (409 for any change of a finished run)."""
         return self.store.update_run(run_id, self._prepared("update", body))
 
-    def batch(self, run_id: str, body: ReportBatch) -> ReportBatchAck:
-        """Apply ``body``'s reports in order, in one transaction; one result each (404 for the
-        whole batch when the run is unknown)."""
+    def batch(self, run_id: str, items: list[Report | Exception]) -> ReportBatchAck:
+        """Apply the reports in order, in one transaction; one result each (404 for the whole
+        batch when the run is unknown). An item that is an exception (a report refused when
+        it was parsed) is answered as that error, in its place."""
         refused: dict[int, Exception] = {}
         writes: list[tuple[str, Any]] = []
-        for index, report in enumerate(body.reports):
+        for index, report in enumerate(items):
+            if isinstance(report, Exception):
+                refused[index] = report
+                continue
             kind = report.kind
             try:
                 writes.append((kind, self._prepared(kind, getattr(report, kind))))
@@ -87,7 +82,7 @@ class RunReports:
                 refused[index] = exc
         outcomes = iter(self.store.apply_reports(run_id, writes))
         results = []
-        for index in range(len(body.reports)):
+        for index in range(len(items)):
             error = refused.get(index) or next(outcomes)
             answer = refusal(error) if error is not None else (200, {"detail": None})
             if answer is None:  # the store returns only the client's errors
@@ -98,11 +93,10 @@ class RunReports:
     def _prepared(self, kind: str, body: Any) -> Any:
         # What each endpoint does before its store call (the store checks the rules).
         if kind == "progress":
-            return redacted_report(body)
+            return mask_report(body)
         if kind == "update":
-            return redacted_update(body)
+            return mask_update(body)
         if kind == "checkpoint":
-            update = {"params_snapshot": redact(body.params_snapshot), "result": redact(body.result)}
-            return body.model_copy(update=update)
+            return mask_checkpoint(body)
         check_log_entries(len(body.entries), self.limits)
-        return [entry.model_copy(update={"message": redact_text(entry.message)}) for entry in body.entries]
+        return mask_logs(body.entries)

@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -19,6 +19,8 @@ from fastapi import FastAPI
 
 from raydrive.service.app import create_app, resolve_token
 from raydrive.service.auth import extra_allowed_hosts
+from raydrive.service.config import ServiceConfigError, check_retain_days, check_token
+from raydrive.service.connections import GuardedH11Protocol, raise_open_files_limit
 from raydrive.service.db import default_database, describe_database
 from raydrive.service.store import PipelineStore
 
@@ -82,6 +84,8 @@ def _config(
         access_log=access_log,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        # A header-read timeout and a connection bound (raydrive.service.connections).
+        http=GuardedH11Protocol,
         **extra,
     )
 
@@ -97,8 +101,13 @@ def serve(
     workers: int = 1,
     retain_days: float | None = None,
     max_streams: int | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> None:
     """Run the pipeline service in the foreground until interrupted (``raydrive service``).
+
+    Everything that can be wrong is checked before the service starts listening (the token's
+    length, the retention, the port, the database: opened, migrated or refused), and ``ready``
+    is called only then, so nothing is announced for a service that never started.
 
     Returns after Ctrl+C once the service has shut down gracefully (as ``uvicorn.run`` does);
     SIGTERM ends the process after the same graceful shutdown.
@@ -114,15 +123,38 @@ def serve(
     :param access_log: log every request (off by default: progress reports are frequent).
     :param workers: service processes sharing the port and the database.
     :param retain_days: prune runs that finished more than this many days ago (None keeps all).
-    :param max_streams: open progress streams per process (default 10,000).
+    :param max_streams: open progress streams of the whole service (default 10,000 per
+        process); with ``workers`` processes each admits ``max_streams // workers``.
+    :param ready: called once the service is about to serve (the CLI prints the page's URL).
+    :raises ServiceConfigError: a wrong option; nothing was started.
     """
     db_path = os.fspath(db) if db is not None else default_database()
-    options: dict[str, object] = {"allowed_hosts": extra_allowed_hosts(host), "retain_days": retain_days}
+    check_token(resolve_token(token))
+    raise_open_files_limit()  # the connection bound decides, not EMFILE (as Go's runtime does)
+    if not 0 < port < 65536:
+        raise ServiceConfigError(f"--port must be 1 to 65535, got {port}")
+    options: dict[str, object] = {
+        "allowed_hosts": extra_allowed_hosts(host),
+        "retain_days": check_retain_days(retain_days),
+    }
     if max_streams is not None:
-        options["max_streams"] = max_streams
+        # The cap is the service's total: each of the processes admits its share, so together
+        # they never hold more (a process counts its own at admission, atomically).
+        options["max_streams"] = max(1, max_streams // workers)
     server = None
+    sock = None
     if workers == 1:
-        app = create_app(db_path=db_path, token=token, **options)  # type: ignore[arg-type]
+        try:
+            sock = _bind(host, port)
+        except OSError as exc:
+            raise ServiceConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port or --host"
+            ) from None
+        try:
+            app = create_app(db_path=db_path, token=token, **options)  # type: ignore[arg-type]
+        except BaseException:
+            sock.close()
+            raise
         # (Building the uvicorn config also sets up logging for the lines below.)
         server = _Server(_config(app, host, port, log_level, access_log, configure_logging=True), app)
     else:
@@ -154,11 +186,17 @@ def serve(
             app_options=options,
             log_level=log_level,
             access_log=access_log,
+            ready=ready,
         )
         return
+    # (uvicorn names no address for a socket it is given: say where the service listens.)
+    where = f"[{host}]" if ":" in host else host
+    _log.info("raydrive pipeline service running on http://%s:%d (Ctrl+C to stop)", where, port)
+    if ready is not None:
+        ready()
     # uvicorn shuts down gracefully on Ctrl+C, then re-raises it; stopping is what was asked.
     with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+        server.run(sockets=[sock])
 
 
 class ServiceServer:

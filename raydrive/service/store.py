@@ -1,11 +1,9 @@
-"""Storage behind the pipeline service: the one store interface and the rules of a run's life.
+"""Storage behind the pipeline service: the one store interface, its records and errors.
 
 :class:`PipelineStore` is everything the HTTP layer needs; its implementations (SQLite, the
 embedded default, and PostgreSQL, on one set of tables) are in :mod:`raydrive.service.db`. The
-rules of a run's life (when ``started_at`` and ``completed_at`` are set, that a terminal run never
-changes status again, how an action's progress replaces the old entry) are plain functions over
-the models (:func:`apply_update`, :func:`apply_progress`): a store loads a run, calls them and
-saves the result with its event in one transaction.
+rules of a run's life are the pure functions of :mod:`raydrive.service.rules`: a store loads a
+run, calls them and saves the result with its event in one transaction.
 
 Every change of a run is also written, in the same transaction, as a numbered *run event*
 (``run_id``, ``seq``, event name, progress view as JSON): that table is what the progress stream
@@ -17,14 +15,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+from raydrive.core.errors import RaydriveError
 from raydrive.core.pipeline import (
-    ActionProgress,
-    ActionStatus,
     PipelineProgress,
     RunStatus,
 )
-from raydrive.core.retry import Attempt
-from raydrive.core.status import JobState, job_state
 from raydrive.service.metric_points import MetricSeries
 from raydrive.service.models import (
     Checkpoint,
@@ -40,36 +35,19 @@ from raydrive.service.models import (
 )
 
 __all__ = [
+    "KeyRecord",
     "PipelineStore",
     "RecordNotFoundError",
     "RunEvent",
-    "TerminalRunError",
-    "apply_progress",
-    "apply_update",
     "progress_view",
 ]
 
 
-class RecordNotFoundError(LookupError):
+class RecordNotFoundError(RaydriveError, LookupError):
     """No pipeline, run or checkpoint with that key. ``kind`` says which one is missing."""
 
     def __init__(self, kind: str, key: str) -> None:
-        super().__init__(f"{kind} {key!r} not found")
-        self.kind = kind
-        self.key = key
-
-
-class TerminalRunError(Exception):
-    """A change would move a run out of its terminal status; nothing was changed."""
-
-    def __init__(self, run_id: str, status: RunStatus, requested: RunStatus) -> None:
-        super().__init__(
-            f"run {run_id!r} is {status.value} and cannot become {requested.value}; "
-            "a finished run never changes status (resume it as a new run instead)"
-        )
-        self.run_id = run_id
-        self.status = status
-        self.requested = requested
+        super().__init__(f"{kind} {key!r} not found", kind=kind, key=key)
 
 
 class RunEvent(NamedTuple):
@@ -85,13 +63,24 @@ class RunEvent(NamedTuple):
         return self.event != "progress"
 
 
+class KeyRecord(NamedTuple):
+    """A stored idempotency key: its request's digest, ``state`` ``running`` or ``done``, and
+    for ``done`` the answer (status, headers as ``[name, value]`` pairs, body)."""
+
+    digest: str
+    state: str
+    status: int | None
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
 class PipelineStore(Protocol):
     """What the pipeline service needs from its storage.
 
     Methods are synchronous and thread-safe; the service calls them from worker threads. Unknown
-    pipelines or runs raise :class:`RecordNotFoundError`; a change that would take a terminal run
-    to another status raises :class:`TerminalRunError`. Every method that changes a run stores the
-    matching :class:`RunEvent` in the same transaction. A store may also offer
+    pipelines or runs raise :class:`RecordNotFoundError`; a change the run's state refuses raises
+    :class:`~raydrive.service.rules.RunConflictError`. Every method that changes a run stores
+    the matching :class:`RunEvent` in the same transaction. A store may also offer
     ``watch(on_change, stop)``, a change feed of other processes' writes, which the service's
     :class:`~raydrive.service.broker.RunBroker` follows.
     """
@@ -127,10 +116,17 @@ class PipelineStore(Protocol):
     def metric_series(
         self, run_id: str, *, key: str | None = None, action: str | None = None, since_step: int | None = None
     ) -> list[MetricSeries]: ...
+    def claim_key(
+        self, slot: str, digest: str, owner: str, *, ttl: float, lease: float
+    ) -> KeyRecord | None: ...
+    def finish_key(
+        self, slot: str, owner: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None: ...
+    def drop_key(self, slot: str, owner: str) -> None: ...
+    def add_session(self, nonce: str, expires_at: datetime) -> None: ...
+    def has_session(self, nonce: str) -> bool: ...
+    def drop_session(self, nonce: str) -> None: ...
     def close(self) -> None: ...
-
-
-# -- the rules of a run's life, shared by every store ------------------------------------------
 
 
 def progress_view(run: Run) -> PipelineProgress:
@@ -147,107 +143,3 @@ def progress_view(run: Run) -> PipelineProgress:
         error=run.error,
         attempt=run.attempt,
     )
-
-
-def _event_for(run: Run, seq: int) -> RunEvent:
-    name = run.status.value if run.status.is_terminal() else "progress"
-    return RunEvent(seq, name, progress_view(run).model_dump_json())
-
-
-def _set_status(run: Run, status: RunStatus, now: datetime) -> None:
-    if run.status.is_terminal() and status is not run.status:
-        raise TerminalRunError(run.id, run.status, status)
-    run.status = status
-    if status is RunStatus.RUNNING and run.started_at is None:
-        run.started_at = now
-    if status.is_terminal() and run.completed_at is None:
-        run.completed_at = now
-    if status.is_terminal() and run.attempts and run.attempts[-1].state == JobState.RUNNING.value:
-        # The attempt that ended the run ends with it (its actor sends no report of its own).
-        last = run.attempts[-1].model_copy(
-            update={"state": job_state(status.value).value, "ended_at": now.timestamp(), "error": run.error}
-        )
-        run.attempts = [*run.attempts[:-1], last]
-
-
-def _merge_attempt(run: Run, attempt: Attempt) -> None:
-    # Replaced by number, kept in order; the run's ``attempt`` is the newest one reported.
-    attempts = {a.number: a for a in run.attempts}
-    attempts[attempt.number] = attempt
-    run.attempts = [attempts[n] for n in sorted(attempts)]
-    run.attempt = max(run.attempt, attempt.number)
-
-
-def apply_update(run: Run, body: RunUpdate, now: datetime) -> Run | None:
-    """Return ``run`` changed by a PATCH, or None when nothing changes.
-
-    A terminal run keeps its status (another status raises :class:`TerminalRunError`); its
-    ``result`` and ``error`` may still be set, so an executor can attach the result after it
-    marked the run completed.
-    """
-    fields = body.model_fields_set
-    # A shallow copy is enough: fields are only ever replaced, never changed in place.
-    new = run.model_copy()
-    if "result" in fields:
-        new.result = body.result
-    if "error" in fields:
-        new.error = body.error
-    if "status" in fields and body.status is not None:
-        _set_status(new, body.status, now)  # after the error: the last attempt ends with it
-    return None if new == run else new
-
-
-def _merge_action(
-    entries: list[ActionProgress], report: ActionProgress, now: datetime
-) -> list[ActionProgress]:
-    entry = report.model_copy()
-    old = next((e for e in entries if e.name == entry.name), None)
-    # The reporter may leave the times out: keep the first start, stamp the first finish.
-    if entry.started_at is None and entry.status is not ActionStatus.SKIPPED:
-        if old is not None and old.started_at is not None:
-            entry.started_at = old.started_at
-        elif entry.status is not ActionStatus.PENDING:
-            entry.started_at = now
-    if entry.completed_at is None and entry.status.is_done():
-        entry.completed_at = old.completed_at if old and old.completed_at else now
-    if old is None:
-        return [*entries, entry]
-    return [entry if e.name == entry.name else e for e in entries]
-
-
-def apply_progress(run: Run, body: ProgressReport, now: datetime) -> Run | None:
-    """Return ``run`` changed by a progress report, or None when the report changes nothing.
-
-    A terminal run is frozen: a report naming another status raises :class:`TerminalRunError`
-    (the service answers 409), and any other report is ignored, so a retried or late report of a
-    finished or cancelled run changes nothing.
-    """
-    fields = body.model_fields_set
-    if run.status.is_terminal():
-        if "status" in fields and body.status is not None and body.status is not run.status:
-            raise TerminalRunError(run.id, run.status, body.status)
-        return None
-    new = run.model_copy()  # fields are replaced, never changed in place (see apply_update)
-    if "current_action" in fields:
-        new.current_action = body.current_action
-    if "current_action_index" in fields:
-        new.current_action_index = body.current_action_index
-    if "error" in fields:
-        new.error = body.error
-    if body.action_progress is not None:
-        new.progress = _merge_action(new.progress, body.action_progress, now)
-    if body.attempt is not None:
-        _merge_attempt(new, body.attempt)
-    if "status" in fields and body.status is not None:
-        _set_status(new, body.status, now)
-    return new
-
-
-def __getattr__(name: str) -> Any:
-    # The SQLite store moved to raydrive.service.db (one implementation for SQLite and
-    # PostgreSQL); imported lazily, since that package builds on this module.
-    if name == "SQLiteStore":
-        from raydrive.service.db.sqlite import SQLiteStore
-
-        return SQLiteStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from raydrive.service.client import TOKEN_ENV
-from raydrive.service.db import open_store
+from raydrive.service.connections import GuardedH11Protocol
+from raydrive.service.db import DB_URL_ENV, open_store
 
 __all__ = ["WORKER_ENV", "serve_workers", "worker_app"]
 
@@ -43,10 +45,17 @@ def serve_workers(
     app_options: dict[str, Any],
     log_level: str = "info",
     access_log: bool = False,
+    ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run ``workers`` service processes on ``host:port`` until interrupted (blocks)."""
+    """Run ``workers`` service processes on ``host:port`` until interrupted (blocks); ``ready``
+    is called once the database was opened, before the workers start."""
     open_store(db).close()  # migrate (or refuse) once, before any worker starts
-    os.environ[WORKER_ENV] = json.dumps({"db_path": db, **app_options})
+    if ready is not None:
+        ready()
+    # The location (which may hold a password) reaches the workers in the environment variable
+    # meant for it, never in the options JSON nor on a command line.
+    os.environ[DB_URL_ENV] = db
+    os.environ[WORKER_ENV] = json.dumps(app_options)
     if token is not None:
         # The token reaches the workers the way a user sets it, never in the options JSON.
         os.environ[TOKEN_ENV] = token
@@ -59,4 +68,5 @@ def serve_workers(
         log_level=log_level,
         access_log=access_log,
         timeout_graceful_shutdown=5,
+        http=GuardedH11Protocol,  # header-read timeout, connection bound (raydrive.service.connections)
     )

@@ -15,8 +15,11 @@ import pytest
 
 from raydrive.service.client import PipelineServiceClient
 from raydrive.service.db import open_store
+from raydrive.service.idempotency import HEADER
 from raydrive.service.models import PipelineCreate, RunCreate
 from raydrive.service.server import ServiceServer, start_service
+from tests.conditions import wait_for
+from tests.pg import pg_server, pg_url  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
@@ -149,4 +152,105 @@ def test_a_create_retried_after_a_read_timeout_stores_one_run(tmp_path: Path) ->
                 assert slow.calls == 1
     finally:
         slow.release.set()
+        store.close()
+
+
+# -- issue 24 #6: keys in the database, shared by every process and kept across restarts
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "keys.db")
+    return request.getfixturevalue("pg_url")
+
+
+def _runs_of(url: str, pipeline_id: str) -> list[str]:
+    runs = httpx.get(f"{url}/api/v1/runs/?limit=1000", timeout=30).json()
+    return [r["id"] for r in runs if r["pipeline_id"] == pipeline_id]
+
+
+def test_one_key_sent_to_two_processes_and_across_a_restart_creates_one_run(db_url: str) -> None:
+    # Before: 40 retries with one key against --workers 2 created 2 runs, and the same key
+    # before and after a restart created 2 runs. (Two services on one database: each has its
+    # own memory, as two worker processes have.)
+    with ServiceServer(db=db_url) as a, ServiceServer(db=db_url) as b:
+        pipeline = httpx.post(
+            f"{a.url}/api/v1/pipelines/", json={"name": "p", "actions": [{"name": "a"}]}
+        ).json()
+        path = f"/api/v1/pipelines/{pipeline['id']}/runs/"
+        answers: list[httpx.Response] = []
+
+        def send(url: str) -> None:
+            answers.append(
+                httpx.post(url + path, json={"params": {"n": 1}}, headers={HEADER: "k-40"}, timeout=60)
+            )
+
+        threads = [threading.Thread(target=send, args=((a.url, b.url)[i % 2],)) for i in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert {r.status_code for r in answers} == {200}
+        assert len({r.json()["id"] for r in answers}) == 1
+        assert _runs_of(a.url, pipeline["id"]) == [answers[0].json()["id"]]
+    with ServiceServer(db=db_url) as restarted:
+        again = httpx.post(
+            restarted.url + path, json={"params": {"n": 1}}, headers={HEADER: "k-40"}, timeout=60
+        )
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+        assert _runs_of(restarted.url, pipeline["id"]) == [answers[0].json()["id"]]
+
+
+class _FailingFirstCreate:
+    """A real store whose first ``create_run`` waits for a release, then fails (a 500)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def create_run(self, *args: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            assert self.release.wait(30), "never released"
+            raise RuntimeError("the database went away")
+        return self._store.create_run(*args)
+
+
+def test_repeats_waiting_on_a_failing_first_request_execute_once(db_url: str) -> None:
+    # Before: two repeats waiting on a first request that failed with a 5xx both executed.
+    store = open_store(db_url)
+    failing = _FailingFirstCreate(store)
+    try:
+        with ServiceServer(store=failing) as svc:
+            keys = svc.app.state.idempotency
+            pipeline = httpx.post(
+                f"{svc.url}/api/v1/pipelines/", json={"name": "p", "actions": [{"name": "a"}]}
+            )
+            url = f"{svc.url}/api/v1/pipelines/{pipeline.json()['id']}/runs/"
+            answers: dict[str, httpx.Response] = {}
+
+            def send(name: str) -> None:
+                answers[name] = httpx.post(url, json={}, headers={HEADER: "k-fail"}, timeout=60)
+
+            first = threading.Thread(target=send, args=("first",))
+            first.start()
+            wait_for(lambda: failing.calls == 1, 30, "the first request to run")
+            repeats = [threading.Thread(target=send, args=(f"repeat{i}",)) for i in range(2)]
+            for thread in repeats:
+                thread.start()
+            wait_for(lambda: keys.waiting == 2, 30, "both repeats to wait")
+            failing.release.set()
+            for thread in (first, *repeats):
+                thread.join()
+            assert answers["first"].status_code == 500
+            assert answers["repeat0"].status_code == answers["repeat1"].status_code == 200
+            assert answers["repeat0"].json()["id"] == answers["repeat1"].json()["id"]
+            assert failing.calls == 2  # the failed first, then exactly one repeat
+    finally:
+        failing.release.set()
         store.close()

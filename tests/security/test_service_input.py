@@ -274,11 +274,29 @@ def test_progress_for_an_action_the_run_does_not_have_answers_422(http: httpx.Cl
     assert [p["name"] for p in http.get(url).json()["progress"]] == ["download", "train"]
 
 
-def test_a_progress_report_answers_a_small_body_whatever_the_params(http: httpx.Client) -> None:
+def test_a_progress_report_answers_the_run_or_with_prefer_minimal_a_small_ack(http: httpx.Client) -> None:
+    # The contract answers the run; RFC 7240's Prefer: return=minimal asks for the small answer.
     run = _run(http, params={"blob": "x" * 2_000_000})
-    answer = http.post(f"/api/v1/runs/{run['id']}/progress", json={"status": "running"})
-    assert answer.status_code == 200 and len(answer.content) < 1000
-    assert answer.json()["id"] == run["id"] and answer.json()["status"] == "running"
+    url = f"/api/v1/runs/{run['id']}/progress"
+    full = http.post(url, json={"status": "running"})
+    assert full.status_code == 200 and full.json()["params"] == {"blob": "x" * 2_000_000}
+    assert full.json()["progress"][0]["name"] == "download" and "preference-applied" not in full.headers
+    for prefer in ("return=minimal", 'respond-async, RETURN="minimal"; x=1'):
+        small = http.post(url, json={"current_action": "download"}, headers={"Prefer": prefer})
+        assert small.status_code == 200 and len(small.content) < 1000, prefer
+        assert small.headers["preference-applied"] == "return=minimal"
+        assert small.json()["id"] == run["id"] and small.json()["status"] == "running"
+
+
+def test_an_action_index_outside_the_runs_actions_answers_422_naming_the_range(http: httpx.Client) -> None:
+    run = _run(http)  # two actions
+    url = f"/api/v1/runs/{run['id']}"
+    answer = http.post(f"{url}/progress", json={"current_action_index": 99})
+    assert answer.status_code == 422, answer.text
+    (error,) = answer.json()["detail"]
+    assert error["loc"] == ["body", "current_action_index"] and "0 to 1" in error["msg"]
+    assert http.post(f"{url}/progress", json={"current_action_index": 1}).status_code == 200
+    assert http.get(url).json()["current_action_index"] == 1
 
 
 # -- cancel from anywhere ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from raydrive.service.auth import HostCheckMiddleware, SessionSigner
 from raydrive.service.server import ServiceServer
+from tests.pg import pg_server, pg_url  # noqa: F401
 
 
 def _status(url_port: int, path: str, host: str, host_ip: str = "127.0.0.1", **headers: str) -> int:
@@ -86,3 +87,46 @@ def test_names_from_the_environment_are_accepted(tmp_path, monkeypatch):
         assert _status(server.port, "/health", "pipelines.example") == 200
         assert _status(server.port, "/health", f"proxy.internal:{server.port}") == 200
         assert _status(server.port, "/health", "evil.example") == 400
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def _db(request, tmp_path):
+    return str(tmp_path / "runs.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def test_logout_ends_the_session_on_the_server(_db):
+    # Issue 24 #8: after logout the cookie still worked for its full 7 days.
+    import httpx
+
+    token = "a-token-long-enough-1234"
+    with ServiceServer(db=_db, token=token) as server, ServiceServer(db=_db, token=token) as other:
+        page = httpx.Client(base_url=server.url)
+        assert page.post("/login", data={"token": token, "next": "/"}).status_code == 303
+        cookie = page.cookies.get("raydrive_session")
+        assert cookie
+        copied = {"Cookie": f"raydrive_session={cookie}"}
+        assert httpx.get(f"{server.url}/api/v1/runs/", headers=copied).status_code == 200
+        assert httpx.get(f"{other.url}/api/v1/runs/", headers=copied).status_code == 200  # another process
+        assert page.post("/logout", headers={"X-Raydrive-CSRF": "1"}).status_code == 200
+        assert httpx.get(f"{server.url}/api/v1/runs/", headers=copied).status_code == 401
+        assert httpx.get(f"{other.url}/api/v1/runs/", headers=copied).status_code == 401
+
+
+def test_token_guessing_is_slowed_per_client(tmp_path):
+    # Issue 24 #12: 200 wrong tokens in 0.2 s, then the right one worked.
+    import httpx
+
+    token = "the-right-token-9876"
+    with ServiceServer(db=tmp_path / "runs.db", token=token) as server:
+        answers = [
+            httpx.get(
+                f"{server.url}/api/v1/runs/", headers={"Authorization": f"Bearer guess-{i}"}
+            ).status_code
+            for i in range(200)
+        ]
+        assert answers.count(401) == server.app.state.throttle.max_failures and answers.count(429) > 150
+        right = httpx.get(f"{server.url}/api/v1/runs/", headers={"Authorization": f"Bearer {token}"})
+        assert right.status_code == 429 and int(right.headers["retry-after"]) >= 1
+        login = httpx.post(f"{server.url}/login", data={"token": token})
+        assert login.status_code == 429
+        assert httpx.get(f"{server.url}/health").status_code == 200  # liveness needs no token

@@ -29,8 +29,11 @@ def test_service_command_prints_the_page_url_and_serves_it(tmp_path):
     )
     try:
         assert proc.stdout is not None
-        first = proc.stdout.readline()  # printed before the server starts
-        assert first.strip() == f"web page: http://127.0.0.1:{port}/"
+        # Printed once the database is open and the port bound (issue 24 #11: never for a service
+        # that then fails), before serving starts.
+        lines = [proc.stdout.readline().strip() for _ in range(3)]
+        assert f"web page: http://127.0.0.1:{port}/" in lines, lines
+        assert any("database" in line for line in lines[: lines.index(f"web page: http://127.0.0.1:{port}/")])
         page = wait_for(
             lambda: answer(lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=5)), 30, "the service"
         )

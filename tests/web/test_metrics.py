@@ -101,9 +101,9 @@ def test_open_streams_gauge_follows_sse_clients(service):
 
 
 def test_runs_by_status_without_a_counting_store(tmp_path):
+    from raydrive.service.db.sqlite import SQLiteStore
     from raydrive.service.metrics import _count_runs
     from raydrive.service.models import ActionSpec, PipelineCreate, RunCreate, RunUpdate
-    from raydrive.service.store import SQLiteStore
 
     class ListingOnly:  # a store that can only list (another backend without the count query)
         def __init__(self, store):
@@ -119,3 +119,23 @@ def test_runs_by_status_without_a_counting_store(tmp_path):
         assert counted["pending"] == 1002 and counted["failed"] == 1
     finally:
         store.close()
+
+
+def test_invented_methods_and_paths_add_no_label_values(service):
+    # Issue 24 #3: 300 requests with invented methods (each a 401, no token needed) added 300
+    # label values (65 KB -> 622 KB of /metrics).
+    client = httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {TOKEN}"})
+    for i in range(3):
+        client.request(f"WARM{i}", f"/nowhere/{i}")
+        httpx.request(f"WARM{i}", f"{service.url}/api/v1/runs/{i}")
+    before = _samples(client)
+    for i in range(300):
+        httpx.request(f"INVENTED{i}", f"{service.url}/api/v1/runs/x{i}")
+        client.request(f"MADEUP{i}", f"/nowhere/x{i}")
+        client.get(f"/api/v1/runs/no-such-{i}")
+    after = _samples(client)
+    methods = {dict(labels).get("method") for name, labels in after if "method" in dict(labels)}
+    routes = {dict(labels).get("route") for name, labels in after if "route" in dict(labels)}
+    assert "_OTHER" in methods and not any(m.startswith(("INVENTED", "MADEUP")) for m in methods)
+    assert not any("x1" in r or "no-such" in r for r in routes)
+    assert len(after) - len(before) < 40  # a few new (route, status) buckets at most, never 300

@@ -83,11 +83,15 @@ class _Call:
     absent_ok: str | None = None  # a 404 whose ``missing`` is this answers None
     optional: bool = False  # beyond the contract: a service without this route answers None
     key: str | None = None  # Idempotency-Key of a create: the same for every retry of it
+    headers: dict[str, str] | None = None  # more request headers
 
     def send_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
+        headers = dict(self.headers or {})
         if self.key is not None:
-            kwargs["headers"] = {HEADER: self.key}
+            headers[HEADER] = self.key
+        if headers:
+            kwargs["headers"] = headers
         if self.json is not None:
             kwargs["json"] = self.json
         if self.params:
@@ -97,6 +101,10 @@ class _Call:
 
 #: The header a create carries (see :mod:`raydrive.service.idempotency`).
 HEADER = "Idempotency-Key"
+#: RFC 7240: a progress report asks for the small acknowledgement, not the whole run (whose
+#: params and result may be large); a service that does not honour it answers the run, which
+#: reads as the acknowledgement too.
+_MINIMAL = {"Prefer": "return=minimal"}
 
 
 def _key(given: str | None) -> str:
@@ -204,7 +212,8 @@ class _Api:
     @staticmethod
     def report_progress(run_id: str, **fields: Any) -> _Call:
         # Idempotent: a report sets fields and replaces an action entry by name.
-        return _Call("POST", _run_path(run_id, "/progress"), _ACK, _body(**fields), run_id=run_id)
+        path = _run_path(run_id, "/progress")
+        return _Call("POST", path, _ACK, _body(**fields), run_id=run_id, headers=_MINIMAL)
 
     @staticmethod
     def cancel_run(run_id: str) -> _Call:

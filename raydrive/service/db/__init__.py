@@ -19,6 +19,7 @@ from raydrive.service.db.schema import HEAD, DatabaseUnavailableError, SchemaVer
 
 __all__ = [
     "DB_ENV",
+    "DB_URL_ENV",
     "HEAD",
     "DatabaseURLError",
     "DatabaseUnavailableError",
@@ -39,9 +40,18 @@ class DatabaseURLError(RaydriveError, ValueError):
     """A database location that names no backend raydrive has."""
 
 
+#: Environment variable with the database URL; wins over :data:`DB_ENV` (keeps a password off
+#: the command line).
+DB_URL_ENV = "RAYDRIVE_DB_URL"
+
+
 def default_database() -> str:
-    """``$RAYDRIVE_SERVICE_DB`` when set, else ``~/.raydrive/pipelines.db``."""
-    return os.environ.get(DB_ENV) or str(Path.home() / ".raydrive" / "pipelines.db")
+    """``$RAYDRIVE_DB_URL``, else ``$RAYDRIVE_SERVICE_DB``, else ``~/.raydrive/pipelines.db``."""
+    return (
+        os.environ.get(DB_URL_ENV)
+        or os.environ.get(DB_ENV)
+        or str(Path.home() / ".raydrive" / "pipelines.db")
+    )
 
 
 def parse_database(location: str | os.PathLike[str]) -> tuple[str, str]:
@@ -56,7 +66,9 @@ def parse_database(location: str | os.PathLike[str]) -> tuple[str, str]:
         return "sqlite", str(Path(text).expanduser())
     scheme = match.group(1).lower()
     if scheme in {"postgresql", "postgres"} or scheme.startswith("postgresql+"):
-        return "postgresql", "postgresql://" + text[match.end() :]
+        url = "postgresql://" + text[match.end() :]
+        _check_postgres_url(url)
+        return "postgresql", url
     if scheme == "sqlite":
         path = text[len("sqlite:///") :] if text.startswith("sqlite:///") else ""
         if not path:
@@ -66,6 +78,27 @@ def parse_database(location: str | os.PathLike[str]) -> tuple[str, str]:
         f"unknown database scheme {scheme!r} in {redact_url(text)!r}: use a file path, "
         "sqlite:///path/to/file.db or postgresql://user@host/dbname"
     )
+
+
+def _check_postgres_url(url: str) -> None:
+    # Caught here, each becomes one line naming the mistake rather than a driver's traceback.
+    from sqlalchemy.engine import make_url
+
+    shown = redact_url(url)
+    try:
+        parsed = make_url(url)
+        port = parsed.port
+    except ValueError:
+        raise DatabaseURLError(
+            f"{shown!r} is not a valid PostgreSQL URL (check the port is a number and an IPv6 "
+            "host is in brackets: postgresql://user@[::1]:5432/db)"
+        ) from None
+    if port is not None and not 0 < port < 65536:
+        raise DatabaseURLError(f"{shown!r}: the port must be 1 to 65535")
+    for name in ("connect_timeout", "port", "keepalives", "keepalives_idle"):
+        value = parsed.query.get(name)
+        if isinstance(value, str) and not value.lstrip("-").isdigit():
+            raise DatabaseURLError(f"{shown!r}: {name} must be a whole number, got {value!r}")
 
 
 def describe_database(location: str | os.PathLike[str]) -> str:

@@ -3,21 +3,24 @@
 A backend supplies its engine, how a write transaction starts (:meth:`SQLStore._write`) and how
 other processes hear of a change (:meth:`SQLStore._announce`, :meth:`SQLStore.watch`); every
 query and every rule of a run's life lives here once. The rules themselves are the pure
-functions of :mod:`raydrive.service.store` (``apply_update``, ``apply_progress``), applied to the
+functions of :mod:`raydrive.service.rules` (``apply_update``, ``apply_progress``), applied to the
 run loaded in the write transaction and saved with its numbered event in the same transaction.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from raydrive.core.pipeline import ActionProgress, RunStatus, utcnow
@@ -29,7 +32,7 @@ from raydrive.service.db.statements import (
     metric_series_query,
     upsert_metric_point,
 )
-from raydrive.service.db.tables import runs
+from raydrive.service.db.tables import idempotency_keys, runs, sessions
 from raydrive.service.metric_points import MetricPoint, MetricSeries, reported_points
 from raydrive.service.models import (
     Checkpoint,
@@ -44,20 +47,13 @@ from raydrive.service.models import (
     RunUpdate,
 )
 from raydrive.service.rules import (
+    InvalidReportError,
     RunConflictError,
-    UnknownActionError,
-    check_open,
-    check_progress,
-    check_update,
-)
-from raydrive.service.store import (
-    RecordNotFoundError,
-    RunEvent,
-    TerminalRunError,
     apply_progress,
     apply_update,
-    progress_view,
+    check_open,
 )
+from raydrive.service.store import KeyRecord, RecordNotFoundError, RunEvent, progress_view
 
 __all__ = ["SQLStore", "db_time"]
 
@@ -275,7 +271,7 @@ class SQLStore:
             for kind, body in reports:
                 try:
                     new = self._apply_report(conn, run, kind, body, now)
-                except (RecordNotFoundError, TerminalRunError, RunConflictError, UnknownActionError) as exc:
+                except (RecordNotFoundError, RunConflictError, InvalidReportError) as exc:
                     outcomes.append(exc)
                     continue
                 outcomes.append(None)
@@ -292,10 +288,8 @@ class SQLStore:
 
     def _apply_report(self, conn: Connection, run: Run, kind: str, body: Any, now: datetime) -> Run | None:
         if kind == "progress":
-            check_progress(run.id, run.status, [entry.name for entry in run.progress], body)
             return apply_progress(run, body, now)
         if kind == "update":
-            check_update(run, body)
             return apply_update(run, body, now)
         check_open(run.id, run.status, "checkpoint" if kind == "checkpoint" else "log entries")
         if kind == "checkpoint":
@@ -305,22 +299,13 @@ class SQLStore:
         return None
 
     def update_run(self, run_id: str, body: RunUpdate) -> Run:
-        """Apply a PATCH (see :func:`~raydrive.service.store.apply_update`)."""
-
-        def change(run: Run, now: datetime) -> Run | None:
-            check_update(run, body)  # in the write transaction: no other change can slip in between
-            return apply_update(run, body, now)
-
-        return self._change_run(run_id, change)
+        """Apply a PATCH (see :func:`~raydrive.service.rules.apply_update`)."""
+        # Checked in the write transaction: no other change can slip in between.
+        return self._change_run(run_id, lambda run, now: apply_update(run, body, now))
 
     def report_progress(self, run_id: str, body: ProgressReport) -> Run:
-        """Apply a progress report (see :func:`~raydrive.service.store.apply_progress`)."""
-
-        def change(run: Run, now: datetime) -> Run | None:
-            check_progress(run.id, run.status, [entry.name for entry in run.progress], body)
-            return apply_progress(run, body, now)
-
-        return self._change_run(run_id, change)
+        """Apply a progress report (see :func:`~raydrive.service.rules.apply_progress`)."""
+        return self._change_run(run_id, lambda run, now: apply_progress(run, body, now))
 
     def delete_run(self, run_id: str) -> None:
         """Delete the run with its events, checkpoints and logs."""
@@ -383,6 +368,98 @@ class SQLStore:
             if not rows:
                 self._require_run(conn, run_id)
         return [RunEvent(*row) for row in rows]
+
+    # -- idempotency keys (raydrive.service.idempotency) and page sessions (raydrive.service.auth)
+
+    def claim_key(self, slot: str, digest: str, owner: str, *, ttl: float, lease: float) -> KeyRecord | None:
+        """Claim ``slot`` for ``owner``: None when claimed (the caller runs the request), else
+        the record there. A record older than ``ttl`` seconds, or still ``running`` past its
+        ``lease`` (its process died), is replaced. The unique key makes the claim atomic across
+        every process: of two concurrent claims, one inserts and the other reads its record."""
+        now = utcnow()
+        with self._write() as conn:
+            conn.execute(
+                delete(idempotency_keys).where(
+                    idempotency_keys.c.slot == slot,
+                    or_(
+                        idempotency_keys.c.created_at < db_time(now - timedelta(seconds=ttl)),
+                        and_(
+                            idempotency_keys.c.state == "running",
+                            idempotency_keys.c.lease_until < db_time(now),
+                        ),
+                    ),
+                )
+            )
+            if secrets.randbelow(256) == 0:  # now and then, drop every expired key (bounded table)
+                cutoff = db_time(now - timedelta(seconds=ttl))
+                conn.execute(delete(idempotency_keys).where(idempotency_keys.c.created_at < cutoff))
+            values = {
+                "slot": slot,
+                "digest": digest,
+                "state": "running",
+                "owner": owner,
+                "created_at": db_time(now),
+                "lease_until": db_time(now + timedelta(seconds=lease)),
+            }
+            insert_ = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
+            claim = insert_(idempotency_keys).values(**values).on_conflict_do_nothing()
+            if conn.execute(claim.returning(idempotency_keys.c.slot)).first() is not None:
+                return None
+            row = conn.execute(
+                select(
+                    idempotency_keys.c.digest,
+                    idempotency_keys.c.state,
+                    idempotency_keys.c.status,
+                    idempotency_keys.c.headers,
+                    idempotency_keys.c.body,
+                ).where(idempotency_keys.c.slot == slot)
+            ).first()
+        if row is None:  # gone between the two statements (PostgreSQL): the caller claims again
+            return KeyRecord(digest, "running", None, [], b"")
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(row.headers or "[]")]
+        return KeyRecord(row.digest, row.state, row.status, headers, bytes(row.body or b""))
+
+    def finish_key(
+        self, slot: str, owner: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        """Store the answer of the request ``owner`` ran under ``slot``."""
+        pairs = json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in headers])
+        with self._write() as conn:
+            conn.execute(
+                update(idempotency_keys)
+                .where(idempotency_keys.c.slot == slot, idempotency_keys.c.owner == owner)
+                .values(state="done", status=status, headers=pairs, body=body)
+            )
+
+    def drop_key(self, slot: str, owner: str) -> None:
+        """Forget ``slot`` (its request failed with a 5xx: a retry runs for real)."""
+        with self._write() as conn:
+            conn.execute(
+                delete(idempotency_keys).where(
+                    idempotency_keys.c.slot == slot, idempotency_keys.c.owner == owner
+                )
+            )
+
+    def add_session(self, nonce: str, expires_at: datetime) -> None:
+        """Remember a page session until ``expires_at`` (expired ones are dropped meanwhile)."""
+        with self._write() as conn:
+            conn.execute(delete(sessions).where(sessions.c.expires_at < db_time(utcnow())))
+            conn.execute(insert(sessions).values(nonce=nonce, expires_at=db_time(expires_at)))
+
+    def has_session(self, nonce: str) -> bool:
+        """True while the session ``nonce`` is live (not logged out, not expired)."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(sessions.c.nonce).where(
+                    sessions.c.nonce == nonce, sessions.c.expires_at >= db_time(utcnow())
+                )
+            ).first()
+        return row is not None
+
+    def drop_session(self, nonce: str) -> None:
+        """End the session ``nonce`` (logout)."""
+        with self._write() as conn:
+            conn.execute(delete(sessions).where(sessions.c.nonce == nonce))
 
     # -- checkpoints
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
-from raydrive.core.redaction import redact_url
+from raydrive.core.redaction import redact_text, redact_url
 from raydrive.service.db.base import ChangeCallback, SQLStore
 from raydrive.service.db.schema import DatabaseUnavailableError, upgrade_schema
 from raydrive.service.store import RunEvent
@@ -59,10 +59,13 @@ class PostgresStore(SQLStore):
         super().__init__(engine, event_retention=event_retention)
         try:
             upgrade_schema(engine, migrate=migrate)
-        except OperationalError as exc:
+        except (OperationalError, ProgrammingError, InterfaceError) as exc:
+            # (psycopg refuses a bad option such as connect_timeout=x only when connecting.)
             self.close()
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            raise DatabaseUnavailableError(f"cannot reach the database {self!r}: {reason}") from None
+            raise DatabaseUnavailableError(
+                f"cannot reach the database {self!r}: {redact_text(reason)}"
+            ) from None
         except BaseException:
             self.close()
             raise

@@ -18,9 +18,19 @@ from sqlalchemy import Connection, Engine, inspect, text
 
 from raydrive.core.errors import RaydriveError
 
-__all__ = ["HEAD", "DatabaseUnavailableError", "SchemaVersionError", "current_revision", "upgrade_schema"]
+__all__ = [
+    "HEAD",
+    "DatabaseUnavailableError",
+    "NotRaydriveDatabaseError",
+    "SchemaVersionError",
+    "check_ours",
+    "current_revision",
+    "upgrade_schema",
+]
 
 _BASELINE = "0001"
+# The tables of the first embedded store, which had no alembic_version table.
+_LEGACY_TABLES = frozenset({"pipelines", "runs", "run_events", "checkpoints", "logs"})
 # Any constant shared by every process of every raydrive service (PostgreSQL advisory lock key).
 _PG_LOCK_KEY = 0x7261_7964_7276
 
@@ -31,6 +41,24 @@ class SchemaVersionError(RaydriveError):
 
 class DatabaseUnavailableError(RaydriveError, ConnectionError):
     """The database server could not be reached (or refused the connection)."""
+
+
+class NotRaydriveDatabaseError(SchemaVersionError):
+    """The database holds another program's tables (or is no database): raydrive refuses to
+    change it, as Flyway refuses a non-empty schema without its history table."""
+
+
+def check_ours(conn: Connection, where: str) -> None:
+    """Refuse a database that holds tables but none of raydrive's (``where`` names it)."""
+    if current_revision(conn) is not None:
+        return
+    tables = sorted(inspect(conn).get_table_names())
+    if tables:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise NotRaydriveDatabaseError(
+            f"{where} is not a raydrive database (it holds the tables {shown}); raydrive changes "
+            "nothing in it: give the service an empty database or a new file"
+        )
 
 
 def _config(conn: Connection | None = None) -> Config:
@@ -47,7 +75,7 @@ HEAD: str = ScriptDirectory.from_config(_config()).get_current_head() or _BASELI
 def current_revision(conn: Connection) -> str | None:
     """The database's Alembic revision; ``"0001"`` for an unversioned database of the first store."""
     revision = MigrationContext.configure(conn).get_current_revision()
-    if revision is None and inspect(conn).has_table("runs"):
+    if revision is None and set(inspect(conn).get_table_names()) >= _LEGACY_TABLES:
         return _BASELINE
     return revision
 
@@ -66,6 +94,8 @@ def upgrade_schema(engine: Engine, *, migrate: bool = True) -> str:
         found = current_revision(conn)
         if found == HEAD:
             return found
+        if found is None:
+            check_ours(conn, "the database")
         if found is not None and found not in known:
             raise SchemaVersionError(
                 f"the service database is at schema revision {found!r}, newer than this raydrive "

@@ -10,13 +10,52 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 
+from raydrive.core.errors import RaydriveError
 from raydrive.service.db.base import ChangeCallback, SQLStore
-from raydrive.service.db.schema import DatabaseUnavailableError, upgrade_schema
+from raydrive.service.db.schema import (
+    DatabaseUnavailableError,
+    NotRaydriveDatabaseError,
+    check_ours,
+    upgrade_schema,
+)
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "check_existing_file"]
+
+_HEADER = b"SQLite format 3\x00"
+
+
+def check_existing_file(path: Path) -> None:
+    """Refuse ``path`` unless it is empty, an empty SQLite database or a raydrive one; reads only.
+
+    Raises :class:`NotRaydriveDatabaseError` (or :class:`DatabaseUnavailableError` when it cannot
+    be read).
+    """
+    try:
+        with open(path, "rb") as file:
+            header = file.read(len(_HEADER))
+    except OSError as exc:
+        raise DatabaseUnavailableError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    if not header:
+        return  # an empty file is an empty database (SQLite reads it so)
+    if header != _HEADER:
+        raise NotRaydriveDatabaseError(
+            f"{str(path)!r} is not a SQLite database (nor empty); raydrive changes nothing in it: "
+            "give the service a new file or an existing raydrive database"
+        )
+    engine = create_engine(f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true")
+    try:
+        with engine.connect() as conn:
+            check_ours(conn, repr(str(path)))
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise DatabaseUnavailableError(f"cannot read {str(path)!r}: {reason}") from None
+    finally:
+        engine.dispose()
 
 
 class SQLiteStore(SQLStore):
@@ -27,13 +66,15 @@ class SQLiteStore(SQLStore):
     busy timeout covers the writers of other processes on the same file. Reads use a small pool
     of connections outside any transaction, so a read never pins an old snapshot and never
     waits for the writer. ``synchronous=NORMAL`` keeps WAL commits durable across a
-    process crash without an fsync per commit. The file is created ``0600``.
+    process crash without an fsync per commit. A file it creates is ``0600``; one that was
+    there is refused unless it is a raydrive database, and its mode is never changed.
 
     Other processes' changes are seen by :meth:`watch`: ``PRAGMA data_version`` (which changes
     when any other connection commits) every ``watch_interval`` seconds, then the runs whose
     ``change_id`` grew.
 
-    :param path: database file; its directory is created.
+    :param path: database file; its directory is created. An existing file must be a raydrive
+        database (or empty): see :meth:`_open_file`.
     :param busy_timeout: seconds to wait for another process's write lock.
     :param event_retention: run events kept per run for stream replay.
     :param migrate: upgrade an older schema on open (else refuse it, saying how).
@@ -50,14 +91,22 @@ class SQLiteStore(SQLStore):
         watch_interval: float = 0.05,
     ) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Runs hold params and results: only the owner may read the file (and its WAL).
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        os.chmod(self.path, 0o600)
         self._busy_timeout = busy_timeout
+        try:
+            self._open_file()
+        except RaydriveError:
+            raise
+        except OSError as exc:
+            raise DatabaseUnavailableError(
+                f"cannot use {str(self.path)!r} as the service database: {exc.strerror or exc}; "
+                "give a path to a new file in a directory you can write"
+            ) from None
         self._watch_interval = watch_interval
         self._write_lock = threading.Lock()
-        self._enable_wal()
+        try:
+            self._enable_wal()
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailableError(f"{self!r}: cannot open the database: {exc}") from None
         writer = self._engine("BEGIN IMMEDIATE", pool_size=1)
         # Reads run without BEGIN: each statement is its own snapshot, which no cursor left open
         # can pin (isolation_level=None never starts a transaction implicitly).
@@ -65,12 +114,41 @@ class SQLiteStore(SQLStore):
         super().__init__(writer, event_retention=event_retention)
         try:
             upgrade_schema(writer, migrate=migrate)
+        except OperationalError as exc:
+            self.close()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise DatabaseUnavailableError(f"{self!r}: cannot write the database: {reason}") from None
         except BaseException:
             self.close()
             raise
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
+
+    def _open_file(self) -> None:
+        """Create the file (``0600``: runs hold params and results), or check the one there.
+
+        A file the service did not create is never changed before it is known to be a raydrive
+        database: it is opened read-only first, and anything else (text, another program's
+        SQLite database) is refused, as Flyway refuses a non-empty schema without its history
+        table. Its mode is left as its owner set it.
+        """
+        if self.path.is_dir():
+            raise DatabaseUnavailableError(
+                f"{str(self.path)!r} is a directory; give a file path for the database"
+            )
+        blocking = next((p for p in self.path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise DatabaseUnavailableError(
+                f"cannot put the database at {str(self.path)!r}: {str(blocking)!r} is a file, not a directory"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+            return  # ours: created just now, private
+        except FileExistsError:
+            pass
+        check_existing_file(self.path)
 
     def _enable_wal(self) -> None:
         """Put the file in WAL mode (it stays so: the mode is stored in the file).

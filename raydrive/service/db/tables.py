@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -22,7 +23,18 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["TABLES", "checkpoints", "logs", "metadata", "metric_points", "pipelines", "run_events", "runs"]
+__all__ = [
+    "TABLES",
+    "checkpoints",
+    "idempotency_keys",
+    "logs",
+    "metadata",
+    "metric_points",
+    "pipelines",
+    "run_events",
+    "runs",
+    "sessions",
+]
 
 # SQLite only makes INTEGER PRIMARY KEY an alias of its rowid (and autoincrementing).
 _ID = BigInteger().with_variant(Integer, "sqlite")
@@ -103,5 +115,31 @@ metric_points = Table(
     sqlite_with_rowid=False,
 )
 
-#: Every table, parents before children (the order a copy inserts in).
+#: Idempotency keys (:mod:`raydrive.service.idempotency`): one row per ``path + key``, a request
+#: ``running`` under a lease, then ``done`` with its answer, kept 24 h.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("slot", Text, primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("owner", String(32), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("lease_until", String(40), nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("headers", Text, nullable=True),
+    Column("body", LargeBinary, nullable=True),
+    Index("idempotency_keys_by_age", "created_at"),
+)
+
+#: The web page's live sessions (:mod:`raydrive.service.auth`): logout deletes the row.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("expires_at", String(40), nullable=False),
+)
+
+#: Every table copied by ``service migrate``, parents before children (the order a copy inserts
+#: in). Idempotency keys and sessions are not: they are short-lived state of one database.
 TABLES = (pipelines, runs, run_events, checkpoints, logs, metric_points)

@@ -18,7 +18,7 @@ from raydrive.service.models import Checkpoint, LogEntry, Pipeline, Run
 from raydrive.service.reports import RunReports
 from raydrive.service.store import PipelineStore
 
-__all__ = ["ServiceContext", "SlashRoutes", "json_list", "json_response"]
+__all__ = ["ServiceContext", "SlashRoutes", "json_list", "json_response", "wants_minimal"]
 
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 _LISTS: dict[type, TypeAdapter[Any]] = {
@@ -48,11 +48,26 @@ class ServiceContext:
     ping_interval: float = 15.0
 
 
-def json_response(value: BaseModel) -> Response:
+def json_response(value: BaseModel, headers: dict[str, str] | None = None) -> Response:
     """``value`` as a JSON response, serialized by pydantic directly."""
     # The values are already validated models, so FastAPI's second validation pass through the
     # response model would only cost time on the hot path.
-    return Response(value.model_dump_json(), media_type="application/json")
+    return Response(value.model_dump_json(), media_type="application/json", headers=headers)
+
+
+def wants_minimal(prefer: str | None) -> bool:
+    """True when a ``Prefer`` header (RFC 7240) asks for ``return=minimal``.
+
+    Preferences are comma-separated, their names case-insensitive, a value may be quoted and be
+    followed by ``;`` parameters; one header may repeat (joined by commas).
+    """
+    if not prefer:
+        return False
+    for preference in prefer.split(","):
+        name, _, value = preference.split(";", 1)[0].partition("=")
+        if name.strip().lower() == "return" and value.strip().strip('"').lower() == "minimal":
+            return True
+    return False
 
 
 def json_list(model: type[BaseModel], values: list[Any]) -> Response:

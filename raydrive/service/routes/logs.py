@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
+from raydrive.service.bodies import read_body
 from raydrive.service.guards import utc_or_422
+from raydrive.service.masking import mask_text
 from raydrive.service.models import LogEntry, LogLevel, LogsAppend
 from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_list
 
@@ -22,9 +24,10 @@ def router(service: ServiceContext) -> APIRouter:
     store = service.store
 
     @route("POST", "/api/v1/runs/{run_id}/logs/", response_model=list[LogEntry])
-    async def append_logs(run_id: str, body: LogsAppend) -> Response:
+    async def append_logs(run_id: str, request: Request) -> Response:
         """Store log entries; each gets an ``id`` and a ``timestamp`` (409 for a finished run)."""
-        return json_list(LogEntry, await in_thread(service.reports.logs, run_id, body))
+        body = await read_body(request, LogsAppend, service.limits)
+        return await in_thread(lambda: json_list(LogEntry, service.reports.logs(run_id, body)))
 
     @route("GET", "/api/v1/runs/{run_id}/logs/", response_model=list[LogEntry])
     async def list_logs(
@@ -38,7 +41,7 @@ def router(service: ServiceContext) -> APIRouter:
         entries = await in_thread(
             store.list_logs,
             run_id,
-            action_name=action_name,
+            action_name=mask_text(action_name),  # stored masked
             level=level.value if level else None,
             since=utc_or_422(since, "since"),
             limit=limit,

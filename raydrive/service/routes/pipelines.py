@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
+from raydrive.service.bodies import read_body
+from raydrive.service.masking import mask_pipeline
 from raydrive.service.models import MAX_INT, Pipeline, PipelineCreate
 from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_list, json_response
 
@@ -19,9 +21,10 @@ def router(service: ServiceContext) -> APIRouter:
     store = service.store
 
     @route("POST", "/api/v1/pipelines/", response_model=Pipeline)
-    async def create_pipeline(body: PipelineCreate) -> Response:
-        """Store a pipeline definition."""
-        return json_response(await in_thread(store.create_pipeline, body))
+    async def create_pipeline(request: Request) -> Response:
+        """Store a pipeline definition (body: :class:`PipelineCreate`)."""
+        body = await read_body(request, PipelineCreate, service.limits)
+        return await in_thread(lambda: json_response(store.create_pipeline(mask_pipeline(body))))
 
     @route("GET", "/api/v1/pipelines/", response_model=list[Pipeline])
     async def list_pipelines(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool as in_thread
+from starlette.types import Receive, Scope, Send
 
-from raydrive.service.broker import RETRY_AFTER_S
+from raydrive.service.broker import RETRY_AFTER_S, RunBroker
 from raydrive.service.guards import reset_event, stream_ends
 from raydrive.service.models import MAX_INT
 from raydrive.service.routes.common import ServiceContext, SlashRoutes
@@ -24,6 +26,21 @@ _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def encode_event(event: RunEvent) -> bytes:
     """One event as it goes on the wire."""
     return f"id: {event.seq}\nevent: {event.event}\ndata: {event.data}\n\n".encode()
+
+
+class _AdmittedStream(StreamingResponse):
+    """A stream holding a place taken by :meth:`RunBroker.admit`, given back when the response
+    ends, however it ends (its body may never have started)."""
+
+    def __init__(self, broker: RunBroker, content: AsyncIterator[bytes], **options: Any) -> None:
+        super().__init__(content, **options)
+        self._broker = broker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._broker.release()
 
 
 def router(service: ServiceContext) -> APIRouter:
@@ -67,20 +84,21 @@ def router(service: ServiceContext) -> APIRouter:
                     return StreamingResponse(
                         iter(()), media_type="text/event-stream", headers=_STREAM_HEADERS
                     )
-        if broker.full():
+        if not broker.admit():
             return JSONResponse(
                 {"detail": f"{broker.max_streams} progress streams are open on this process; retry later"},
                 status_code=503,
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-        return StreamingResponse(
-            events(request, run_id, first, after), media_type="text/event-stream", headers=_STREAM_HEADERS
+        return _AdmittedStream(
+            broker,
+            events(request, run_id, first, after),
+            media_type="text/event-stream",
+            headers=_STREAM_HEADERS,
         )
 
     async def events(request: Request, run_id: str, batch: list[RunEvent], last: int) -> AsyncIterator[bytes]:
         service.state.active_streams += 1
-        # Counted once the stream runs, so a response that never started holds no place.
-        broker.opened()
         try:
             while True:
                 if len(batch) > broker.backlog:
@@ -110,6 +128,5 @@ def router(service: ServiceContext) -> APIRouter:
         finally:
             # Runs on normal end, on client disconnect (the response cancels us) and on shutdown.
             service.state.active_streams -= 1
-            broker.release()
 
     return routes

@@ -19,7 +19,14 @@ from starlette.types import Message, Receive, Scope, Send
 
 from raydrive.core.pipeline import RunStatus
 from raydrive.core.redaction import redact, redact_text
-from raydrive.service.auth import CSRF_HEADER, SESSION_COOKIE, SessionSigner
+from raydrive.service.auth import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    LoginThrottle,
+    Sessions,
+    client_of,
+    too_many_attempts,
+)
 from raydrive.service.metric_points import MAX_KEY_LENGTH, thinned
 from raydrive.service.models import Run
 from raydrive.service.store import RecordNotFoundError, progress_view
@@ -129,7 +136,9 @@ def _redact_events(body: bytes) -> bytes:
 
 def install(app: FastAPI, *, token: str | None) -> None:
     """Add the page, its login and the ``/ui/api`` reads to the service ``app``."""
-    signer = SessionSigner(token) if token else None
+    # Sessions live in the store too, so logout ends them on the server (raydrive.service.auth).
+    signer: Sessions | None = app.state.sessions if token else None
+    throttle: LoginThrottle = app.state.throttle
     names: dict[str, str] = {}  # pipeline id -> name; pipelines never change name
 
     def store() -> Any:
@@ -224,6 +233,7 @@ def install(app: FastAPI, *, token: str | None) -> None:
                 continue
             doc = entry.model_dump(mode="json")
             doc["message"] = redact_text(entry.message)
+            doc["action_name"] = _text(entry.action_name)
             out.append(doc)
             if len(out) >= limit:
                 break
@@ -257,12 +267,16 @@ def install(app: FastAPI, *, token: str | None) -> None:
         form = parse_qs(body[:8192].decode("utf-8", "replace"))
         candidate = (form.get("token") or [""])[0]
         target = _local_next((form.get("next") or ["/"])[0])
+        wait = throttle.retry_after(client_of(request.scope))
+        if wait > 0:  # too many wrong tokens from this client: not even checked (Grafana)
+            return too_many_attempts(wait)
         if not hmac.compare_digest(candidate.encode(), token.encode()):
+            throttle.failed(client_of(request.scope))
             return _page("login.html", status_code=401, next=target, error="That token is not right.")
         response = RedirectResponse(target, status_code=303, headers=_PAGE_HEADERS)
         response.set_cookie(
             SESSION_COOKIE,
-            signer.issue(),
+            await in_thread(signer.issue),
             max_age=signer.max_age,
             httponly=True,
             samesite="strict",
@@ -272,7 +286,10 @@ def install(app: FastAPI, *, token: str | None) -> None:
         return response
 
     @app.post("/logout", include_in_schema=False)
-    async def logout() -> Response:
+    async def logout(request: Request) -> Response:
+        session = request.cookies.get(SESSION_COOKIE)
+        if signer is not None and session:
+            await in_thread(signer.revoke, session)  # the cookie stops working everywhere
         response = JSONResponse({"status": "logged out"})
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response
