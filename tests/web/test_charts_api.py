@@ -115,13 +115,13 @@ def test_points_go_with_their_run(store: SQLStore) -> None:
         assert conn.exec_driver_sql("SELECT COUNT(*) FROM metric_points").scalar() == 0
 
 
-def test_a_database_of_revision_0002_gets_the_table(tmp_path: Path) -> None:
+def test_a_database_of_revision_0003_gets_the_table(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     s = open_store(path)
     s.close()
-    with sqlite3.connect(path) as conn:  # back to 0002: the table and its revision gone
+    with sqlite3.connect(path) as conn:  # back to 0003: the table and its revision gone
         conn.execute("DROP TABLE metric_points")
-        conn.execute("UPDATE alembic_version SET version_num = '0002'")
+        conn.execute("UPDATE alembic_version SET version_num = '0003'")
     s = open_store(path)
     try:
         run_id = _run(s)
