@@ -111,22 +111,27 @@ def router(service: ServiceContext) -> APIRouter:
         """Report progress; ``action_progress`` replaces the entry with the same name. Answers
         the run, as the contract says; with ``Prefer: return=minimal`` (RFC 7240) a small
         :class:`ProgressAck` and ``Preference-Applied: return=minimal``."""
-        body = await read_body(request, ProgressReport, service.limits)
-        if not wants_minimal(prefer):
-            answer = await in_thread(lambda: json_response(reports.progress(run_id, body), headers=_VARY))
-            broker.notify(run_id)
-            return answer
-        run = await in_thread(reports.progress, run_id, body)
+        raw = await request.body()
+        minimal = wants_minimal(prefer)
+
+        def report() -> Response:
+            # Parse, apply and answer in one trip to the thread pool (the hot path of a run).
+            run = reports.progress(run_id, decode(raw, ProgressReport, service.limits))
+            if not minimal:
+                return json_response(run, headers=_VARY)
+            ack = ProgressAck(
+                id=run.id,
+                status=run.status,
+                current_action=run.current_action,
+                current_action_index=run.current_action_index,
+                started_at=run.started_at,
+                completed_at=run.completed_at,
+            )
+            return json_response(ack, headers=_MINIMAL_APPLIED)
+
+        answer = await in_thread(report)
         broker.notify(run_id)
-        ack = ProgressAck(
-            id=run.id,
-            status=run.status,
-            current_action=run.current_action,
-            current_action_index=run.current_action_index,
-            started_at=run.started_at,
-            completed_at=run.completed_at,
-        )
-        return json_response(ack, headers=_MINIMAL_APPLIED)
+        return answer
 
     @route("POST", "/api/v1/runs/{run_id}/reports", response_model=ReportBatchAck)
     async def report_batch(run_id: str, request: Request) -> Response:
@@ -134,9 +139,14 @@ def router(service: ServiceContext) -> APIRouter:
         order as their own endpoints would; one result per report, a bad report refused alone
         (:mod:`raydrive.service.reports`, :func:`raydrive.service.bodies.decode_batch`)."""
         raw = await request.body()
-        items = await in_thread(decode_batch, raw, service.limits)
+        items: list[Report | Exception] = []
+
+        def apply() -> ReportBatchAck:
+            items.extend(decode_batch(raw, service.limits))
+            return reports.batch(run_id, items)
+
         try:
-            ack = await in_thread(reports.batch, run_id, list(items))
+            ack = await in_thread(apply)
         finally:
             broker.notify(run_id)  # what was applied before an error is seen too
         accepted = zip(items, ack.results, strict=True)
