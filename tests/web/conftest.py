@@ -34,9 +34,12 @@ def _need_chromium() -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless system Chromium (the Playwright browser download is not used)."""
+    """Headless system Chromium (the Playwright browser download is not used).
+
+    Per module: Playwright's sync API keeps an event loop running in this thread while it is
+    started, so a later test in the same process that calls ``asyncio.run`` would fail."""
     _need_chromium()
     from playwright.sync_api import sync_playwright
 
