@@ -218,7 +218,7 @@ def main() -> None:
     import ray
     from ray.job_submission import JobSubmissionClient
 
-    from raydrive.drivers.ray_common.cluster import LocalCluster
+    from raydrive.drivers.ray.cluster import LocalCluster
     from raydrive.drivers.ray_jobs_api import RayJobsApiExecutor
 
     with tempfile.TemporaryDirectory() as tmp, LocalCluster(num_cpus=2) as cluster:

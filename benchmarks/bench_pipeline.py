@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    from raydrive.drivers.ray_common.cluster import LocalCluster, loopback_client_env
+    from raydrive.drivers.ray.cluster import LocalCluster, loopback_client_env
 
     loopback_client_env()  # before Ray is imported: Ray reads it at import time
     import ray

@@ -100,7 +100,7 @@ def main() -> None:
     os.environ.pop("RAY_ADDRESS", None)
     import ray
 
-    from raydrive.drivers.ray_common.cluster import LocalCluster
+    from raydrive.drivers.ray.cluster import LocalCluster
 
     cluster = LocalCluster(num_cpus=args.num_cpus).start()
     try:
@@ -143,8 +143,8 @@ WARM_BLOCK = 20
 def bench_warm(address: str, args: argparse.Namespace) -> None:
     import ray
 
+    from raydrive.drivers.ray.wire import NAMESPACE
     from raydrive.drivers.ray_actor import RayActorExecutor
-    from raydrive.drivers.wire import NAMESPACE
 
     action, raw_actor_cls, _ = _sides()
     samples: dict[str, list[float]] = {"echo": [], "raw": [], "ours": []}

@@ -85,7 +85,7 @@ def main() -> None:
     os.environ.pop("RAY_ADDRESS", None)
     import ray
 
-    from raydrive.drivers.ray_common.cluster import LocalCluster
+    from raydrive.drivers.ray.cluster import LocalCluster
     from raydrive.drivers.ray_job import RayJobExecutor
 
     cluster = LocalCluster(num_cpus=args.num_cpus).start()

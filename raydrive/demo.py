@@ -44,7 +44,7 @@ def _action(name: str) -> str:
 def run_demo(console: Console | None = None, *, num_cpus: int | None = None) -> list[dict[str, Any]]:
     """Run the demo; return one summary row per driver."""
     import raydrive
-    from raydrive.drivers.ray_common.cluster import LocalCluster, loopback_client_env
+    from raydrive.drivers.ray.cluster import LocalCluster, loopback_client_env
     from raydrive.progress_view import watch_run
     from raydrive.service.client import PipelineServiceClient
     from raydrive.service.server import ServiceServer

@@ -17,7 +17,7 @@ from raydrive.core.plugins import PluginManager, reset_plugin_manager
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real single-node Ray cluster with dashboard and client server, on 127.0.0.1."""
-    from raydrive.drivers.ray_common.cluster import LocalCluster
+    from raydrive.drivers.ray.cluster import LocalCluster
 
     log = tmp_path_factory.mktemp("ray") / "ray-head.log"
     cluster = LocalCluster(num_cpus=2, resources={"raydrive_test": 4}, log_file=str(log))

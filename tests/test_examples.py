@@ -14,7 +14,7 @@ from raydrive import ExecutionError, ResourceVetoError, ValidationError
 from raydrive.core.options import RayOptions
 from raydrive.core.plugins import PluginManager
 from raydrive.core.registry import DriverRegistry
-from raydrive.drivers.ray_common.resources import resource_request
+from raydrive.drivers.ray.resources import resource_request
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ML_PLUGIN = EXAMPLES / "ml_plugin"

@@ -21,7 +21,7 @@ from raydrive.core.policy_types import (
     ResourceRequest,
 )
 from raydrive.core.runtime_env import RuntimeEnvBuilder
-from raydrive.drivers.ray_common.resources import resource_request
+from raydrive.drivers.ray.resources import resource_request
 from tests.actions_for_tests import AddAction
 
 SPECS = sorted(name for name in dir(hookspecs) if name.startswith("raydrive_"))

@@ -9,7 +9,7 @@ import pytest
 import raydrive
 from raydrive import PipelineDefinition
 from raydrive.core.pipeline import RunStatus
-from raydrive.drivers.pipeline_resume import fingerprint
+from raydrive.drivers.ray_pipeline.resume import fingerprint
 from raydrive.service.server import ServiceServer
 from tests.plugin_dirs import plugin_module_dir
 

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from raydrive.core.pipeline import ActionStatus, RunStatus
-from raydrive.drivers.remote.pipeline_cancel import CancelWatcher
-from raydrive.drivers.remote.pipeline_runner import BufferedReporter, PipelineSpec, run_pipeline
+from raydrive.drivers.ray_pipeline.cancel import CancelWatcher
+from raydrive.drivers.ray_pipeline.runner import BufferedReporter, PipelineSpec, run_pipeline
 from raydrive.service.client import PipelineServiceClient
 from raydrive.service.server import ServiceServer
 from tests.conditions import wait_for

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from raydrive.drivers.remote.workers import scoped_environ
+from raydrive.drivers.ray_job.worker import scoped_environ
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from raydrive import (
     hookimpl,
 )
 from raydrive.core.protocols import SyncExecutor
+from raydrive.drivers.ray.wire import NAMESPACE
 from raydrive.drivers.ray_actor import RayActorExecutor, RayTaskExecutor
-from raydrive.drivers.remote.workers import NAMESPACE
 from tests.actions_for_tests import AddAction, BoomAction, RepeatAction
 from tests.conditions import wait_for
 

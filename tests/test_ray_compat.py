@@ -1,4 +1,4 @@
-"""Ray's private modules are used only behind raydrive/drivers/ray_common/compat.py, and each of its
+"""Ray's private modules are used only behind raydrive/drivers/ray/compat.py, and each of its
 functions works on the installed Ray against a real local cluster."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from raydrive.drivers.ray_common import compat
-from raydrive.drivers.ray_common.connection import connect
+from raydrive.drivers.ray import compat
+from raydrive.drivers.ray.connection import connect
 from tests.conditions import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "raydrive"
-COMPAT = PACKAGE / "drivers" / "ray_common" / "compat.py"
+COMPAT = PACKAGE / "drivers" / "ray" / "compat.py"
 
 # `ray._private.x`, `ray . _common`, `from ray import _raylet`, and the dotted name in a string.
 _PRIVATE = re.compile(
@@ -40,7 +40,7 @@ def test_no_module_but_compat_names_ray_private_modules() -> None:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if _PRIVATE.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
-    assert not offenders, "use raydrive/drivers/ray_common/compat.py instead:\n" + "\n".join(offenders)
+    assert not offenders, "use raydrive/drivers/ray/compat.py instead:\n" + "\n".join(offenders)
 
 
 def test_the_scan_catches_every_spelling() -> None:
@@ -69,7 +69,7 @@ def test_every_private_module_compat_uses_is_documented() -> None:
 
 def test_importing_compat_or_raydrive_does_not_import_ray() -> None:
     code = (
-        "import sys, raydrive, raydrive.drivers.ray_common.compat, raydrive.drivers.ray_common.connection;"
+        "import sys, raydrive, raydrive.drivers.ray.compat, raydrive.drivers.ray.connection;"
         "print('ray' in sys.modules)"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -194,7 +194,7 @@ def test_a_pipeline_actor_learns_its_attempt_without_ray_deprecation_warnings(ra
         def attempt(self) -> tuple[int, list[str]]:
             import warnings
 
-            from raydrive.drivers.remote.pipeline_actor import _attempt
+            from raydrive.drivers.ray_pipeline.actor import _attempt
 
             with warnings.catch_warnings(record=True) as seen:
                 warnings.simplefilter("always")

@@ -19,8 +19,8 @@ from raydrive.core.errors import (
     SubmissionError,
     ValidationError,
 )
-from raydrive.drivers.ray_common import errors
-from raydrive.drivers.ray_common.errors import RAY_ERROR_TABLE, is_actor_death, to_raydrive_error
+from raydrive.drivers.ray import errors
+from raydrive.drivers.ray.errors import RAY_ERROR_TABLE, is_actor_death, to_raydrive_error
 
 rex = pytest.importorskip("ray.exceptions")
 
@@ -28,8 +28,8 @@ rex = pytest.importorskip("ray.exceptions")
 def test_the_docstring_shows_the_table_as_it_is() -> None:
     rendered = textwrap.indent(errors._table_doc(), "    ")
     assert rendered in (errors.__doc__ or ""), (
-        "the table in raydrive/drivers/ray_common/errors.py's docstring differs from RAY_ERROR_TABLE; "
-        "paste the output of `python -c 'from raydrive.drivers.ray_common.errors import _table_doc; "
+        "the table in raydrive/drivers/ray/errors.py's docstring differs from RAY_ERROR_TABLE; "
+        "paste the output of `python -c 'from raydrive.drivers.ray.errors import _table_doc; "
         "print(_table_doc())'` (indented by 4) there:\n" + rendered
     )
     for row in RAY_ERROR_TABLE:

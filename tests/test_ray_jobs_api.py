@@ -429,8 +429,8 @@ def test_get_result_returns_once_ray_says_the_job_ended_and_reads_the_outcome_on
     # The entry writes the outcome when the action returns; this job's process lives on for 3 s
     # (a non-daemon thread). get_result sees the outcome early but still waits for Ray's end, so
     # that get_status agrees with it, and it does not read the outcome file a second time.
-    from raydrive.drivers.jobs_api.client import AsyncDashboard
-    from raydrive.drivers.wire import Outcome, result_filename
+    from raydrive.drivers.ray_jobs_api.dashboard import AsyncDashboard
+    from raydrive.drivers.ray_jobs_api.wire import Outcome, result_filename
 
     reads: list[str] = []
     read_file = AsyncDashboard.read_file
@@ -455,7 +455,7 @@ def test_a_failing_look_at_the_outcome_does_not_fail_the_wait(
 ) -> None:
     # The look beside each status poll goes through the log API of the busy node: when it fails,
     # the wait goes on polling the status alone, and the outcome is read once the job ended.
-    from raydrive.drivers.jobs_api.client import AsyncDashboard
+    from raydrive.drivers.ray_jobs_api.dashboard import AsyncDashboard
 
     calls: list[str] = []
     read_file = AsyncDashboard.read_file
@@ -479,7 +479,7 @@ def test_an_outcome_file_this_submission_did_not_write_is_not_its_outcome(
     # id; written here by the test) names another run: the job's result is its own, and a job
     # that dies without writing one gets its own error, not the file's. (A guard against mix-ups,
     # not against forgery: the run is visible in the job's entrypoint.)
-    from raydrive.drivers.wire import Outcome, RemoteError, result_filename
+    from raydrive.drivers.ray_jobs_api.wire import Outcome, RemoteError, result_filename
 
     (logs,) = {p.resolve() for p in Path(ray_cluster.temp_dir).glob("session_*/logs")}
 
@@ -771,14 +771,14 @@ def test_token_auth_cluster_for_real(
     plugin_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A second cluster with Ray's token authentication: refused without, works with the token."""
-    from raydrive.drivers.ray_common.cluster import LocalCluster
+    from raydrive.drivers.ray.cluster import LocalCluster
 
     token = uuid.uuid4().hex + uuid.uuid4().hex
 
     class TokenCluster(LocalCluster):
         def _ready(self) -> bool:
             # /api/version needs the token on such a cluster.
-            from raydrive.drivers.ray_common.cluster import _port_open
+            from raydrive.drivers.ray.cluster import _port_open
 
             if not (_port_open(self.gcs_port or 0) and _port_open(self.client_port or 0)):
                 return False
@@ -839,7 +839,7 @@ def test_importing_and_listing_drivers_does_not_import_ray() -> None:
     code = (
         "import sys, raydrive\n"
         "from raydrive.drivers.ray_jobs_api import RayJobsApiExecutor, JobsApiOptions\n"
-        "from raydrive.drivers.remote import jobs_api_entry as entry\n"
+        "from raydrive.drivers.ray_jobs_api import entry\n"
         "names = [d.name for d in raydrive.available_drivers()]\n"
         "RayJobsApiExecutor(dashboard_address='http://127.0.0.1:1')\n"
         "assert 'ray-jobs-api' in names, names\n"

@@ -25,9 +25,9 @@ from raydrive import (
 )
 from raydrive.core.options import RayOptions
 from raydrive.core.runtime_env import RuntimeEnvBuilder
+from raydrive.drivers.ray.connection import connect, current_connection
+from raydrive.drivers.ray.errors import ray_errors, to_raydrive_error
 from raydrive.drivers.ray_actor import RayActorExecutor
-from raydrive.drivers.ray_common.connection import connect, current_connection
-from raydrive.drivers.ray_common.errors import ray_errors, to_raydrive_error
 from raydrive.drivers.ray_job import RayJobExecutor
 from tests.actions_for_tests import AddAction
 from tests.conditions import wait_for
@@ -134,7 +134,7 @@ def test_auto_without_a_cluster_says_how_to_get_one(tmp_path):
 LOCAL_MODE = """
 import json, os, sys
 from raydrive.drivers.ray_actor import RayActorExecutor
-from raydrive.drivers.ray_common.connection import local_cluster
+from raydrive.drivers.ray.connection import local_cluster
 executor = RayActorExecutor(ray_address="local")
 result = executor.execute("tests.actions_for_tests.AddAction", {"a": 20, "b": 1})
 again = RayActorExecutor(ray_address="local").execute("tests.actions_for_tests.AddAction", {"a": 1})
@@ -363,7 +363,7 @@ FLAKY_INIT = """
 import json, sys, threading, time
 import ray
 from raydrive import ClusterUnreachableError
-from raydrive.drivers.ray_common.connection import connect, disconnect
+from raydrive.drivers.ray.connection import connect, disconnect
 real_init = ray.init
 modes = sys.argv[2].split(",")
 calls, active, peak = [], [0], [0]

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from raydrive.core.pipeline import ActionStatus, RunStatus
-from raydrive.drivers.remote.pipeline_reporter import BufferedReporter
+from raydrive.drivers.ray_pipeline.reporter import BufferedReporter
 from raydrive.service.client import PipelineServiceClient
 from raydrive.service.models import MAX_REPORTS
 from raydrive.service.server import ServiceServer

@@ -37,7 +37,7 @@ SETUP_TIMEOUT_S = 5
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     import ray
 
-    from raydrive.drivers.ray_common.cluster import LocalCluster
+    from raydrive.drivers.ray.cluster import LocalCluster
 
     # Ray allows one cluster per process: leave the session's cluster (later tests reconnect to
     # it on their own: executors connect lazily) while this module uses its own.

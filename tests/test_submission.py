@@ -1,4 +1,4 @@
-"""The one submission step (drivers/submission.py): each input kind, hooks once, feasibility once.
+"""The one submission step (drivers/ray/submission.py): each input kind, hooks once, feasibility once.
 
 No cluster: the step takes the cluster's alive nodes as a callback, which these tests count.
 """
@@ -17,7 +17,7 @@ from raydrive import ActionImportError, InfeasibleResourcesError, ValidationErro
 from raydrive.core.options import RayOptions
 from raydrive.core.plugins import PluginManager
 from raydrive.core.policy_types import ResourceRequest
-from raydrive.drivers.submission import PreparedAction, Submission, Submitter
+from raydrive.drivers.ray.submission import PreparedAction, Submission, Submitter
 from tests.actions_for_tests import AddAction, AddParams
 
 ADD = "tests.actions_for_tests.AddAction"

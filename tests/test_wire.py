@@ -1,4 +1,5 @@
-"""Every message of drivers/wire.py, packed and unpacked: what one end sends is what the other reads."""
+"""Every message of the drivers' wire modules (``drivers/ray/wire.py`` and each driver's ``wire.py``),
+packed and unpacked: what one end sends is what the other reads."""
 
 from __future__ import annotations
 
@@ -12,16 +13,14 @@ import pytest
 import raydrive
 from raydrive import ActionImportError, ExecutionError, ValidationError
 from raydrive.core.action import run_action
-from raydrive.drivers import wire
-from raydrive.drivers.wire import (
-    ActionCall,
-    JobSpec,
-    Outcome,
-    Payload,
-    PipelineSpec,
-    PooledJob,
-    RemoteError,
-)
+from raydrive.drivers.ray import wire
+from raydrive.drivers.ray.wire import ActionCall
+from raydrive.drivers.ray_job import wire as job_wire
+from raydrive.drivers.ray_job.wire import JobSpec, PooledJob
+from raydrive.drivers.ray_jobs_api import wire as api_wire
+from raydrive.drivers.ray_jobs_api.wire import Outcome, Payload, RemoteError
+from raydrive.drivers.ray_pipeline import wire as pipeline_wire
+from raydrive.drivers.ray_pipeline.wire import PipelineSpec
 from tests.actions_for_tests import AddParams
 
 ADD = "tests.actions_for_tests.AddAction"
@@ -44,8 +43,9 @@ def spec(**changes) -> JobSpec:
     return JobSpec(**{**fields, **changes})
 
 
-def test_every_message_of_the_wire_module_has_a_round_trip_test():
-    messages = {n for n in wire.__all__ if dataclasses.is_dataclass(getattr(wire, n))}
+def test_every_message_of_the_wire_modules_has_a_round_trip_test():
+    modules = (wire, job_wire, api_wire, pipeline_wire)
+    messages = {n for m in modules for n in m.__all__ if dataclasses.is_dataclass(getattr(m, n))}
     assert messages == set(MESSAGES)
     tests = {name for name in globals() if name.startswith("test_")}
     for name in messages:
@@ -53,14 +53,12 @@ def test_every_message_of_the_wire_module_has_a_round_trip_test():
 
 
 # --- ray-actor and ray-job's pooled task: one bytes for Ray's fast path, else a list ---------------
-@pytest.mark.parametrize("notify", [False, True])
-def test_actioncall_round_trip(notify):
-    call = ActionCall(ADD, {"a": 1, "nested": [1, {"x": None}]}, "job-1", notify)
+def test_actioncall_round_trip():
+    call = ActionCall(ADD, {"a": 1, "nested": [1, {"x": None}]}, "job-1")
     packed = call.pack()
     assert type(packed) is bytes  # Ray passes bytes through without its serializer
     assert ActionCall.unpack(packed) == call
     assert ActionCall.unpack(pickle.loads(pickle.dumps(packed))) == call
-    assert ActionCall.unpack(ActionCall(ADD, {}, "j").pack()).notify is False
 
 
 def test_actioncall_carries_a_class_by_value():
@@ -124,7 +122,7 @@ def test_jobspec_round_trip_and_what_the_registry_makes_of_it():
     back = JobSpec.unpack(pickle.loads(pickle.dumps(packed)))
     assert back == sent
     assert back.pooled("j9") == PooledJob(ADD, {"a": 1}, "j9", sent.env, ["/src"])
-    assert back.call("j9") == ActionCall(ADD, {"a": 1}, "j9", True)
+    assert back.call("j9") == ActionCall(ADD, {"a": 1}, "j9")
     assert JobSpec.unpack({k: v for k, v in packed.items() if k != "ttl"}).ttl == 3600.0  # a default
 
 
@@ -162,7 +160,7 @@ def test_pipelinespec_round_trip_and_repr_hides_secrets():
 def test_payload_round_trip():
     sent = Payload(ADD, {"a": 1, "when": "2024-01-02"}, {"A": "1"}, {"API_TOKEN": SECRET})
     text = sent.pack()
-    assert json.loads(text)["protocol"] == wire.PROTOCOL
+    assert json.loads(text)["protocol"] == api_wire.PROTOCOL
     back = Payload.unpack(text)
     assert back == sent and back.target() == ADD
 
@@ -191,7 +189,7 @@ def test_payload_of_another_protocol_is_refused(text):
 
 
 def test_payload_ignores_fields_it_does_not_know():
-    text = json.dumps({"protocol": wire.PROTOCOL, "action": ADD, "params": {}, "later": 1})
+    text = json.dumps({"protocol": api_wire.PROTOCOL, "action": ADD, "params": {}, "later": 1})
     assert Payload.unpack(text) == Payload(ADD, {})
 
 
@@ -276,21 +274,21 @@ def test_outcome_unpack_of_garbage_returns_none(data):
 
 
 def test_names_and_ids_on_the_wire():
-    assert wire.valid_job_id("raydrive_0123abc") and wire.valid_job_id("a.b:c-d_e")
+    assert api_wire.valid_job_id("raydrive_0123abc") and api_wire.valid_job_id("a.b:c-d_e")
     for bad in ("", "../etc", "a/b", "-x", "a b", "x" * 257, None, 3):
-        assert not wire.valid_job_id(bad)
-    assert wire.result_filename("job-1") == "raydrive/job-1.json"
-    assert wire.pipeline_actor_name("r1") == "raydrive-pipeline-r1"
-    assert wire.REGISTRY_NAME.startswith("raydrive-job-registry-v")
+        assert not api_wire.valid_job_id(bad)
+    assert api_wire.result_filename("job-1") == "raydrive/job-1.json"
+    assert pipeline_wire.pipeline_actor_name("r1") == "raydrive-pipeline-r1"
+    assert job_wire.REGISTRY_NAME.startswith("raydrive-job-registry-v")
 
 
 def test_no_message_repr_shows_params_env_or_secrets():
     secret = "hunter2-wire-secret"
     messages = [
         wire.ActionCall("m.A", {"password": secret}, "j"),
-        wire.PooledJob("m.A", {"password": secret}, "j", {"API_TOKEN": secret}),
-        wire.JobSpec("task", "A", "m.A", {"password": secret}, {"API_TOKEN": secret}, [], {}, "k"),
-        wire.Payload("m.A", {"password": secret}, {"X": secret}, {"API_TOKEN": secret}),
+        job_wire.PooledJob("m.A", {"password": secret}, "j", {"API_TOKEN": secret}),
+        job_wire.JobSpec("task", "A", "m.A", {"password": secret}, {"API_TOKEN": secret}, [], {}, "k"),
+        api_wire.Payload("m.A", {"password": secret}, {"X": secret}, {"API_TOKEN": secret}),
     ]
     for message in messages:
         assert secret not in repr(message) and secret not in str(message), type(message).__name__

@@ -21,7 +21,7 @@ def cluster_up(
     client_port: int = typer.Option(10001, help="Ray client server port."),
 ) -> None:
     """Start a local Ray cluster on 127.0.0.1 that 'auto' finds (stop it with `cluster down`)."""
-    from raydrive.drivers.ray_common.cluster import LocalCluster
+    from raydrive.drivers.ray.cluster import LocalCluster
 
     if _cluster_pid() is not None:
         console.print("a raydrive cluster is already running; see `raydrive cluster status`")
@@ -63,7 +63,7 @@ def cluster_down() -> None:
         console.print("no raydrive cluster is running")
         _CLUSTER_FILE.unlink(missing_ok=True)
         return
-    from raydrive.drivers.ray_common.cluster import stop_cluster_process
+    from raydrive.drivers.ray.cluster import stop_cluster_process
 
     with console.status("stopping Ray...", spinner="dots"):
         stop_cluster_process(pid)

@@ -63,7 +63,7 @@ WORKER_DEATH_ERROR_TYPES = (
     "LocalRayletDiedError",
 )
 """Ray's exception class names that mean "the process running the work is gone" (mapped to
-ActorDiedError by :mod:`raydrive.drivers.ray_common.errors`)."""
+ActorDiedError by :mod:`raydrive.drivers.ray.errors`)."""
 
 INFRA_ERROR_TYPES = frozenset(
     {

@@ -60,7 +60,7 @@ class TwoNodeCluster:
     def _wait_alive(self, node_id: str, timeout: float) -> None:
         import ray
 
-        from raydrive.drivers.ray_common.connection import connect
+        from raydrive.drivers.ray.connection import connect
 
         connect(self.head.address, timeout=60)  # the address the tests use: reused by them
         deadline = time.monotonic() + timeout
@@ -85,7 +85,7 @@ class TwoNodeCluster:
 def _own_connection() -> Iterator[None]:
     """Ray allows one cluster per process: these modules use the two-node cluster, the others
     the session's ``ray_cluster``, so the connection is dropped before and after each module."""
-    from raydrive.drivers.ray_common.connection import disconnect
+    from raydrive.drivers.ray.connection import disconnect
 
     disconnect()
     yield
@@ -94,7 +94,7 @@ def _own_connection() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodeCluster]:
-    from raydrive.drivers.ray_common.cluster import LocalCluster
+    from raydrive.drivers.ray.cluster import LocalCluster
 
     root = tmp_path_factory.mktemp("multinode")
     head = LocalCluster(num_cpus=1, log_file=str(root / "head.log"))

@@ -281,7 +281,7 @@ def _entry(tmp_path: Path, args: list[str], payload: dict[str, Any] | str | None
     logs.mkdir(exist_ok=True)
     with open(logs / f"job-driver-{job_id}.log", "w") as out:
         proc = subprocess.run(
-            [sys.executable, "-m", "raydrive.drivers.remote.jobs_api_entry", *args],
+            [sys.executable, "-m", "raydrive.drivers.ray_jobs_api.entry", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.getcwd()])},
@@ -293,7 +293,7 @@ def _entry(tmp_path: Path, args: list[str], payload: dict[str, Any] | str | None
 
 
 def _payload(action: str, **extra: Any) -> dict[str, Any]:
-    from raydrive.drivers.wire import PROTOCOL
+    from raydrive.drivers.ray_jobs_api.wire import PROTOCOL
 
     return {
         "protocol": PROTOCOL,
@@ -325,7 +325,7 @@ def test_the_entry_deletes_the_payload_on_every_way_out(tmp_path: Path) -> None:
 def test_results_follow_the_one_rule_of_every_driver(tmp_path: Path) -> None:
     """The shared rule (``raydrive.core.action.to_jsonable``): a ``set`` or ``object()`` is an
     ExecutionError naming its type, never a raw serialization error."""
-    from raydrive.drivers.wire import Outcome
+    from raydrive.drivers.ray_jobs_api.wire import Outcome
 
     args = ["--job-id", "j1", "--payload", "_rdp_abc"]
     for action, named in (("GivesASet", "set"), ("GivesAnObject", "object")):

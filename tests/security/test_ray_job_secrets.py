@@ -70,7 +70,7 @@ def test_a_submission_interrupted_while_sent_fails_clearly_and_never_hangs(ray_c
 
 def test_jobs_of_an_interrupted_batch_fail_at_lookup_without_their_params(ray_cluster):
     from raydrive import SubmissionError
-    from raydrive.drivers.ray_job_outbox import Outbox
+    from raydrive.drivers.ray_job.outbox import Outbox
 
     executor = RayJobExecutor(ray_address=ray_cluster.address)
     outbox = Outbox(executor)

@@ -232,7 +232,7 @@ finally:
 
 
 def test_local_cluster_workers_do_not_see_the_shell(tmp_path, monkeypatch):
-    from raydrive.drivers.ray_common.cluster import LocalCluster
+    from raydrive.drivers.ray.cluster import LocalCluster
 
     planted = f"planted-{uuid.uuid4().hex}"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", planted)

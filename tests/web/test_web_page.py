@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from raydrive import PipelineDefinition
-from raydrive.drivers.wire import NAMESPACE
-from raydrive.drivers.wire import pipeline_actor_name as actor_name
+from raydrive.drivers.ray.wire import NAMESPACE
+from raydrive.drivers.ray_pipeline.wire import pipeline_actor_name as actor_name
 from tests.conditions import wait_for
 from tests.web.conftest import actions
 

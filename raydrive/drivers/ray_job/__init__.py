@@ -1,0 +1,35 @@
+"""``ray-job`` (entry point ``raydrive.drivers.ray_job:RayJobExecutor``): each action a job owned by
+a detached registry on the cluster, with queues, priorities, retries and deadlines.
+
+Submitter side:
+
+- :mod:`.executor`: :class:`RayJobExecutor` and its options;
+- :mod:`.outbox`: the batching of submissions into registry calls.
+
+Cluster side (importing these imports no Ray and not the executor):
+
+- :mod:`.registry`: the detached job registry; :mod:`.queue`: its queues;
+  :mod:`.completions`: its wait on many jobs' results;
+- :mod:`.worker`: the pooled task and the fresh actor per job.
+
+Both: :mod:`.wire`, what travels between them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raydrive.drivers.ray_job.executor import RayJobExecutor, RayJobOptions
+
+__all__ = ["RayJobExecutor", "RayJobOptions"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use (PEP 562): the driver's cluster-side modules import this package and
+    # must not pay for the executor's imports (see tests/test_cold_imports.py).
+    if name in __all__:
+        from raydrive.drivers.ray_job import executor
+
+        return getattr(executor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,488 @@
+"""ray-job's detached job registry: owns every job's task or actor, its queue, retries and deadline.
+
+It runs on the cluster (one per cluster, named :data:`REGISTRY_NAME` in namespace ``raydrive``),
+so a job outlives the process that submitted it and any process can look it up. The code each job
+runs (the pooled task, the fresh actor) is in :mod:`raydrive.drivers.ray_job.worker`; what it
+receives is a :class:`~raydrive.drivers.ray_job.wire.JobSpec`; the queues are in :mod:`.queue`.
+
+Retries are the registry's, not Ray's: the pooled task keeps ``max_retries=0`` and the actor
+``max_restarts=0``. Ray's task retry resubmits at once, unseen by the owner, so the registry
+could neither count nor record the attempts nor wait a backoff; here each attempt is a fresh
+task (or actor) under the same job id, the backoff is an ``asyncio`` wait that holds no
+process, and ``get_status`` follows the latest attempt (PENDING while a retry waits).
+
+Deadlines (``timeout_s``) are timers on this actor's event loop, so they hold with the submitter
+gone: at the deadline the attempt's task is force-cancelled (its process killed) or its actor
+killed, and the attempt fails with :func:`~raydrive.core.retry.deadline_error`. A deadline counts
+from the attempt's launch by the registry (after any wait in the queue), Ray's scheduling and
+the runtime env's setup included, as Kubernetes' ``activeDeadlineSeconds`` counts from the pod's
+start, image pulls included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from raydrive.core.errors import DuplicateJobError, ExecutionError, RaydriveError
+from raydrive.core.retry import RetryPolicy, deadline_error
+from raydrive.core.status import TERMINAL_STATES, JobState
+from raydrive.drivers.ray.wire import unpack_result
+from raydrive.drivers.ray.worker import kill_actor
+from raydrive.drivers.ray_job.completions import Completions
+from raydrive.drivers.ray_job.queue import JobQueue, JobQueues
+from raydrive.drivers.ray_job.wire import REGISTRY_NAME, REGISTRY_PROTOCOL, JobSpec
+from raydrive.drivers.ray_job.worker import remote_job_actor, remote_job_task
+
+__all__ = ["REGISTRY_NAME", "JobRegistry", "remote_job_registry"]
+
+CANCEL_GRACE_S = 3.0
+"""Seconds a cancelled pooled task gets to stop on KeyboardInterrupt before its process is killed."""
+
+MAX_GATHER_S = 1.0
+"""The longest an outcome call waits for other jobs after its own ended (its ``gather``)."""
+
+MAX_FINISHED_RECORDS = 100_000
+"""The registry keeps at most this many finished jobs; the oldest are dropped first."""
+
+# --- the job registry ---------------------------------------------------------------------------
+# The core vocabulary, as plain strings: what travels back to the executors (msgpack, no pickle).
+PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED, UNKNOWN = (s.value for s in JobState)
+_TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
+
+Outcome = tuple[str, Any, BaseException | None, int]
+"""``(state, result, error, attempt)`` of a job as the registry reports it (``attempt``: the
+number of the attempt that ended it, 0 for a job that never started)."""
+
+
+class _Job:
+    __slots__ = (
+        "action",
+        "actor",
+        "attempt",
+        "attempts",
+        "cancelled",
+        "done",
+        "error",
+        "expires",
+        "finished_at",
+        "job_id",
+        "queue",
+        "queued",
+        "ref",
+        "result",
+        "spec",
+        "state",
+        "submitted_at",
+        "task",
+        "timed_out",
+        "ttl",
+        "wake",
+    )
+
+    def __init__(self, job_id: str, spec: JobSpec) -> None:
+        self.job_id = job_id
+        self.action = spec.action
+        self.ttl = float(spec.ttl)
+        self.spec: JobSpec | None = spec  # dropped when the job ends (params and env go with it)
+        self.state = PENDING
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.ref: Any = None
+        self.actor: Any = None
+        self.cancelled = False
+        self.done = asyncio.Event()
+        self.submitted_at = time.time()
+        self.finished_at: float | None = None
+        self.expires = float("inf")
+        self.attempt = 0
+        self.attempts: list[list[Any]] = []  # [number, state, started_at, ended_at, error_type, error]
+        self.queue: JobQueue | None = None
+        self.queued = False
+        self.task: asyncio.Task[None] | None = None  # kept: the loop holds tasks only weakly
+        self.timed_out = False
+        self.wake: asyncio.Event | None = None  # set while a retry waits out its backoff
+
+    def outcome(self) -> Outcome:
+        return (self.state, self.result, self.error, self.attempt)
+
+
+class _Gathering:
+    """An outcome call waiting for ``need`` more of the jobs ``pending`` to end (see ``gather``)."""
+
+    __slots__ = ("future", "moved", "need", "pending")
+
+    def __init__(self, pending: set[str], need: int, future: asyncio.Future[None]) -> None:
+        self.pending, self.need, self.future = pending, need, future
+        self.moved = False  # one of them ended since the gather last looked
+
+
+class JobRegistry:
+    """The detached registry of ray-job: owns every job's task or actor and keeps its outcome.
+
+    One per cluster (named :data:`REGISTRY_NAME` in namespace :data:`NAMESPACE`, lifetime
+    detached), so a job survives the process that submitted it and any process can look it up,
+    and a job id is refused while another job holds it, whichever process asks. Tasks and actors
+    that a detached actor owns are not killed when the submitting driver exits; their results are
+    kept here, since an object owned by a dead driver would be lost.
+
+    Retention: a finished job's record (state, result or error, attempts) is kept ``ttl`` seconds
+    after it finished (the executor's ``result_ttl``), however often it is read, or until
+    ``delete``; at most :data:`MAX_FINISHED_RECORDS` finished records are kept, the oldest dropped
+    first. A job id is reserved while its record is kept. Records live in this actor's memory: if
+    the registry dies (or the cluster stops), they are lost, and jobs still running under it are
+    stopped by Ray.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, _Job] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._finished = 0
+        self._launchers: dict[str, Any] = {}
+        self._queues = JobQueues()
+        self._completions = Completions()
+        self._gathering: set[_Gathering] = set()  # outcome calls waiting for a batch to end
+
+    async def protocol(self) -> int:
+        return REGISTRY_PROTOCOL
+
+    async def submit(self, job_id: str, packed: dict[str, Any]) -> None:
+        """Register a job and start it, or queue it when its queue is full; raise
+        DuplicateJobError when the id is held.
+
+        ``packed``: a :class:`~raydrive.drivers.wire.JobSpec`, packed.
+        """
+        self._sweep()
+        spec = JobSpec.unpack(packed)
+        if job_id in self._jobs:
+            raise DuplicateJobError(
+                f"job id {job_id!r} is already in use on this cluster (job registry "
+                f"{REGISTRY_NAME!r}); choose another id or delete() the finished job first",
+                job_id=job_id,
+            )
+        job = self._jobs[job_id] = _Job(job_id, spec)
+        if spec.max_concurrent:
+            job.queue = self._queues.enqueue(job, spec.queue, int(spec.max_concurrent), int(spec.priority))
+            self._pump(job.queue)
+        else:
+            self._launch(job)
+
+    async def submit_many(self, jobs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        """:meth:`submit` for a batch (one message for many jobs); returns the ids refused as taken."""
+        refused = []
+        for job_id, spec in jobs:
+            try:
+                await self.submit(job_id, spec)
+            except DuplicateJobError:
+                refused.append(job_id)
+        return refused
+
+    def _pump(self, queue: JobQueue) -> None:
+        for job in queue.startable():
+            self._launch(job)
+
+    def _launch(self, job: _Job) -> None:
+        job.task = asyncio.get_running_loop().create_task(self._run(job))
+
+    def _launcher(self, spec: JobSpec) -> Any:
+        # `.options()` validates and serializes the runtime env each time: once per distinct set.
+        key = spec.launch or f"{spec.mode}:{json.dumps(spec.ray_options, sort_keys=True)}"
+        launcher = self._launchers.get(key)
+        if launcher is None:
+            remote = remote_job_actor() if spec.mode == "actor" else remote_job_task()
+            if len(self._launchers) > 256:
+                self._launchers.clear()
+            launcher = self._launchers[key] = remote.options(**spec.ray_options)
+        return launcher
+
+    def _start(self, job: _Job, spec: JobSpec) -> None:
+        launcher = self._launcher(spec)
+        if spec.mode == "actor":
+            job.actor = launcher.remote(spec.env, spec.code_paths)
+            job.ref = job.actor.run.remote(spec.call(job.job_id).pack())
+        else:
+            job.ref = launcher.remote(spec.pooled(job.job_id).pack())
+
+    # --- one job, from its launch to its end: attempts, backoff, deadline ----------------------
+    async def _run(self, job: _Job) -> None:
+        try:
+            while True:
+                state, result, error = await self._attempt(job)
+                if state == FAILED and not job.cancelled and self._retried(job, error):
+                    if await self._backoff(job):
+                        continue
+                    state, error = STOPPED, _cancelled(job)
+                self._finish(job, state, result=result, error=error)
+                return
+        finally:
+            queue = job.queue
+            if queue is not None:  # it held a slot: the next job of its queue starts
+                job.queue = None
+                queue.release()
+                self._pump(queue)
+
+    async def _attempt(self, job: _Job) -> tuple[str, Any, BaseException | None]:
+        spec = job.spec
+        assert spec is not None
+        job.attempt += 1
+        record: list[Any] = [job.attempt, RUNNING, time.time(), None, None, None]
+        job.attempts.append(record)
+        job.state = PENDING  # RUNNING once the worker says so (see worker.RunningReporter)
+        state, result, error = STOPPED, None, None
+        timer = None
+        try:
+            if job.cancelled:
+                error = _cancelled(job)
+                return state, result, error
+            try:
+                self._start(job, spec)
+            except Exception as exc:
+                state, error = FAILED, _describe(exc, job)
+                return state, result, error
+            if spec.timeout_s:
+                timer = asyncio.get_running_loop().call_later(
+                    float(spec.timeout_s), self._expire, job, job.attempt
+                )
+            try:
+                result = unpack_result(await self._completions.wait(job.ref))
+            except Exception as exc:
+                if job.timed_out:
+                    state, error = FAILED, deadline_error(job.job_id, float(spec.timeout_s or 0), job.action)
+                elif job.cancelled:
+                    state, error = STOPPED, _cancelled(job)
+                else:
+                    state, error = FAILED, _describe(exc, job)
+            else:
+                state = SUCCEEDED
+            return state, result, error
+        finally:
+            if timer is not None:
+                timer.cancel()
+            actor, job.actor, job.ref, job.timed_out = job.actor, None, None, False
+            if actor is not None:  # the fresh actor per attempt goes as soon as it is done
+                kill_actor(actor)
+            record[1], record[3] = state, time.time()
+            if error is not None:
+                record[4] = getattr(error, "error_type", None) or type(error).__name__
+                record[5] = getattr(error, "message", None) or str(error)  # raydrive errors: redacted
+
+    def _retried(self, job: _Job, error: BaseException | None) -> bool:
+        # The policy is parsed only when an attempt failed: jobs that succeed pay nothing for it.
+        retry = job.spec.retry if job.spec is not None else None
+        if not retry or error is None:
+            return False
+        return RetryPolicy.from_wire(retry).should_retry(error, job.attempt)
+
+    async def _backoff(self, job: _Job) -> bool:
+        """Wait out the delay before the next attempt (PENDING meanwhile); False if cancelled."""
+        assert job.spec is not None
+        delay = RetryPolicy.from_wire(job.spec.retry).backoff.delay(job.attempt)
+        job.state = PENDING
+        job.wake = asyncio.Event()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(job.wake.wait(), delay)
+        job.wake = None
+        return not job.cancelled
+
+    def _expire(self, job: _Job, attempt: int) -> None:
+        # The deadline of this attempt passed: stop it at once (no grace: time is up).
+        if job.attempt != attempt or job.ref is None or job.state in _TERMINAL:
+            return
+        job.timed_out = True
+        if job.actor is not None:
+            kill_actor(job.actor)
+        else:
+            import ray
+
+            with contextlib.suppress(Exception):
+                ray.cancel(job.ref, force=True)
+
+    def _finish(
+        self, job: _Job, state: str, *, result: Any = None, error: BaseException | None = None
+    ) -> None:
+        job.state, job.result, job.error = state, result, error
+        job.spec = None
+        job.finished_at = time.time()
+        job.expires = time.monotonic() + job.ttl
+        heapq.heappush(self._expiry, (job.expires, job.job_id))
+        self._finished += 1
+        job.done.set()
+        for waiter in self._gathering:
+            if job.job_id in waiter.pending:
+                waiter.need -= 1
+                waiter.moved = True
+                if waiter.need <= 0 and not waiter.future.done():
+                    waiter.future.set_result(None)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        while self._expiry and (self._expiry[0][0] <= now or self._finished > MAX_FINISHED_RECORDS):
+            expires, job_id = heapq.heappop(self._expiry)
+            job = self._jobs.get(job_id)
+            # `expires` tells this record from a later job that reused a deleted job's id.
+            if job is not None and job.state in _TERMINAL and job.expires == expires:
+                del self._jobs[job_id]
+                self._finished -= 1
+
+    # --- what executors ask ---------------------------------------------------------------------
+    async def started(self, job_id: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.state == PENDING and job.ref is not None:
+            job.state = RUNNING
+
+    async def outcome(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        also: Sequence[str] = (),
+        gather: tuple[int, float, float] | None = None,
+    ) -> dict[str, Outcome]:
+        """Wait up to ``timeout`` s (None: until it ends) for ``job_id``; return its outcome and
+        those of the finished jobs among ``also`` (a client's other jobs, fetched in the same trip).
+
+        ``gather``: ``(count, wait_s, quiet_s)``: once ``job_id`` has ended, wait up to ``wait_s``
+        more (within ``timeout``) until ``count`` jobs of ``also`` have ended (those already
+        ended included), or none of them has ended for ``quiet_s``, so that a client
+        collecting a batch makes a few trips instead of one per job, as a Kafka consumer's fetch
+        waits for ``fetch.min.bytes`` at most ``fetch.max.wait.ms``.
+        """
+        self._sweep()
+        job = self._jobs.get(job_id)
+        if job is None:
+            return {job_id: (UNKNOWN, None, None, 0)}
+        loop = asyncio.get_running_loop()
+        until = None if timeout is None else loop.time() + max(float(timeout), 0.0)
+        if not job.done.is_set() and (timeout is None or timeout > 0):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(job.done.wait(), timeout)
+        if gather and also and job.done.is_set():
+            await self._gather(also, gather, until)
+        found = {job_id: job.outcome()}
+        for other in also:
+            done = self._jobs.get(other)
+            if done is not None and done.state in _TERMINAL:
+                found[other] = done.outcome()
+        return found
+
+    async def _gather(
+        self, also: Sequence[str], gather: tuple[int, float, float], until: float | None
+    ) -> None:
+        count, wait_s, quiet_s = gather
+        pending = {o for o in also if (j := self._jobs.get(o)) is not None and j.state not in _TERMINAL}
+        need = min(int(count), len(also)) - (len(also) - len(pending))
+        loop = asyncio.get_running_loop()
+        end = loop.time() + min(max(float(wait_s), 0.0), MAX_GATHER_S)
+        if until is not None:
+            end = min(end, until)
+        if need <= 0 or end <= loop.time():
+            return
+        waiter = _Gathering(pending, need, loop.create_future())
+        self._gathering.add(waiter)
+        try:
+            while not waiter.future.done() and (left := end - loop.time()) > 0:
+                waiter.moved = False
+                await asyncio.wait([waiter.future], timeout=min(left, float(quiet_s)))
+                if not waiter.moved:  # none of them ended for a while: they are not about to
+                    return
+        finally:
+            self._gathering.discard(waiter)
+
+    async def attempts(self, job_id: str) -> list[list[Any]] | None:
+        """The job's attempts, oldest first (``[number, state, started_at, ended_at, error_type,
+        error]`` each); None when no job has this id. Empty while the job waits in its queue."""
+        job = self._jobs.get(job_id)
+        return None if job is None else [list(a) for a in job.attempts]
+
+    async def cancel(self, job_id: str) -> bool:
+        """Stop a job that has not finished: a queued job never starts, a retry waiting for its
+        backoff is not made, a running task is cancelled, a running actor killed."""
+        import ray
+
+        job = self._jobs.get(job_id)
+        if job is None or job.state in _TERMINAL:
+            return False
+        job.cancelled = True
+        if job.queued:  # never started: it ends here, its heap entry is skipped later
+            job.queued = False
+            if job.queue is not None:
+                job.queue.withdraw()
+                job.queue = None
+            self._finish(job, STOPPED, error=_cancelled(job))
+        elif job.wake is not None:
+            job.wake.set()
+        elif job.actor is not None:
+            kill_actor(job.actor)
+        elif job.ref is not None:
+            try:
+                ray.cancel(job.ref)  # not forced: a running action gets KeyboardInterrupt...
+            except Exception:
+                return False
+            asyncio.get_running_loop().create_task(self._force_cancel(job))
+        return True
+
+    async def _force_cancel(self, job: _Job) -> None:
+        # ...which cannot break a blocking call (sleep, I/O wait): after a grace period the
+        # worker process is killed (Ray starts a fresh one for the pool).
+        await asyncio.sleep(CANCEL_GRACE_S)
+        if not job.done.is_set() and job.ref is not None:
+            import ray
+
+            with contextlib.suppress(Exception):
+                ray.cancel(job.ref, force=True)
+
+    async def delete(self, job_id: str) -> bool:
+        """Forget a finished job (its id becomes free). Running jobs are not deleted."""
+        job = self._jobs.get(job_id)
+        if job is None or job.state not in _TERMINAL:
+            return False
+        del self._jobs[job_id]
+        self._finished -= 1
+        return True
+
+    async def counts(self) -> dict[str, int]:
+        """How many records the registry holds, by state (for monitoring and tests)."""
+        counts: dict[str, int] = {}
+        for job in self._jobs.values():
+            counts[job.state] = counts.get(job.state, 0) + 1
+        return counts
+
+    async def queues(self) -> dict[str, dict[str, int]]:
+        """Each queue's limit, jobs holding a slot and jobs waiting (for monitoring and tests)."""
+        return self._queues.info()
+
+
+def _cancelled(job: _Job) -> ExecutionError:
+    return ExecutionError(
+        f"job {job.job_id!r} (action {job.action!r}) was cancelled",
+        error_type="TaskCancelledError",
+        error_message="cancelled",
+        job_id=job.job_id,
+    )
+
+
+def _describe(exc: BaseException, job: _Job) -> BaseException:
+    from raydrive.drivers.ray.errors import to_raydrive_error
+
+    mapped = to_raydrive_error(exc, action=job.action, job_id=job.job_id)
+    if mapped is exc and not isinstance(exc, RaydriveError):
+        # Whatever it is, it must pickle back to the client as a raydrive error.
+        mapped = ExecutionError.from_exception(exc, action=job.action, job_id=job.job_id)
+    return mapped
+
+
+def remote_job_registry() -> Any:
+    """``ray.remote(JobRegistry)`` as an async actor that holds no CPU."""
+    global _remote_registry
+    if _remote_registry is None:
+        import ray
+
+        _remote_registry = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=10_000)(JobRegistry)
+    return _remote_registry
+
+
+_remote_registry: Any = None  # made on first use, so that importing this module imports no Ray
