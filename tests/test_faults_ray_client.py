@@ -57,4 +57,4 @@ def test_ray_pipeline_over_ray_client_runs_to_the_end(ray_cluster, service, plug
         "print(json.dumps({'status': str(final.status), 'result': ex.get_result(run), 'took': took}))\n"
     )
     out = _run(code)
-    assert out["status"].endswith("COMPLETED") and out["result"]["total"] == 30
+    assert out["status"] == "completed" and out["result"]["total"] == 30

@@ -37,17 +37,22 @@ def _executor(cluster, **options):
     return get_executor("ray-job", ray_address=cluster.address, num_cpus=0.1, **options)
 
 
-def _registry_pid() -> int:
+def _alive_registries(cluster) -> list:
     from ray.util.state import list_actors
 
-    alive = list_actors(filters=[("class_name", "=", "JobRegistry"), ("state", "=", "ALIVE")])
+    filters = [("class_name", "=", "JobRegistry"), ("state", "=", "ALIVE")]
+    return list_actors(address=cluster.dashboard_url, filters=filters)
+
+
+def _registry_pid(cluster) -> int:
+    alive = _alive_registries(cluster)
     assert len(alive) == 1, alive
     return int(alive[0].pid)
 
 
-def _registry_alive_again(old_pid: int) -> bool:
+def _registry_alive_again(cluster, old_pid: int) -> bool:
     try:
-        return _registry_pid() != old_pid
+        return _registry_pid(cluster) != old_pid
     except AssertionError:
         return False
 
@@ -122,14 +127,14 @@ def test_registry_crash_keeps_every_accepted_job(ray_cluster, tmp_path):
 
     waiter = threading.Thread(target=wait_running)
     waiter.start()
-    pid = _registry_pid()
+    pid = _registry_pid(ray_cluster)
     os.kill(pid, signal.SIGKILL)  # a crash: Ray restarts the registry
     waiter.join(timeout=120)
     assert not waiter.is_alive()
     # The waiting get_result ended at once with an error that says what happened.
     assert isinstance(waiting.get("error"), ExecutionError) and "registry" in str(waiting["error"])
     assert waiting["took"] < 60
-    wait_for(lambda: _registry_alive_again(pid), 120, "Ray to restart the registry")
+    wait_for(lambda: _registry_alive_again(ray_cluster, pid), 120, "Ray to restart the registry")
     s["gate"].write_text("open")
     _check_recovered(ray_cluster, tmp_path, s)
     # The running job's action was stopped with its owner: it never finished.
@@ -139,18 +144,17 @@ def test_registry_crash_keeps_every_accepted_job(ray_cluster, tmp_path):
 def test_registry_killed_for_good_is_replaced_with_its_records(ray_cluster, tmp_path):
     import ray
 
-    from raydrive.drivers.wire import NAMESPACE, REGISTRY_NAME
+    from raydrive.drivers.ray.wire import NAMESPACE
+    from raydrive.drivers.ray_job.wire import REGISTRY_NAME
 
     s = _scene(ray_cluster, tmp_path)
-    pid = _registry_pid()
+    assert _registry_pid(ray_cluster)
     ray.kill(ray.get_actor(REGISTRY_NAME, namespace=NAMESPACE), no_restart=True)
-    wait_for(lambda: not _registry_alive_again(pid) and _no_registry(), 120, "the registry to be gone")
+    wait_for(lambda: _no_registry(ray_cluster), 120, "the registry to be gone")
     # The next client call starts a fresh registry, which finds the records of the dead one.
     s["gate"].write_text("open")
     _check_recovered(ray_cluster, tmp_path, s)
 
 
-def _no_registry() -> bool:
-    from ray.util.state import list_actors
-
-    return not list_actors(filters=[("class_name", "=", "JobRegistry"), ("state", "=", "ALIVE")])
+def _no_registry(cluster) -> bool:
+    return not _alive_registries(cluster)

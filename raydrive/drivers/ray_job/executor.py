@@ -27,7 +27,9 @@ anywhere on the cluster is refused with DuplicateJobError.
 
 Retention: a finished job's status and result are kept for ``result_ttl`` seconds (default one
 hour) after it finishes, however often they are read, or until ``delete(job_id)``; the id is
-reserved meanwhile. The registry keeps them in memory: they do not survive a cluster restart.
+reserved meanwhile. The registry journals them in the GCS: they survive the registry's death
+(see :mod:`~raydrive.drivers.ray_job.registry`), not a cluster restart (unless the GCS is fault
+tolerant, backed by Redis).
 
 Cost of a burst: jobs with generated ids are sent to the registry in batches by a helper thread
 (whatever was submitted while the previous batch was on its way), and each executor fetches the
@@ -190,8 +192,9 @@ class RayJobExecutor(BaseRayExecutor):
         if is_actor_death(error):
             self._registry = None
             error = ExecutionError(
-                f"the raydrive job registry {REGISTRY_NAME!r} on the cluster died; the records of "
-                "its jobs are lost and its running jobs were stopped. Submit again.",
+                f"the raydrive job registry {REGISTRY_NAME!r} on the cluster died during this call; "
+                "it comes back with its records (finished outcomes kept, queued jobs run, a job "
+                "that was running ends FAILED or is retried by its policy): call again.",
                 error_type=getattr(error, "error_type", None),
                 error_message=str(error),
                 job_id=job_id,

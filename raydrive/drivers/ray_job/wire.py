@@ -25,7 +25,7 @@ __all__ = ["REGISTRY_NAME", "REGISTRY_PROTOCOL", "JobSpec", "PooledJob"]
 
 # 2: typed JobSpec; 3: queue, priority, retries, deadline, attempts; 4: packed results;
 # 5: outcome(gather=...); 6: ActionCall without notify (the job actor always reports RUNNING)
-REGISTRY_PROTOCOL = 6
+REGISTRY_PROTOCOL = 7
 REGISTRY_NAME = f"raydrive-job-registry-v{REGISTRY_PROTOCOL}"
 """Name of ray-job's detached job registry; versioned, so an old registry never serves a newer client."""
 

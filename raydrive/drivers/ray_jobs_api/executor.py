@@ -278,7 +278,10 @@ class RayJobsApiExecutor(AttemptTracking, BaseExecutor):
         python = shlex.join(shlex.split(self.options.python_executable))
         submit_job(
             self._dashboard(),
-            entrypoint=f"{python} {shlex.join(['-m', ENTRY_MODULE, *args])}",
+            # `exec`: Ray's supervisor runs the entrypoint through `sh -c` and, on a stop, kills the
+            # process tree it sees; a stop landing before the shell had started python left the
+            # entry orphaned and running. Exec'd, the entry is the process Ray started.
+            entrypoint=f"exec {python} {shlex.join(['-m', ENTRY_MODULE, *args])}",
             submission_id=job_id,
             runtime_env=runtime_env,
             metadata=metadata,

@@ -178,7 +178,7 @@ class RayPipelineExecutor(BaseRayExecutor):
         run_timeout = timeout_s if timeout_s is not None else self.options.timeout_s
         if run_timeout is not None and not run_timeout > 0:
             raise SubmissionError(f"timeout_s must be a number of seconds above 0, not {run_timeout!r}")
-        definition = fingerprint(names, actions)
+        definition = fingerprint(names, actions, self.options.working_dir)
 
         self._check_service()
         start, run_params = 0, dict(params)
@@ -229,19 +229,16 @@ class RayPipelineExecutor(BaseRayExecutor):
             checkpoint_wait_s=self.options.checkpoint_wait_s,
         )
         try:
-            actor = (
-                self.remote_class(PipelineActor)
-                .options(
-                    name=pipeline_actor_name(run.id),
-                    namespace=NAMESPACE,
-                    lifetime="detached",
-                    runtime_env=built.runtime_env,
-                    # Ray's restarts are the retries in place: the constructor continues the run.
-                    max_restarts=restarts,
-                    **request.as_ray_options(),
-                )
-                .remote(built.secrets, spec)
+            launcher = self.remote_class(PipelineActor).options(
+                name=pipeline_actor_name(run.id),
+                namespace=NAMESPACE,
+                lifetime="detached",
+                runtime_env=built.runtime_env,
+                # Ray's restarts are the retries in place: the constructor continues the run.
+                max_restarts=restarts,
+                **request.as_ray_options(),
             )
+            actor = self.bounded("actor creation", launcher.remote, built.secrets, spec)
             self._wait_creation_submitted(actor, run.id)
         except Exception as exc:
             error = masker.text(f"submission failed: {exc}")
