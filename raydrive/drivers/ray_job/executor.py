@@ -65,6 +65,7 @@ from typing import Any, Literal, NoReturn
 from pydantic import Field
 
 from raydrive.core.errors import (
+    ClusterUnreachableError,
     ExecutionError,
     ExecutionTimeoutError,
     InvalidOptionsError,
@@ -94,6 +95,7 @@ _PREFETCH = 1_000  # other jobs' outcomes asked for per round trip
 # none of them has ended for 5 ms; a job alone in flight waits for nothing, and a read whose wait
 # brought none back makes the next read not wait (see _read).
 _GATHER = (64, 0.02, 0.005)  # (count, wait_s, quiet_s) of JobRegistry.outcome
+REGISTRY_ANSWER_S = 60.0  # see RayJobExecutor.answer_bound
 
 
 class RayJobOptions(RayOptions):
@@ -160,10 +162,18 @@ class RayJobExecutor(BaseRayExecutor):
             self._registry = remote_job_registry().options(**options).remote()
         return self._registry
 
-    def _call(self, method: str, *args: Any, job_id: str | None = None) -> Any:
+    def _call(self, method: str, *args: Any, job_id: str | None = None, wait: float | None = 0.0) -> Any:
+        """A registry call, answered within :meth:`answer_bound` s plus ``wait`` (the registry's
+        own wait in the call; None: no bound, a ``get_result`` without timeout)."""
         if job_id is not None:
             self._outbox.settle(job_id)
-        return self._receive(self._send(method, *args, job_id=job_id), job_id)
+        bound = None if wait is None else self.answer_bound() + max(float(wait), 0.0)
+        return self._receive(self._send(method, *args, job_id=job_id), job_id, bound)
+
+    def answer_bound(self) -> float:
+        """The longest a registry call waits for its answer beyond the registry's own wait:
+        ``connect_timeout``, at least 60 s (the first call may wait for the registry's start)."""
+        return max(self.options.connect_timeout, REGISTRY_ANSWER_S)
 
     def _send(self, method: str, *args: Any, job_id: str | None = None) -> Any:
         """Start a registry call (it does not wait); :meth:`_receive` waits for its answer."""
@@ -179,11 +189,21 @@ class RayJobExecutor(BaseRayExecutor):
                 job_id=job_id,
             ) from None
 
-    def _receive(self, ref: Any, job_id: str | None = None) -> Any:
+    def _receive(self, ref: Any, job_id: str | None = None, bound: float | None = -1.0) -> Any:
+        """The answer of a registry call; ``bound``: seconds to wait (-1: :meth:`answer_bound`)."""
         import ray
 
+        if bound is not None and bound < 0:
+            bound = self.answer_bound()
         try:
-            return ray.get(ref)
+            return ray.get(ref, timeout=bound)
+        except ray.exceptions.GetTimeoutError:
+            raise ClusterUnreachableError(
+                f"the raydrive job registry {REGISTRY_NAME!r} on {self.address} did not answer "
+                f"within {bound:g} s (the cluster's head is overloaded or half-working)",
+                job_id=job_id,
+                address=self.address,
+            ) from None
         except Exception as exc:
             self._raise_mapped(exc, job_id)
 
@@ -448,6 +468,7 @@ class RayJobExecutor(BaseRayExecutor):
             also,
             _GATHER if gathering else None,
             job_id=job_id,
+            wait=timeout,
         )
         if also:
             # A wait that brought no other job back is not made again until a read brings some.
