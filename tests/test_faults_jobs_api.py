@@ -70,13 +70,17 @@ def executor(ray_cluster: Any, plugin_dir: Path) -> Iterator[Any]:
 
 
 def _entry_processes(job_id: str) -> list[int]:
-    """Live processes whose command line runs raydrive's entry for ``job_id``."""
-    import psutil
+    """Live processes running raydrive's entry for ``job_id``: the entry itself, or the shell
+    (``sh -c '... --job-id <id> ...'``) about to start it."""
+    import importlib
+
+    importlib.import_module("ray")  # Ray puts the psutil it bundles on sys.path
+    psutil = importlib.import_module("psutil")
 
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        cmdline = proc.info.get("cmdline") or []
-        ours = "--job-id" in cmdline and job_id in cmdline and any("jobs_api_entry" in p for p in cmdline)
+        command = " ".join(proc.info.get("cmdline") or [])
+        ours = f"--job-id {job_id}" in command and "ray_jobs_api.entry" in command
         if ours and proc.info.get("status") != psutil.STATUS_ZOMBIE:
             found.append(proc.info["pid"])
     return found
