@@ -16,9 +16,11 @@ only once its launch is written (a restarted registry knows what ran). A finish 
 job as running when it died.
 
 Segments are ``g<generation>/<sequence>`` keys in the KV namespace :data:`KV_NAMESPACE`. When
-there are :data:`COMPACT_AFTER` of them (and at each load) the live records are written afresh
-as a new generation and the old one deleted by prefix (a checkpoint, as a write-ahead log is
-truncated after one): the journal stays the size of the live records.
+there are :data:`COMPACT_AFTER` of them, and at least four times as many as the last rewrite
+wrote (and at each load), the live records are written afresh as a new generation and the old
+one deleted by prefix (a checkpoint, as a write-ahead log is truncated after one): the journal
+stays within a few times the size of the live records, and a rewrite's cost is spread over the
+writes since the last one.
 
 The KV calls block, so they run on one writer thread, in order; the event loop never waits on
 the GCS.
@@ -88,6 +90,7 @@ class JobJournal:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raydrive-journal")
         self._generation = 0
         self._seq = 0
+        self._base = 0  # segments the last rewrite wrote: compaction waits for 4x as many
 
     # --- reading back ---------------------------------------------------------------------------
     def load(self) -> list[Event]:
@@ -153,7 +156,7 @@ class JobJournal:
                 events, waiters = self._pending, self._waiters
                 self._pending, self._waiters = [], []
                 try:
-                    if self._seq >= COMPACT_AFTER:
+                    if self._seq >= max(COMPACT_AFTER, 4 * self._base):
                         # The snapshot holds every change so far, the pending ones included.
                         snapshot = self._snapshot()
                         await loop.run_in_executor(self._writer, self._write_generation, snapshot)
@@ -187,7 +190,7 @@ class JobJournal:
             kv_put(f"g{new}/{seq:010d}".encode(), _dumps(events[start : start + CHUNK]), KV_NAMESPACE)
             seq += 1
         kv_put(_POINTER, str(new).encode(), KV_NAMESPACE)
-        self._generation, self._seq = new, seq
+        self._generation, self._seq, self._base = new, seq, seq
         stale = set()
         for key in kv_list(b"g", KV_NAMESPACE):
             with contextlib.suppress(ValueError):
