@@ -58,3 +58,22 @@ def test_ray_pipeline_over_ray_client_runs_to_the_end(ray_cluster, service, plug
     )
     out = _run(code)
     assert out["status"] == "completed" and out["result"]["total"] == 30
+
+
+def test_ray_actor_and_ray_job_over_ray_client_run_to_the_end(ray_cluster, plugin_dir):
+    # The other two drivers by the same route, every client call of theirs bounded too.
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(plugin_dir)!r})\n"
+        "import raydrive\n"
+        f"address = {ray_cluster.client_address!r}\n"
+        f"opts = dict(ray_address=address, working_dir={str(plugin_dir)!r}, connect_timeout=60)\n"
+        f"load = '{MODULE}.LoadAction'\n"
+        "with raydrive.get_executor('ray-actor', **opts) as ex:\n"
+        "    actor = ex.execute(load, {'source': 'a', 'rows': 2})\n"
+        "with raydrive.get_executor('ray-job', **opts) as ex:\n"
+        "    job = ex.get_result(ex.submit(load, {'source': 'j', 'rows': 3}), timeout=120)\n"
+        "print(json.dumps({'actor': actor, 'job': job}))\n"
+    )
+    out = _run(code)
+    assert len(out["actor"]["data"]) == 2 and len(out["job"]["data"]) == 3

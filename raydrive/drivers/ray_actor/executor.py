@@ -254,7 +254,8 @@ class RayActorExecutor(BaseRayExecutor):
         if sub.runtime.runtime_env:
             options["runtime_env"] = sub.runtime.runtime_env
         with ray_errors(action=sub.name, address=self.address):
-            actor = remote_action_actor().options(**options).remote(sub.runtime.env)
+            launcher = remote_action_actor().options(**options)
+            actor = self.bounded("actor creation", launcher.remote, sub.runtime.env)
         with self._state_lock:
             self._actor, self._actor_name = actor, options["name"]
         return actor

@@ -159,7 +159,8 @@ class RayJobExecutor(BaseRayExecutor):
             if sdk:
                 options["runtime_env"] = {"py_modules": sdk}
         with self._errors():
-            self._registry = remote_job_registry().options(**options).remote()
+            launcher = remote_job_registry().options(**options)
+            self._registry = self.bounded("job registry creation", launcher.remote)
         return self._registry
 
     def _call(self, method: str, *args: Any, job_id: str | None = None, wait: float | None = 0.0) -> Any:
