@@ -32,7 +32,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from raydrive.drivers.ray.compat import kv_del, kv_get, kv_list, kv_put
@@ -84,7 +84,9 @@ class JobJournal:
     def __init__(self, snapshot: Callable[[], list[Event]]) -> None:
         self._snapshot = snapshot
         self._pending: list[Event] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        self._recorded = 0  # events recorded so far (an event's mark: the count after it)
+        self._written = 0  # of which written to the GCS
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (mark, future) of commits
         self._flusher: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raydrive-journal")
@@ -120,25 +122,26 @@ class JobJournal:
         self._write_generation(events)
 
     # --- writing --------------------------------------------------------------------------------
-    def record(self, event: Event) -> None:
-        """Append ``event``; it is written within :data:`FLUSH_S` (or by the next commit)."""
+    def record(self, event: Event) -> int:
+        """Append ``event``; it is written within :data:`FLUSH_S` (or with a commit). Returns its
+        mark, for :meth:`commit`."""
         self._pending.append(event)
+        self._recorded += 1
         if self._flusher is None and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_S, self._start)
+        return self._recorded
 
-    def record_many(self, events: Iterable[Event]) -> None:
-        for event in events:
-            self.record(event)
-
-    async def commit(self) -> None:
-        """Wait until every event recorded so far is written.
+    async def commit(self, mark: int | None = None) -> None:
+        """Wait until the event of ``mark`` (None: every event recorded so far) and those before
+        it are written; at once when they are. Later events do not hold it up.
 
         :raises Exception: the GCS refused the write (the events stay queued and are tried again).
         """
-        if not self._pending and self._flusher is None:
+        target = self._recorded if mark is None else mark
+        if self._written >= target:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
+        self._waiters.append((target, future))
         self._start()
         await future
 
@@ -153,32 +156,42 @@ class JobJournal:
         loop = asyncio.get_running_loop()
         try:
             while self._pending or self._waiters:
-                events, waiters = self._pending, self._waiters
-                self._pending, self._waiters = [], []
+                events = self._pending
+                self._pending = []
                 try:
                     if self._seq >= max(COMPACT_AFTER, 4 * self._base):
                         # The snapshot holds every change so far, the pending ones included.
                         snapshot = self._snapshot()
                         await loop.run_in_executor(self._writer, self._write_generation, snapshot)
                     elif events:
-                        await loop.run_in_executor(self._writer, self._append, _dumps(events))
-                except Exception as exc:  # the GCS refused: said to the committers
+                        await loop.run_in_executor(self._writer, self._append, events)
+                except Exception as exc:  # the GCS refused: said to the committers waiting on them
                     self._pending[:0] = events
-                    for waiter in waiters:
-                        if not waiter.done():
-                            waiter.set_exception(exc)
+                    self._settle(self._written + len(events), exc)
                     log.warning("raydrive job journal: write failed (%s); trying again", exc)
                     await asyncio.sleep(RETRY_S)
                     continue
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
+                self._written += len(events)
+                self._settle(self._written, None)
         finally:
             self._flusher = None
 
-    def _append(self, blob: bytes) -> None:
+    def _settle(self, upto: int, error: BaseException | None) -> None:
+        """Answer the commits waiting for marks up to ``upto``."""
+        waiting = []
+        for mark, future in self._waiters:
+            if mark > upto:
+                waiting.append((mark, future))
+            elif not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+        self._waiters = waiting
+
+    def _append(self, events: list[Event]) -> None:
         key = f"g{self._generation}/{self._seq:010d}".encode()
-        kv_put(key, blob, KV_NAMESPACE)
+        kv_put(key, _dumps(events), KV_NAMESPACE)
         self._seq += 1
 
     def _write_generation(self, events: list[Event]) -> None:

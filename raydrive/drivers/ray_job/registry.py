@@ -84,6 +84,7 @@ class _Job:
         "finished_at",
         "job_id",
         "journaled",
+        "mark",
         "queue",
         "queued",
         "ref",
@@ -121,6 +122,7 @@ class _Job:
         self.wake: asyncio.Event | None = None  # set while a retry waits out its backoff
         self.due = 0.0  # when the retry waiting out its backoff is made (time.time())
         self.journaled = False  # the journal holds this job's next launch already (its accept)
+        self.mark = 0  # the journal mark of its latest accept or launch (see JobJournal.commit)
 
     def outcome(self) -> Outcome:
         return (self.state, self.result, self.error, self.attempt)
@@ -173,10 +175,10 @@ class JobRegistry:
 
         ``packed``: a :class:`~raydrive.drivers.ray_job.wire.JobSpec`, packed.
         """
-        self._accept(job_id, packed)
-        await self._journal.commit()
+        await self._journal.commit(self._accept(job_id, packed))
 
-    def _accept(self, job_id: str, packed: dict[str, Any]) -> None:
+    def _accept(self, job_id: str, packed: dict[str, Any]) -> int:
+        """Register and start (or queue) the job; returns its accept's journal mark."""
         self._sweep()
         spec = JobSpec.unpack(packed)
         if job_id in self._jobs:
@@ -188,23 +190,24 @@ class JobRegistry:
         job = self._jobs[job_id] = _Job(job_id, spec)
         queued = bool(spec.max_concurrent)
         job.journaled = not queued
-        self._journal.record(("accept", job_id, packed, job.submitted_at, queued))
+        job.mark = self._journal.record(("accept", job_id, packed, job.submitted_at, queued))
         if queued:
             job.queue = self._queues.enqueue(job, spec.queue, int(spec.max_concurrent), int(spec.priority))
             self._pump(job.queue)
         else:
             self._launch(job)
+        return job.mark
 
     async def submit_many(self, jobs: list[tuple[str, dict[str, Any]]]) -> list[str]:
         """:meth:`submit` for a batch (one message and one journal write for many jobs); returns
         the ids refused as taken."""
-        refused = []
+        refused, mark = [], 0
         for job_id, spec in jobs:
             try:
-                self._accept(job_id, spec)
+                mark = self._accept(job_id, spec)
             except DuplicateJobError:
                 refused.append(job_id)
-        await self._journal.commit()
+        await self._journal.commit(mark)
         return refused
 
     def _pump(self, queue: JobQueue) -> None:
@@ -264,9 +267,9 @@ class JobRegistry:
             job.journaled = False  # its accept said it launches
         else:
             attempts = [list(a) for a in job.attempts]
-            self._journal.record(("launch", job.job_id, job.attempt + 1, attempts, time.time()))
+            job.mark = self._journal.record(("launch", job.job_id, job.attempt + 1, attempts, time.time()))
         try:
-            await self._journal.commit()
+            await self._journal.commit(job.mark)  # at once if written; later events do not hold it up
         except Exception as exc:  # the GCS refused: the job cannot be run safely
             self._finish(
                 job,
@@ -607,7 +610,7 @@ class JobRegistry:
         job.attempt, job.attempts = rec["attempt"], [list(a) for a in rec["attempts"]]
         job.submitted_at, job.finished_at = rec["submitted_at"], rec["finished_at"]
         job.cancelled = job.queued = job.timed_out = job.journaled = False
-        job.due = 0.0
+        job.due, job.mark = 0.0, 0
         job.done = asyncio.Event()
         job.done.set()
         self._jobs[job_id] = job
