@@ -40,6 +40,15 @@ class Mark(BaseAction[MarkParams]):
         return "woke"
 
 
+class EnvParams(BaseModel):
+    name: str
+
+
+class Env(BaseAction[EnvParams]):
+    def execute(self):
+        return os.environ.get(self.params.name)
+
+
 class Fail(BaseAction[MarkParams]):
     def execute(self):
         raise ValueError("attempt failed")
@@ -130,3 +139,15 @@ def test_next_attempt_does_not_adopt_a_foreign_submission_under_its_id(ray_clust
         submitted = ex.submit("faults_jobsapi_actions.Fail", {"dir": str(tmp_path)}, job_id=job_id)
         with pytest.raises(SubmissionError, match="not attempt 2"):
             ex.get_result(submitted, timeout=120)
+
+
+def test_an_interpreter_with_leading_assignments_still_execs(ray_cluster, plugin_dir):
+    # python_executable may start with shell assignments; they go before the entry's `exec`.
+    with get_executor(
+        "ray-jobs-api",
+        dashboard_address=ray_cluster.dashboard_url,
+        working_dir=str(plugin_dir),
+        python_executable=f"RAYDRIVE_FAULTS_PROBE=seen {sys.executable}",
+    ) as ex:
+        job = ex.submit("faults_jobsapi_actions.Env", {"name": "RAYDRIVE_FAULTS_PROBE"})
+        assert ex.get_result(job, timeout=120) == "seen"

@@ -50,6 +50,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import secrets as _secrets
 import shlex
 import threading
@@ -90,6 +91,8 @@ from raydrive.drivers.ray_jobs_api.wire import (
 
 if TYPE_CHECKING:
     pass
+
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 __all__ = ["JobsApiOptions", "RayJobsApiExecutor"]
 
@@ -275,13 +278,18 @@ class RayJobsApiExecutor(AttemptTracking, BaseExecutor):
         metadata: dict[str, str],
         resources: ResourceRequest | None = None,
     ) -> None:
-        python = shlex.join(shlex.split(self.options.python_executable))
+        # `exec`: Ray's supervisor runs the entrypoint through `sh -c` and, on a stop, kills the
+        # process tree it sees; a stop landing before the shell had started python left the entry
+        # orphaned and running. Exec'd, the entry is the process Ray started. Variable
+        # assignments leading python_executable (`X=1 python`) go before the `exec`, where the
+        # shell takes them.
+        words = shlex.split(self.options.python_executable)
+        lead = next((i for i, w in enumerate(words) if not _ASSIGNMENT.match(w)), len(words))
+        command = shlex.join([*words[lead:], "-m", ENTRY_MODULE, *args])
+        entrypoint = " ".join(filter(None, [shlex.join(words[:lead]), "exec", command]))
         submit_job(
             self._dashboard(),
-            # `exec`: Ray's supervisor runs the entrypoint through `sh -c` and, on a stop, kills the
-            # process tree it sees; a stop landing before the shell had started python left the
-            # entry orphaned and running. Exec'd, the entry is the process Ray started.
-            entrypoint=f"exec {python} {shlex.join(['-m', ENTRY_MODULE, *args])}",
+            entrypoint=entrypoint,
             submission_id=job_id,
             runtime_env=runtime_env,
             metadata=metadata,
