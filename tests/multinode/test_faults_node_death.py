@@ -40,7 +40,7 @@ def test_node_lost_under_a_run_is_marked_failed_unasked(two_node_cluster, plugin
         PipelineServiceClient(service.url) as reader,  # what the page and the CLI read
     ):
         run = ex.submit([f"{MODULE}.SlowAction"], {"seconds": 300}, name="mn-watch")
-        wait_for(lambda: reader.get_progress(run).status is RunStatus.RUNNING, 120, "the run to start")
+        wait_for(lambda: reader.get_progress(run).status is RunStatus.RUNNING, 300, "the run to start")
         two_node_cluster.kill_second_raylet()
         try:
             failed = wait_for(
