@@ -9,6 +9,9 @@ Targets (issue 3), each a ratio raydrive / raw Ray:
 - ray-job pooled mode, per job in a batch of 200 vs a raw ``@ray.remote`` task:         <= 1.5x
   (issue 10; 3x in issue 3)
 - ray-job actor mode (fresh actor per job), per job vs a raw actor created per job:    <= 1.2x
+- ray-job pooled mode, small batches (issue 25, ``--only small``), per job vs raw tasks
+  collected the same way: one job submitted and its result read, again and again:     <= 1.5x;
+  a batch of 20 submitted, then each result read in turn:                              <= 1.5x
 
 Cost of isolating secrets in pooled mode (issue 9; ratio printed, the "raw" side is raydrive's own
 pooled job without secrets): a new executor's batch of jobs carrying secrets (its own worker pool:
@@ -65,7 +68,7 @@ def raw_task(params: dict) -> dict:
     return NoopAction(NoopParams(**params)).execute()
 
 
-SECTIONS = ("warm", "first", "pooled", "actor", "pooled-secrets")
+SECTIONS = ("warm", "first", "pooled", "small", "actor", "pooled-secrets")
 
 
 def _median_us(samples: list[float]) -> float:
@@ -113,6 +116,7 @@ def main() -> None:
             "warm": bench_warm,
             "first": bench_first,
             "pooled": bench_pooled,
+            "small": bench_small,
             "actor": bench_actor,
             "pooled-secrets": bench_pooled_secrets,
         }
@@ -267,6 +271,60 @@ def bench_pooled(address: str, args: argparse.Namespace) -> None:
     ours_batch(retrying)  # warm its runtime-env build
     plain_p, retry_p = _interleave(ours_batch, lambda: ours_batch(retrying), args.rounds)
     _line("  same, retries=2 + timeout_s set (vs unset)", retry_p * 1e3, plain_p * 1e3, "ms", 1.1)
+
+
+def bench_small(address: str, args: argparse.Namespace) -> None:
+    """ray-job's small batches: a single job at a time, and a batch of 20 read one by one."""
+    import ray
+
+    from raydrive.drivers.ray_job import RayJobExecutor
+
+    action, _, raw_task = _sides()
+    jobs = RayJobExecutor(ray_address=address)
+    singles = 20
+
+    def raw_single() -> float:
+        t0 = time.perf_counter()
+        for i in range(singles):
+            ray.get(raw_task.remote({"x": i}))
+        return (time.perf_counter() - t0) / singles
+
+    def ours_single() -> float:
+        ids = []
+        t0 = time.perf_counter()
+        for i in range(singles):
+            ids.append(jobs.submit(action, {"x": i}))
+            assert jobs.get_result(ids[-1]) == {"x": i}
+        took = (time.perf_counter() - t0) / singles
+        for job in ids:
+            jobs.delete(job)
+        return took
+
+    def raw_batch(n: int) -> float:
+        t0 = time.perf_counter()
+        refs = [raw_task.remote({"x": i}) for i in range(n)]
+        for ref in refs:  # one by one, as the raydrive side reads them
+            ray.get(ref)
+        return (time.perf_counter() - t0) / n
+
+    def ours_batch(n: int) -> float:
+        t0 = time.perf_counter()
+        ids = [jobs.submit(action, {"x": i}) for i in range(n)]
+        results = [jobs.get_result(job) for job in ids]
+        took = (time.perf_counter() - t0) / n
+        assert results[-1] == {"x": n - 1}
+        for job in ids:
+            jobs.delete(job)
+        return took
+
+    raw_single(), ours_single()  # warm both worker pools
+    raw_s, ours_s = _interleave(raw_single, ours_single, args.rounds)
+    _line("ray-job pooled, one job at a time", ours_s * 1e3, raw_s * 1e3, "ms", 1.5)
+    for n in (20, args.jobs):
+        raw_b, ours_b = _interleave(lambda n=n: raw_batch(n), lambda n=n: ours_batch(n), args.rounds)
+        target = 1.5 if n <= 20 else 1.2
+        label = f"ray-job pooled, per job in a batch of {n}, read in turn"
+        _line(label, ours_b * 1e3, raw_b * 1e3, "ms", target)
 
 
 def bench_pooled_secrets(address: str, args: argparse.Namespace) -> None:

@@ -28,7 +28,7 @@ _EXPORTS: dict[str, str] = {
     "LogLevel": "raydrive.core.action",
     "JobState": "raydrive.core.status",
     # packaging
-    "package_report": "raydrive.core.packaging",
+    "package_report": "raydrive.core.preflight",
     "PackageReport": "raydrive.core.packaging",
     # policy types
     "EnvironmentRequest": "raydrive.core.policy_types",
@@ -112,7 +112,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         WorkingDirError,
     )
     from raydrive.core.factory import available_drivers, effective_config, get_executor
-    from raydrive.core.packaging import PackageReport, package_report
+    from raydrive.core.packaging import PackageReport
+    from raydrive.core.preflight import package_report
     from raydrive.core.registry import DriverInfo
     from raydrive.core.status import JobState
     from raydrive.hookspecs import hookimpl, hookspec

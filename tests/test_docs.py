@@ -1,4 +1,5 @@
-"""Docs kept honest by tests (as datasette does): the README documents every hook and every command."""
+"""Docs kept honest by tests (as datasette does): the documentation (the README and the pages of
+docs/) documents every hook and every command."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import typer.main
 
 import raydrive.hookspecs as hookspecs
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = {p.relative_to(ROOT): p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]}
 
 
 def _hook_specs() -> list[tuple[str, list[str]]]:
@@ -25,8 +27,13 @@ def _hook_specs() -> list[tuple[str, list[str]]]:
 
 @pytest.mark.parametrize(("name", "args"), _hook_specs(), ids=lambda v: v if isinstance(v, str) else "")
 def test_every_hookspec_is_in_the_readme_table_with_its_signature(name, args):
-    rows = [line for line in README.splitlines() if line.startswith("|") and f"`{name}(" in line]
-    assert rows, f"{name} is missing from the README's hook table"
+    rows = [
+        line
+        for text in PAGES.values()
+        for line in text.splitlines()
+        if line.startswith("|") and f"`{name}(" in line
+    ]
+    assert rows, f"{name} is missing from the docs' hook table"
     documented = re.search(rf"`{name}\(([^)]*)\)`", rows[0])
     assert documented is not None
     assert [a.strip() for a in documented.group(1).split(",") if a.strip()] == args
@@ -44,7 +51,10 @@ def _commands(group: typer.core.TyperGroup, prefix: str = "raydrive") -> list[st
 
 
 def _command_table() -> list[str]:
-    section = README.split("## The command line", 1)[1]
+    heading = re.compile(r"^#+ The command line$", re.MULTILINE)
+    pages = [text for text in PAGES.values() if heading.search(text)]
+    assert len(pages) == 1, "one page holds the command table, under a heading 'The command line'"
+    section = heading.split(pages[0], 1)[1]
     block = section.split("```text", 1)[1].split("```", 1)[0]
     return [line.split("  ")[0].strip() for line in block.strip().splitlines()]
 
@@ -68,4 +78,4 @@ def test_every_cli_command_is_in_the_readme_command_table():
     assert "raydrive pipeline run" in commands and "raydrive demo" in commands
     rows = _command_table()
     missing = [c for c in commands if not _documented(c, rows)]
-    assert not missing, f"commands missing from the README's command table: {missing}"
+    assert not missing, f"commands missing from the docs' command table: {missing}"

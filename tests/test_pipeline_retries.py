@@ -177,7 +177,7 @@ def test_deadlines_are_enforced_on_the_cluster_with_the_submitter_gone(
 
 
 def test_bad_deadlines_are_refused_at_submit(ray_cluster, service, plugin_dir, executor):
-    with pytest.raises(raydrive.SubmissionError, match="timeout_s"):
+    with pytest.raises(raydrive.InvalidOptionsError, match="timeout_s"):
         executor.submit(actions("SleepAction"), {}, name="neg", timeout_s=-1)
     with (
         _executor(ray_cluster, service, plugin_dir, action_timeouts={"Nope": 1.0}) as ex,

@@ -1,4 +1,5 @@
-"""Docs kept honest by tests (as datasette does): every ```python block of the README runs.
+"""Docs kept honest by tests (as datasette does): every ```python block of the README and of
+the documentation site (``docs/*.md``) runs.
 
 A block runs as it is written, in a fresh namespace, with the current directory a scratch
 "project" directory. An HTML comment on the line right before its fence says what it needs:
@@ -14,7 +15,8 @@ A block runs as it is written, in a fresh namespace, with the current directory 
   ``sys.path`` (so ``plugin.train`` imports here, and in the workers from the working dir);
 - ``<!-- readme-test: skip reason="..." -->``: only for a block that truly cannot run, saying why.
 
-Words combine (``cluster service``). Tracebacks point at the README's own lines. The cluster runs
+Words combine (``cluster service``); ``continues`` joins blocks of the same page only.
+Tracebacks point at the page's own lines. The cluster runs
 with the built-in ``requirements`` policy blocked: ``examples/ml_plugin`` asks for numpy, which
 the cluster's Python (this virtualenv) already has, and the tests never reach a package index.
 """
@@ -37,6 +39,7 @@ from tests.conditions import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 KINDS = {"cluster", "service", "continues", "skip"}
 OPTIONS = {"reason", "file"}
 # The example addresses the README's blocks show, and what stands for them in the tests.
@@ -49,8 +52,9 @@ _MARKER = re.compile(r"^<!--\s*readme-test:(.*?)-->\s*$")
 
 @dataclass(frozen=True)
 class Block:
-    """One fenced code block of the README."""
+    """One fenced code block of the README or of a page of docs/."""
 
+    path: Path
     line: int  # 1-based line of the block's first line of code
     language: str
     code: str
@@ -61,7 +65,7 @@ class Block:
 
     @property
     def label(self) -> str:
-        return f"README.md:{self.line}"
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
 
 
 def _parse_marker(text: str) -> tuple[frozenset[str], dict[str, str]]:
@@ -75,9 +79,10 @@ def _parse_marker(text: str) -> tuple[frozenset[str], dict[str, str]]:
     return frozenset(kinds), options
 
 
-def readme_blocks(text: str | None = None) -> list[Block]:
-    """Every fenced block of the README, with the readme-test marker right before it, if any."""
-    lines = (README.read_text() if text is None else text).splitlines()
+def page_blocks(path: Path, text: str | None = None) -> list[Block]:
+    """Every fenced block of the page at ``path`` (or of ``text``), with the readme-test marker
+    right before it, if any."""
+    lines = (path.read_text() if text is None else text).splitlines()
     blocks: list[Block] = []
     i = 0
     while i < len(lines):
@@ -86,11 +91,12 @@ def readme_blocks(text: str | None = None) -> list[Block]:
             i += 1
             continue
         end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == "```"), None)
-        assert end is not None, f"README.md:{i + 1}: a code fence that is never closed"
+        assert end is not None, f"{path.name}:{i + 1}: a code fence that is never closed"
         marker = _MARKER.match(lines[i - 1]) if i else None
         kinds, options = _parse_marker(marker.group(1)) if marker else (frozenset(), {})
         blocks.append(
             Block(
+                path=path,
                 line=i + 2,
                 language=opening.group(1),
                 code="\n".join(lines[i + 1 : end]) + "\n",
@@ -104,6 +110,11 @@ def readme_blocks(text: str | None = None) -> list[Block]:
     return blocks
 
 
+def readme_blocks() -> list[Block]:
+    """Every fenced block of the README and of the pages of docs/."""
+    return [block for path in DOCS for block in page_blocks(path)]
+
+
 def python_blocks() -> list[Block]:
     return [b for b in readme_blocks() if b.language == "python"]
 
@@ -112,7 +123,7 @@ def chains() -> list[list[Block]]:
     """Python blocks grouped so that a ``continues`` block runs with the one before it."""
     grouped: list[list[Block]] = []
     for block in python_blocks():
-        if "continues" in block.kinds and grouped:
+        if "continues" in block.kinds and grouped and grouped[-1][-1].path == block.path:
             grouped[-1].append(block)
         else:
             grouped.append([block])
@@ -153,14 +164,16 @@ def test_every_marker_is_well_formed(block):
         path = Path(block.options["file"])
         assert not path.is_absolute() and ".." not in path.parts and path.suffix == ".py", block.label
     if "continues" in block.kinds:
-        assert python_blocks()[0] != block, f"{block.label}: the first block cannot continue another"
+        first = next(b for b in python_blocks() if b.path == block.path)
+        assert first != block, f"{block.label}: the first block of a page cannot continue another"
 
 
-def test_every_marker_comment_sits_right_before_a_fence():
-    lines = README.read_text().splitlines()
-    placed = {b.marker_line for b in readme_blocks() if b.marker_line is not None}
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_every_marker_comment_sits_right_before_a_fence(path):
+    lines = path.read_text().splitlines()
+    placed = {b.marker_line for b in page_blocks(path) if b.marker_line is not None}
     stray = [n for n, line in enumerate(lines, 1) if "readme-test" in line and n not in placed]
-    assert not stray, f"readme-test comments not on the line right before a fence: README.md lines {stray}"
+    assert not stray, f"readme-test comments not on the line right before a fence: {path.name} lines {stray}"
 
 
 def test_the_marker_parser():
@@ -168,7 +181,7 @@ def test_the_marker_parser():
         "intro\n<!-- readme-test: cluster service -->\n```python\nx = 1\n```\n"
         '<!-- readme-test: skip reason="needs a GPU" -->\n```python\ny\n```\n```bash\nls\n```\n'
     )
-    first, second, third = readme_blocks(text)
+    first, second, third = page_blocks(README, text)
     assert (first.line, first.code, first.kinds) == (4, "x = 1\n", {"cluster", "service"})
     assert second.kinds == {"skip"} and second.options == {"reason": "needs a GPU"}
     assert third.language == "bash" and third.marker is None
@@ -176,6 +189,7 @@ def test_the_marker_parser():
 
 def test_a_block_that_raises_fails_its_test():
     block = Block(
+        path=README,
         line=3,
         language="python",
         code="x = 1\nraise RuntimeError('outdated')\n",
@@ -229,13 +243,14 @@ def service(tmp_path_factory) -> Iterator[Any]:
 
 
 def _run_chain(chain: list[Block], substitutions: dict[str, str], namespace: dict[str, Any]) -> None:
-    namespace["__name__"] = f"readme_{chain[0].line}"  # not importable: classes travel by value
+    # Not importable: classes travel by value.
+    namespace["__name__"] = f"readme_{chain[0].path.stem.replace('-', '_')}_{chain[0].line}"
     for block in chain:
         code = block.code
         for example, real in substitutions.items():
             code = code.replace(example, real)
-        # Padded so that a traceback names the README's own line numbers.
-        exec(compile("\n" * (block.line - 1) + code, str(README), "exec"), namespace)
+        # Padded so that a traceback names the page's own line numbers.
+        exec(compile("\n" * (block.line - 1) + code, str(block.path), "exec"), namespace)
 
 
 def _close_executors(namespace: dict[str, Any]) -> None:

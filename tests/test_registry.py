@@ -91,3 +91,30 @@ def test_registry_from_classes_needs_no_entry_points():
             raydrive.get_executor("local")
     finally:
         set_registry(None)
+
+
+def _found(registry: DriverRegistry, name: str) -> bool:
+    try:
+        registry.get(name)
+    except DriverNotFoundError:
+        return False
+    return True
+
+
+def test_a_listed_driver_is_a_driver_get_finds_even_before_a_refresh(monkeypatch):
+    # One discovery path: a package put on sys.path after the registry first looked is either
+    # seen by both names() and get(), or by neither until refresh() (before: names() read the
+    # metadata afresh, get() stevedore's cache, and get() raised a bare KeyError).
+    registry = DriverRegistry()
+    assert "local" in registry.names() and registry.get("local") is LocalExecutor
+    monkeypatch.syspath_prepend(str(SITE))
+    try:
+        assert ("echo" in registry.names()) == _found(registry, "echo")
+        DriverRegistry.refresh()
+        assert "echo" in registry.names() and _found(registry, "echo")
+    finally:
+        DriverRegistry.refresh()
+        import sys
+
+        for name in [m for m in sys.modules if m.startswith("rd_")]:
+            del sys.modules[name]

@@ -278,3 +278,19 @@ def test_a_submission_is_frozen_and_its_repr_hides_params_and_secrets():
     shown = repr(sub) + str(sub)
     assert "job-7" in shown and "Train" in shown
     assert "pw-planted-2" not in shown and "tok-planted-3" not in shown and "password" not in shown
+
+
+def test_a_class_of_a_module_never_imported_travels_by_value():
+    # Code run by exec (the docs' examples, a notebook's cell runner) defines classes whose module
+    # no worker can import: before, the worker got 'not_a_module_anywhere.Doubled' and failed.
+    from raydrive.drivers.ray.submission import wire_target
+
+    namespace: dict = {"__name__": "not_a_module_anywhere"}
+    exec(
+        "from pydantic import BaseModel\nfrom raydrive import BaseAction\n"
+        "class P(BaseModel):\n    n: int\n"
+        "class Doubled(BaseAction[P]):\n    def execute(self):\n        return self.params.n * 2\n",
+        namespace,
+    )
+    assert wire_target(namespace["Doubled"], None) is namespace["Doubled"]
+    assert wire_target(AddAction, None) == "tests.actions_for_tests.AddAction"

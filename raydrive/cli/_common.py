@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -117,3 +118,21 @@ from raydrive.core.pipeline import DEFAULT_SERVICE_URL as _DEFAULT_SERVICE_URL  
 JobExecutorOpt = typer.Option(None, "--executor", "-e", help="Job driver (ray-job, ray-jobs-api...).")
 DEFAULT_SERVICE_URL = os.environ.get("RAYDRIVE_SERVICE_URL", _DEFAULT_SERVICE_URL)
 ServiceUrlOpt = typer.Option(DEFAULT_SERVICE_URL, "--service-url", help="Pipeline service URL.")
+
+
+SERVICE_EXTRA = "pip install 'raydrive[service]'"
+"""The install command of the pipeline service's packages (not part of ``pip install raydrive``)."""
+SERVICE_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "jinja2", "prometheus_client")
+
+
+def require_service() -> None:
+    """Exit with status 2 and one line naming :data:`SERVICE_EXTRA` when the service's packages
+    are not installed (a plain ``pip install raydrive`` brings the drivers and the CLI only)."""
+    missing = [name for name in SERVICE_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        err_console.print(
+            f"error: the pipeline service needs {', '.join(missing)}: {SERVICE_EXTRA}",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)

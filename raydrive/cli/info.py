@@ -87,7 +87,7 @@ def package(
 ) -> None:
     """Show what would be uploaded from the working dir (nothing is uploaded): files, zipped size
     against the limit that applies, the biggest files, and what was excluded and why."""
-    from raydrive.core.packaging import package_report
+    from raydrive.core.preflight import package_report
 
     report = package_report(working_dir, executor=executor, **parse_options(option, None))
     report.biggest = report.biggest[:top]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from raydrive.cli._common import app, console, user_errors
+from raydrive.cli._common import app, console, require_service, user_errors
 
 service_app = typer.Typer(help="The pipeline service.", invoke_without_command=True)
 app.add_typer(service_app, name="service")
@@ -28,6 +28,7 @@ def service(
     max_streams: int = typer.Option(10_000, min=1, help="Open progress streams per process (then 503)."),
 ) -> None:
     """Run the pipeline service in the foreground (token: RAYDRIVE_SERVICE_TOKEN)."""
+    require_service()
     if ctx.invoked_subcommand is not None:
         return
     from raydrive.service.db import parse_database
@@ -67,6 +68,7 @@ def demo(
     num_cpus: int | None = typer.Option(None, help="CPUs for the demo's cluster (default: all)."),
 ) -> None:
     """Run the example plugin through every driver on an embedded loopback cluster."""
+    require_service()
     from raydrive.demo import run_demo
 
     run_demo(console, num_cpus=num_cpus)

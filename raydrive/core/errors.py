@@ -227,7 +227,13 @@ class ActorDiedError(ExecutionError):
 
 
 class JobNotFoundError(ExecutionError, LookupError):
-    """No job (or pipeline run) with this id is known."""
+    """No job (or pipeline run) with this id is known.
+
+    Kept under ExecutionError on purpose: the reference guide's users wrap ``get_result`` and
+    ``wait`` in ``except ExecutionError`` (its "Handle Errors Gracefully"), and a job whose record
+    expired (ray-job's ``result_ttl``) or was deleted meanwhile must still land there. It is also
+    a LookupError, which is what a caller that tells the two apart catches.
+    """
 
 
 class ExecutionTimeoutError(ExecutionError, TimeoutError):

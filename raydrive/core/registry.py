@@ -52,17 +52,19 @@ class DriverRegistry:
         return cls(classes)
 
     def _entry_points(self) -> dict[str, Any]:
-        # Names only (cheap, nothing imported); stevedore does the loading.
-        from importlib.metadata import entry_points
+        # Names only (cheap, nothing imported), read by stevedore like everything else here: one
+        # discovery path, so that a name listed is a name `get` finds (both see the same cache).
+        from stevedore import NamedExtensionManager
 
         found: dict[str, Any] = {}
-        for ep in entry_points(group=DRIVER_GROUP):
+        for ep in NamedExtensionManager(DRIVER_GROUP, names=[]).list_entry_points():
             found.setdefault(ep.name, ep)  # first on sys.path wins, as for imports
         return found
 
     @staticmethod
     def refresh() -> None:
-        """Forget entry points read so far (after installing a driver package at run time)."""
+        """Forget entry points read so far (after installing a driver package at run time);
+        until then, both :meth:`names` and :meth:`get` see the drivers as first read."""
         from stevedore import ExtensionManager
 
         ExtensionManager.ENTRY_POINT_CACHE.clear()

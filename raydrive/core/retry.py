@@ -77,6 +77,8 @@ INFRA_ERROR_TYPES = frozenset(
 """Remote error types (``ExecutionError.error_type``) that mean the infrastructure failed, not the action."""
 
 _MAX_RETRIES = 100
+MAX_TIMEOUT_S = 10 * 365 * 86400
+"""The longest deadline (``timeout_s``, option or per call): ten years."""
 
 
 class RetryBackoff(BaseModel):
@@ -115,7 +117,7 @@ class JobPolicyOptions(BaseModel):
     )
     retry_backoff: RetryBackoff | None = Field(default=None, description="Delay between attempts.")
     timeout_s: float | None = Field(
-        default=None, gt=0, le=10 * 365 * 86400, description="Deadline of a job, enforced on the cluster."
+        default=None, gt=0, le=MAX_TIMEOUT_S, description="Deadline of a job, enforced on the cluster."
     )
     setup_timeout_s: float | None = Field(
         default=None, gt=0, le=86400, description="Bound on the runtime env's setup (pip/uv)."

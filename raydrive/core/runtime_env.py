@@ -157,9 +157,7 @@ class RuntimeEnvBuilder:
             runtime_env["config"] = config
 
         if opts.include_sdk:
-            import raydrive
-
-            sdk_dir = str(Path(raydrive.__file__).parent)
+            sdk_dir = str(Path(__file__).parents[1])  # the raydrive package
             modules = list(runtime_env.get("py_modules", []))
             runtime_env["py_modules"] = [*modules, sdk_dir] if sdk_dir not in modules else modules
 

@@ -157,13 +157,12 @@ def _too_many_calls(exc: BaseException, rex: Any, ctx: _Context) -> BaseExceptio
     return SubmissionError(f"too many calls pending for {ctx.where}: {exc}", job_id=ctx.job_id)
 
 
+def _execution_error(message: str, exc: BaseException, ctx: _Context) -> ExecutionError:
+    return ExecutionError(message, error_type=type(exc).__name__, error_message=str(exc), job_id=ctx.job_id)
+
+
 def _lost(exc: BaseException, rex: Any, ctx: _Context) -> BaseException:
-    return ExecutionError(
-        f"the result of {ctx.where} was lost ({type(exc).__name__}): {exc}",
-        error_type=type(exc).__name__,
-        error_message=str(exc),
-        job_id=ctx.job_id,
-    )
+    return _execution_error(f"the result of {ctx.where} was lost ({type(exc).__name__}): {exc}", exc, ctx)
 
 
 def _refused(exc: BaseException, rex: Any, ctx: _Context) -> BaseException:
@@ -174,12 +173,7 @@ def _refused(exc: BaseException, rex: Any, ctx: _Context) -> BaseException:
 
 
 def _other(exc: BaseException, rex: Any, ctx: _Context) -> BaseException:
-    return ExecutionError(
-        f"{ctx.where} failed in Ray: {type(exc).__name__}: {exc}",
-        error_type=type(exc).__name__,
-        error_message=str(exc),
-        job_id=ctx.job_id,
-    )
+    return _execution_error(f"{ctx.where} failed in Ray: {type(exc).__name__}: {exc}", exc, ctx)
 
 
 #: What each Ray exception becomes, first match (``isinstance``) in this order. The last row,

@@ -24,6 +24,7 @@ What the step does, once per submission and in this order:
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,12 +56,14 @@ def wire_target(action: Any, resolved: type | None) -> Any:
     """What to send a worker for ``action``: ``module.Class`` when importable by name, else the class.
 
     A string makes the worker's import error an ActionImportError naming the entrypoint; a class
-    from ``__main__`` or a function body cannot be imported by name, so it travels by value.
+    from ``__main__``, a function body or a module that was never imported (code run by ``exec``,
+    such as the documentation's examples) cannot be imported by name, so it travels by value.
     """
     if isinstance(action, str):
         return action
     cls = resolved or action
-    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+    module = cls.__module__
+    if module == "__main__" or "<locals>" in cls.__qualname__ or sys.modules.get(module) is None:
         return cls
     return action_entrypoint(cls)
 

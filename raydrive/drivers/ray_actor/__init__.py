@@ -8,19 +8,15 @@ What runs on the cluster is the shared layer's action actor (:mod:`raydrive.driv
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from raydrive.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from raydrive.drivers.ray_actor.executor import RayActorExecutor, RayTaskExecutor
 
 __all__ = ["RayActorExecutor", "RayTaskExecutor"]
 
-
-def __getattr__(name: str) -> Any:
-    # Imported on first use (PEP 562): the driver's cluster-side modules import this package and
-    # must not pay for the executor's imports (see tests/test_cold_imports.py).
-    if name in __all__:
-        from raydrive.drivers.ray_actor import executor
-
-        return getattr(executor, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Imported on first use: the driver's cluster-side modules import this package and must not pay
+# for the executor's imports (tests/test_cold_imports.py).
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, ".executor"))

@@ -44,7 +44,8 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from raydrive.core.errors import ExecutionTimeoutError, InvalidOptionsError, JobNotFoundError
+from raydrive.core.calls import check_call
+from raydrive.core.errors import ExecutionTimeoutError, JobNotFoundError
 from raydrive.core.retry import DEADLINE_EXCEEDED, Attempt, RetryPolicy, deadline_error
 from raydrive.core.status import JobState
 from raydrive.drivers.ray.base import BaseRayExecutor
@@ -96,13 +97,15 @@ class RayActorExecutor(BaseRayExecutor):
         :param kwargs: ``job_id`` names the call in lifecycle events; ``timeout_s`` is this call's
             deadline per attempt (overrides the option); anything else is ignored.
         :raises ValidationError: the params do not fit the action's params model.
-        :raises InvalidOptionsError: ``timeout_s`` is not a number > 0.
+        :raises InvalidOptionsError: ``timeout_s`` is not a number of seconds > 0 (at most ten
+            years); a boolean or a string is refused (:mod:`raydrive.core.calls`).
         :raises ExecutionError: the last attempt's error (remote type, message and traceback
             kept), with ``attempts`` (the :class:`~raydrive.core.retry.Attempt` records);
             ActorDiedError when the actor died under the call; ExecutionTimeoutError (reason
             ``"deadline exceeded"``) when the call passed its deadline.
         """
-        timeout_s = _timeout(self.name, kwargs.get("timeout_s"), self.options.timeout_s)
+        given = check_call(self.name, timeout_s=kwargs.get("timeout_s")).timeout_s
+        timeout_s = given if given is not None else self.options.timeout_s
         with self._call_lock:
             job_id = kwargs.get("job_id") or self.options.job_id or f"{self._id_prefix}-{next(self._ids)}"
             attempts: list[Attempt] = []
@@ -280,14 +283,6 @@ class RayActorExecutor(BaseRayExecutor):
 
 RayTaskExecutor = RayActorExecutor
 """Alias of :class:`RayActorExecutor` (the guide's older name; registered as ``ray-task``)."""
-
-
-def _timeout(driver: str, given: Any, default: float | None) -> float | None:
-    if given is None:
-        return default
-    if isinstance(given, bool) or not isinstance(given, int | float) or not given > 0:
-        raise InvalidOptionsError(driver, [("timeout_s", f"must be a number of seconds > 0, not {given!r}")])
-    return float(given)
 
 
 def _kill(actor: Any) -> None:

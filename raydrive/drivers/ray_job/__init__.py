@@ -17,19 +17,15 @@ Both: :mod:`.wire`, what travels between them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from raydrive.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from raydrive.drivers.ray_job.executor import RayJobExecutor, RayJobOptions
 
 __all__ = ["RayJobExecutor", "RayJobOptions"]
 
-
-def __getattr__(name: str) -> Any:
-    # Imported on first use (PEP 562): the driver's cluster-side modules import this package and
-    # must not pay for the executor's imports (see tests/test_cold_imports.py).
-    if name in __all__:
-        from raydrive.drivers.ray_job import executor
-
-        return getattr(executor, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Imported on first use: the driver's cluster-side modules import this package and must not pay
+# for the executor's imports (tests/test_cold_imports.py).
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, ".executor"))

@@ -64,11 +64,11 @@ from typing import Any, Literal, NoReturn
 
 from pydantic import Field
 
+from raydrive.core.calls import check_call
 from raydrive.core.errors import (
     ClusterUnreachableError,
     ExecutionError,
     ExecutionTimeoutError,
-    InvalidOptionsError,
     JobNotFoundError,
     RaydriveError,
     SubmissionError,
@@ -134,7 +134,7 @@ class RayJobExecutor(BaseRayExecutor):
         self._lock = threading.Lock()
         self._outcomes: OrderedDict[str, tuple[str, Any, BaseException | None, int]] = OrderedDict()
         # Jobs with generated ids go to the registry in batches, from a helper thread (see Outbox).
-        self._outbox = Outbox(self)
+        self._outbox = Outbox(send=lambda batch: self._send("submit_many", batch), receive=self._receive)
         self._launch: tuple[Any, list[tuple[str, str]], str] | None = None
         self._pool_key = os.urandom(16)  # keys the worker-pool digest of secret sets (see module doc)
         self._policies: dict[Any, dict[str, Any] | None] = {}  # action class -> retry policy on the wire
@@ -168,8 +168,12 @@ class RayJobExecutor(BaseRayExecutor):
         own wait in the call; None: no bound, a ``get_result`` without timeout)."""
         if job_id is not None:
             self._outbox.settle(job_id)
-        bound = None if wait is None else self.answer_bound() + max(float(wait), 0.0)
-        return self._receive(self._send(method, *args, job_id=job_id), job_id, bound)
+        return self._receive(self._send(method, *args, job_id=job_id), job_id, self._bound(wait))
+
+    def _bound(self, wait: float | None) -> float | None:
+        """How long to wait for the answer of a call in which the registry waits ``wait`` s
+        (None: no bound)."""
+        return None if wait is None else self.answer_bound() + max(float(wait), 0.0)
 
     def answer_bound(self) -> float:
         """The longest a registry call waits for its answer beyond the registry's own wait:
@@ -244,12 +248,16 @@ class RayJobExecutor(BaseRayExecutor):
         :param job_id: the job's id; default the ``job_id`` option, else a new unique id.
         :param priority: the job's place in its queue (``max_concurrent``): higher first, then FIFO.
         :param timeout_s: this job's deadline (each attempt's), instead of the ``timeout_s`` option.
-        :raises InvalidOptionsError: ``priority`` is not an integer or ``timeout_s`` not > 0.
+        :raises InvalidOptionsError: ``priority`` is not a 32-bit integer or ``timeout_s`` not a
+            number of seconds > 0 (at most ten years); booleans and strings are refused
+            (:mod:`raydrive.core.calls`).
         :raises ValidationError: params fail the action's params model (when importable here).
         :raises DuplicateJobError: a job with this id exists on the cluster.
         :raises InfeasibleResourcesError: no node of the cluster can hold the request.
         """
-        timeout_s = self._checked_call(priority, timeout_s)
+        call = check_call(self.name, priority=priority, timeout_s=timeout_s)
+        priority = call.priority
+        timeout_s = call.timeout_s if call.timeout_s is not None else self.options.timeout_s
         chosen = job_id or self.options.job_id
         job_id = chosen or uuid.uuid4().hex
         self._registry_handle()
@@ -281,21 +289,6 @@ class RayJobExecutor(BaseRayExecutor):
             self._outcomes.pop(job_id, None)
         self._emit_submitted(job_id, sub.name)
         return job_id
-
-    def _checked_call(self, priority: Any, timeout_s: Any) -> float | None:
-        """The per-call arguments checked; returns the job's deadline (argument, else option)."""
-        problems = []
-        if type(priority) is not int or not -(2**31) <= priority < 2**31:
-            problems.append(("priority", "must be an integer between -2**31 and 2**31-1"))
-        if timeout_s is not None and (
-            isinstance(timeout_s, bool)
-            or not isinstance(timeout_s, int | float)
-            or not 0 < timeout_s <= 10 * 365 * 86400
-        ):
-            problems.append(("timeout_s", "must be a number of seconds > 0 (at most ten years)"))
-        if problems:
-            raise InvalidOptionsError(self.name, problems)
-        return float(timeout_s) if timeout_s is not None else self.options.timeout_s
 
     def _retry_wire(self, cls: type | None) -> dict[str, Any] | None:
         # The policy depends only on the options and the action class: resolved once per class.
@@ -462,15 +455,16 @@ class RayJobExecutor(BaseRayExecutor):
         outcomes of this executor's other ended jobs too; every ended one is kept."""
         also = [j for j in self._unfinished_jobs(_PREFETCH + 1) if j != job_id][:_PREFETCH]
         gathering = gather and bool(also) and self._gather_pays
-        found: dict[str, tuple[str, Any, BaseException | None, int]] = self._call(
-            "outcome",
-            job_id,
-            timeout,
-            also,
-            _GATHER if gathering else None,
-            job_id=job_id,
-            wait=timeout,
-        )
+        args = ("outcome", job_id, timeout, also, _GATHER if gathering else None)
+        found: dict[str, tuple[str, Any, BaseException | None, int]]
+        if self._outbox.on_its_way(job_id):
+            # Its batch is on its way: this read goes out beside it (the registry waits for the
+            # job to arrive) rather than after its answer, one round trip instead of two.
+            found = self._receive(self._send(*args, True, job_id=job_id), job_id, self._bound(timeout))
+            if found[job_id][0] == JobState.UNKNOWN:  # the batch never arrived: say why, or ask again
+                found = self._call(*args, job_id=job_id, wait=timeout)
+        else:
+            found = self._call(*args, job_id=job_id, wait=timeout)
         if also:
             # A wait that brought no other job back is not made again until a read brings some.
             self._gather_pays = len(found) > 1

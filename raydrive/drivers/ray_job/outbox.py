@@ -1,6 +1,8 @@
 """ray-job's outbox: submissions with generated ids, sent to the job registry in batches.
 
-Kept apart from :mod:`raydrive.drivers.ray_job` (which uses it) to keep modules small.
+One responsibility, apart from the executor: batching, the helper thread that sends and
+acknowledges, and the drain at exit. It reaches the registry only through the two functions it
+is given (``send`` a batch, ``receive`` its answer).
 """
 
 from __future__ import annotations
@@ -10,13 +12,11 @@ import copy
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from raydrive.core.errors import DuplicateJobError, SubmissionError
-
-if TYPE_CHECKING:
-    from raydrive.drivers.ray_job import RayJobExecutor
 
 __all__ = ["Outbox"]
 
@@ -36,10 +36,20 @@ class Outbox:
     interpreter exits, so a job submitted just before exit is not lost.
     """
 
-    def __init__(self, executor: RayJobExecutor) -> None:
-        # A strong reference: `RayJobExecutor(...).submit(...)` must send its job even though
-        # nothing else keeps the executor (the thread keeps this object while it works).
-        self._executor = executor
+    def __init__(
+        self,
+        send: Callable[[list[tuple[str, dict[str, Any]]]], Any],
+        receive: Callable[[Any], list[str]],
+    ) -> None:
+        """:param send: starts the registry call for a batch of ``(job id, packed spec)`` (it does
+            not wait) and returns what ``receive`` waits on.
+        :param receive: waits for a batch's answer: the ids the registry refused as taken.
+        """
+        # Strong references (to the executor, through bound methods): `RayJobExecutor(...).submit(...)`
+        # must send its job even though nothing else keeps the executor (the thread keeps this
+        # object while it works).
+        self._send = send
+        self._receive = receive
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._queued: list[tuple[str, dict[str, Any]]] = []
@@ -73,6 +83,18 @@ class Outbox:
         if error is not None:
             raise copy.copy(error)
 
+    def on_its_way(self, job_id: str) -> bool:
+        """Whether ``job_id``'s batch was sent and its answer is not read yet (nor known to have
+        failed): a read of the job may then go out beside it instead of after it (see
+        :meth:`JobRegistry.outcome`'s ``expect``)."""
+        with self._lock:
+            batch = self._in_flight
+            return (
+                batch is not None
+                and self._unacked.get(job_id) is batch.sent
+                and not isinstance(batch.answer, BaseException)
+            )
+
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until everything queued was sent and acknowledged; False on timeout."""
         with self._lock:
@@ -92,7 +114,7 @@ class Outbox:
         answer: Any = None
         interrupt: BaseException | None = None
         try:
-            answer = self._executor._send("submit_many", batch)
+            answer = self._send(batch)
         except Exception as exc:
             answer = exc
         except BaseException as exc:
@@ -131,7 +153,7 @@ class Outbox:
         try:
             if isinstance(batch.answer, BaseException):
                 raise batch.answer
-            refused = self._executor._receive(batch.answer)
+            refused = self._receive(batch.answer)
         except BaseException as exc:  # the whole batch failed (registry gone...): said at lookup
             _log.warning("could not submit %d job(s) to the job registry: %s", len(batch.jobs), exc)
             for job_id, _ in batch.jobs:

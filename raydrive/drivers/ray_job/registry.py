@@ -18,7 +18,7 @@ from the attempt's launch by the registry (after any wait in the queue), Ray's s
 the runtime env's setup included, as Kubernetes' ``activeDeadlineSeconds`` counts from the pod's
 start, image pulls included.
 
-Durability: every job the registry accepts is journaled in the GCS (:mod:`.job_journal`) before
+Durability: every job the registry accepts is journaled in the GCS (:mod:`.journal`) before
 ``submit`` answers, and each attempt's launch before it starts, so the registry's death loses
 nothing it accepted. Ray restarts it (``max_restarts=-1``), or the next client call makes a fresh
 one after a ``ray.kill``; either way the new registry replays the journal (:meth:`JobRegistry.recover`):
@@ -56,6 +56,10 @@ CANCEL_GRACE_S = 3.0
 
 MAX_GATHER_S = 1.0
 """The longest an outcome call waits for other jobs after its own ended (its ``gather``)."""
+
+EXPECT_S = 2.0
+"""The longest an outcome call waits for a job its caller sent just before, in a batch that has not
+reached the registry yet (see :meth:`JobRegistry.outcome`'s ``expect``)."""
 
 MAX_FINISHED_RECORDS = 100_000
 """The registry keeps at most this many finished jobs; the oldest are dropped first."""
@@ -163,6 +167,7 @@ class JobRegistry:
         self._queues = JobQueues()
         self._completions = Completions()
         self._gathering: set[_Gathering] = set()  # outcome calls waiting for a batch to end
+        self._arrivals = asyncio.Event()  # set (then replaced) whenever jobs are registered
         self._journal = JobJournal(self.snapshot)
         self.recover()
 
@@ -200,15 +205,27 @@ class JobRegistry:
 
     async def submit_many(self, jobs: list[tuple[str, dict[str, Any]]]) -> list[str]:
         """:meth:`submit` for a batch (one message and one journal write for many jobs); returns
-        the ids refused as taken."""
+        the ids refused as taken, once the batch is journaled."""
         refused, mark = [], 0
-        for job_id, spec in jobs:
-            try:
-                mark = self._accept(job_id, spec)
-            except DuplicateJobError:
-                refused.append(job_id)
+        try:
+            for job_id, spec in jobs:
+                try:
+                    mark = self._accept(job_id, spec)
+                except DuplicateJobError:
+                    refused.append(job_id)
+        finally:
+            # Wake the reads sent beside this batch (``expect``) as soon as its jobs are
+            # registered, not after the journal write: a job's launch, hence its outcome, waits
+            # for that write anyway (see _journal_launch), and a read that came after the batch
+            # sees the registered jobs at once too.
+            self._arrived()
         await self._journal.commit(mark)
         return refused
+
+    def _arrived(self) -> None:
+        """Wake the outcome calls waiting for jobs to be registered (``expect``)."""
+        arrivals, self._arrivals = self._arrivals, asyncio.Event()
+        arrivals.set()
 
     def _pump(self, queue: JobQueue) -> None:
         for job in queue.startable():
@@ -407,6 +424,7 @@ class JobRegistry:
         timeout: float | None = None,
         also: Sequence[str] = (),
         gather: tuple[int, float, float] | None = None,
+        expect: bool = False,
     ) -> dict[str, Outcome]:
         """Wait up to ``timeout`` s (None: until it ends) for ``job_id``; return its outcome and
         those of the finished jobs among ``also`` (a client's other jobs, fetched in the same trip).
@@ -416,16 +434,25 @@ class JobRegistry:
         ended included), or none of them has ended for ``quiet_s``, so that a client
         collecting a batch makes a few trips instead of one per job, as a Kafka consumer's fetch
         waits for ``fetch.min.bytes`` at most ``fetch.max.wait.ms``.
+
+        ``expect``: the caller sent ``job_id`` in a batch just before this call and has not had
+        its answer yet: the two calls are in flight together (one round trip instead of two), and
+        this one may arrive first. An unknown ``job_id`` is then waited for, at most
+        :data:`EXPECT_S` (within ``timeout``); still unknown, it is answered UNKNOWN and the
+        caller settles its batch before asking again.
         """
         self._sweep()
-        job = self._jobs.get(job_id)
-        if job is None:
-            return {job_id: (UNKNOWN, None, None, 0)}
         loop = asyncio.get_running_loop()
         until = None if timeout is None else loop.time() + max(float(timeout), 0.0)
-        if not job.done.is_set() and (timeout is None or timeout > 0):
+        job = self._jobs.get(job_id)
+        if job is None and expect:
+            job = await self._expected(job_id, until)
+        if job is None:
+            return {job_id: (UNKNOWN, None, None, 0)}
+        left = None if until is None else until - loop.time()
+        if not job.done.is_set() and (left is None or left > 0):
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(job.done.wait(), timeout)
+                await asyncio.wait_for(job.done.wait(), left)
         if gather and also and job.done.is_set():
             await self._gather(also, gather, until)
         found = {job_id: job.outcome()}
@@ -434,6 +461,14 @@ class JobRegistry:
             if done is not None and done.state in _TERMINAL:
                 found[other] = done.outcome()
         return found
+
+    async def _expected(self, job_id: str, until: float | None) -> _Job | None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + EXPECT_S if until is None else min(until, loop.time() + EXPECT_S)
+        while (job := self._jobs.get(job_id)) is None and (left := end - loop.time()) > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._arrivals.wait(), left)
+        return job
 
     async def _gather(
         self, also: Sequence[str], gather: tuple[int, float, float], until: float | None

@@ -17,7 +17,9 @@ Both: :mod:`.wire`, the payload and the outcome, packed and unpacked in one plac
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from raydrive.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from raydrive.drivers.ray_jobs_api.dashboard import AUTH_TOKEN_ENV, AUTH_TOKEN_PATH_ENV, auth_headers
@@ -25,15 +27,12 @@ if TYPE_CHECKING:
 
 __all__ = ["AUTH_TOKEN_ENV", "AUTH_TOKEN_PATH_ENV", "JobsApiOptions", "RayJobsApiExecutor", "auth_headers"]
 
-_DASHBOARD_NAMES = frozenset({"AUTH_TOKEN_ENV", "AUTH_TOKEN_PATH_ENV", "auth_headers"})
-
-
-def __getattr__(name: str) -> Any:
-    # Imported on first use (PEP 562): the driver's cluster-side modules import this package and
-    # must not pay for the executor's imports (see tests/test_cold_imports.py).
-    if name in __all__:
-        import importlib
-
-        module = "dashboard" if name in _DASHBOARD_NAMES else "executor"
-        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Imported on first use: the driver's cluster-side modules import this package and must not pay
+# for the executor's imports (tests/test_cold_imports.py).
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(["AUTH_TOKEN_ENV", "AUTH_TOKEN_PATH_ENV", "auth_headers"], ".dashboard"),
+        **dict.fromkeys(["JobsApiOptions", "RayJobsApiExecutor"], ".executor"),
+    },
+)

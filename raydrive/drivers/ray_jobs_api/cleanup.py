@@ -10,33 +10,45 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import Any
 
 from raydrive.core.errors import ExecutionError
 from raydrive.core.policy_types import ResourceRequest
-
-if TYPE_CHECKING:
-    from raydrive.drivers.ray_jobs_api.executor import RayJobsApiExecutor
+from raydrive.drivers.ray_jobs_api.dashboard import Dashboard
+from raydrive.drivers.ray_jobs_api.sdk import submit_entry
 
 __all__ = ["delete_outcome"]
 
 
-def delete_outcome(executor: RayJobsApiExecutor, job_id: str, node_id: str, timeout: float = 120.0) -> None:
+def delete_outcome(
+    dashboard: Dashboard,
+    job_id: str,
+    node_id: str,
+    *,
+    python_executable: str,
+    env: dict[str, Any],
+    driver: str,
+    timeout: float = 120.0,
+) -> None:
     """Delete ``job_id``'s outcome file on node ``node_id``; nothing to do when the node is gone.
+
+    ``python_executable`` runs the entry, ``env`` is the clean-up job's runtime env (the
+    executor's variables, no package), ``driver`` names the executor in the job's metadata.
 
     :raises ExecutionError: the clean-up job did not succeed (the file may still be there).
     """
-    dashboard = executor._dashboard()
     nodes = dashboard.run(dashboard.api.nodes())
     ip = next((n.get("node_ip") for n in nodes if n.get("node_id") == node_id), None)
     if not isinstance(ip, str):
         return  # the node has left the cluster, and its log directory with it
     cleanup_id = f"raydrive_cleanup_{uuid.uuid4().hex[:16]}"
-    executor._submit_job(
-        cleanup_id,
-        ["--job-id", cleanup_id, "--delete-result", job_id],
-        executor._cleanup_env(),
-        metadata={"raydrive_driver": executor.name, "raydrive_cleanup_of": job_id},
+    submit_entry(
+        dashboard,
+        python_executable=python_executable,
+        job_id=cleanup_id,
+        args=["--job-id", cleanup_id, "--delete-result", job_id],
+        runtime_env=env,
+        metadata={"raydrive_driver": driver, "raydrive_cleanup_of": job_id},
         resources=ResourceRequest(resources={f"node:{ip}": 0.001}),
     )
 

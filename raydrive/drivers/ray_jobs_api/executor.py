@@ -50,17 +50,16 @@ import hashlib
 import io
 import json
 import logging
-import re
 import secrets as _secrets
-import shlex
 import threading
 import uuid
 import zipfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from raydrive.core.calls import check_call
 from raydrive.core.errors import (
     DuplicateJobError,
     RaydriveError,
@@ -69,16 +68,14 @@ from raydrive.core.errors import (
 from raydrive.core.executor import BaseExecutor
 from raydrive.core.packaging import DASHBOARD_UPLOAD_LIMIT, check_upload_size
 from raydrive.core.plugins import PluginManager
-from raydrive.core.policy_types import ResourceRequest
-from raydrive.core.retry import RetryPolicy
+from raydrive.core.retry import Attempt, RetryPolicy
 from raydrive.core.runtime_env import BuiltRuntimeEnv
 from raydrive.drivers.ray.submission import Submitter
 from raydrive.drivers.ray_jobs_api import attempts as chains
 from raydrive.drivers.ray_jobs_api.dashboard import AsyncDashboard, Dashboard
 from raydrive.drivers.ray_jobs_api.options import JobsApiOptions
-from raydrive.drivers.ray_jobs_api.outcome import ENTRY_MODULE
-from raydrive.drivers.ray_jobs_api.sdk import submit_job
-from raydrive.drivers.ray_jobs_api.tracking import AttemptTracking
+from raydrive.drivers.ray_jobs_api.sdk import submit_entry
+from raydrive.drivers.ray_jobs_api.tracking import JobTracker
 from raydrive.drivers.ray_jobs_api.wire import (
     PAYLOAD_DIR_PREFIX,
     PAYLOAD_FILE,
@@ -90,16 +87,14 @@ from raydrive.drivers.ray_jobs_api.wire import (
 )
 
 if TYPE_CHECKING:
-    pass
-
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+    from ray.job_submission import JobStatus
 
 __all__ = ["JobsApiOptions", "RayJobsApiExecutor"]
 
 _log = logging.getLogger("raydrive.jobs_api")
 
 
-class RayJobsApiExecutor(AttemptTracking, BaseExecutor):
+class RayJobsApiExecutor(BaseExecutor):
     """Runs actions as Ray Jobs through the dashboard's Jobs API, with log streaming.
 
     ::
@@ -125,7 +120,15 @@ class RayJobsApiExecutor(AttemptTracking, BaseExecutor):
         self._lock = threading.RLock()
         self._dashboard_: Dashboard | None = None
         self._last_env: dict[str, Any] | None = None
-        self._pinned: dict[str, float] = {}
+        # What follows a submitted job (status, results, retries, stop, delete, logs).
+        self._jobs = JobTracker(
+            self.name,
+            self.options,
+            self._dashboard,
+            emit_finished=self._emit_finished,
+            untrack=self._untrack_job,
+            cleanup_env=self._cleanup_env,
+        )
 
     # --- connection ---------------------------------------------------------------------------
     @property
@@ -165,6 +168,8 @@ class RayJobsApiExecutor(AttemptTracking, BaseExecutor):
         :param job_id: the submission id (letters, digits and ``_.:-``); a new one when None.
         :param timeout_s: this job's deadline per attempt (overrides the ``timeout_s`` option),
             enforced on the cluster: the job ends FAILED with ExecutionTimeoutError.
+        :raises InvalidOptionsError: ``timeout_s`` is not a number of seconds > 0 (at most ten
+            years); a boolean or a string is refused (:mod:`raydrive.core.calls`).
         :raises ActionImportError: ``action_cls`` is a class but not a BaseAction subclass.
         :raises ValidationError: the params do not fit the action's params model.
         :raises DuplicateJobError: a job with this id exists on the cluster.
@@ -180,7 +185,8 @@ class RayJobsApiExecutor(AttemptTracking, BaseExecutor):
                 "letter, digit or '_', and not end in '--a<number>' (the ids of retries)",
                 job_id=job_id,
             )
-        timeout_s = self._timeout(job_id, timeout_s)
+        given = check_call(self.name, timeout_s=timeout_s).timeout_s
+        timeout_s = given if given is not None else self.options.timeout_s
         # The shared submission step (the payload is JSON: params as JSON data; a Jobs API
         # entrypoint reserves nothing unless asked, so an empty request needs no cluster check).
         dashboard = self._dashboard()
@@ -225,10 +231,12 @@ class RayJobsApiExecutor(AttemptTracking, BaseExecutor):
         self._last_env = {k: v for k, v in built.runtime_env.items() if k in ("py_modules", "env_vars")}
         args = ["--job-id", job_id, "--payload", package_dir, "--action", payload.action]
         try:
-            self._submit_job(
-                job_id,
-                args,
-                runtime_env,
+            submit_entry(
+                dashboard,
+                python_executable=self.options.python_executable,
+                job_id=job_id,
+                args=args,
+                runtime_env=runtime_env,
                 metadata={
                     **(self.options.metadata or {}),
                     "raydrive_driver": self.name,
@@ -253,48 +261,12 @@ class RayJobsApiExecutor(AttemptTracking, BaseExecutor):
         self._emit_submitted(job_id, name)
         return job_id
 
-    def _timeout(self, job_id: str, timeout_s: Any) -> float | None:
-        if timeout_s is None:
-            return self.options.timeout_s
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
-            raise SubmissionError(
-                f"timeout_s must be a number of seconds above 0, not {timeout_s!r}", job_id=job_id
-            )
-        return float(timeout_s)
-
     @staticmethod
     def _retry_metadata(job_id: str, retry: dict[str, Any] | None) -> dict[str, str]:
         """What a later attempt is made from, by any process (see :mod:`.attempts`)."""
         if retry is None:
             return {}
         return {chains.META_JOB: job_id, chains.META_ATTEMPT: "1", chains.META_RETRY: json.dumps(retry)}
-
-    def _submit_job(
-        self,
-        job_id: str,
-        args: list[str],
-        runtime_env: dict[str, Any],
-        *,
-        metadata: dict[str, str],
-        resources: ResourceRequest | None = None,
-    ) -> None:
-        # `exec`: Ray's supervisor runs the entrypoint through `sh -c` and, on a stop, kills the
-        # process tree it sees; a stop landing before the shell had started python left the entry
-        # orphaned and running. Exec'd, the entry is the process Ray started. Variable
-        # assignments leading python_executable (`X=1 python`) go before the `exec`, where the
-        # shell takes them.
-        words = shlex.split(self.options.python_executable)
-        lead = next((i for i, w in enumerate(words) if not _ASSIGNMENT.match(w)), len(words))
-        command = shlex.join([*words[lead:], "-m", ENTRY_MODULE, *args])
-        entrypoint = " ".join(filter(None, [shlex.join(words[:lead]), "exec", command]))
-        submit_job(
-            self._dashboard(),
-            entrypoint=entrypoint,
-            submission_id=job_id,
-            runtime_env=runtime_env,
-            metadata=metadata,
-            resources=resources,
-        )
 
     def _node_totals(self) -> list[dict[str, float]]:
         nodes = self._run(self._dashboard().api.nodes())
@@ -333,10 +305,100 @@ class RayJobsApiExecutor(AttemptTracking, BaseExecutor):
         await self._upload(api, uri, data, pin=False)
         return uri
 
-    # --- status, results, attempts, stop, delete, logs: :class:`.tracking.AttemptTracking` --------
     def _cleanup_env(self) -> dict[str, Any]:
         if self._last_env is None:
             with self._lock:
                 built: BuiltRuntimeEnv = self.submitter.builder.build(package=False)
             self._last_env = {k: v for k, v in built.runtime_env.items() if k == "env_vars"}
         return dict(self._last_env)
+
+    # --- status, results, attempts, stop, delete, logs (the work is :class:`.tracking.JobTracker`'s)
+    def get_status(self, job_id: str) -> JobStatus:
+        """The job's status: Ray's ``JobStatus`` (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)
+        of its latest attempt (starting the next attempt first, when one is due).
+
+        :raises JobNotFoundError: no job with this id.
+        """
+        return self._jobs.get_status(job_id)
+
+    def get_attempts(self, job_id: str) -> list[Attempt]:
+        """The job's attempts, oldest first, each with its submission id, state and error.
+
+        :raises JobNotFoundError: no job with this id.
+        """
+        return self._jobs.get_attempts(job_id)
+
+    def wait(self, job_id: str, timeout_seconds: float = 300, poll_interval: float = 1.0) -> str:
+        """Wait for the job to end (its retries included); return ``'SUCCEEDED'``.
+
+        Polls quickly at first, then every ``poll_interval`` seconds.
+
+        :raises ExecutionError: the job failed or was stopped (same errors as :meth:`get_result`).
+        :raises ExecutionTimeoutError: it did not end within ``timeout_seconds``.
+        """
+        return self._jobs.wait(job_id, timeout_seconds, poll_interval)
+
+    def get_result(self, job_id: str, timeout: float | None = None) -> Any:
+        """Wait for the job (its retries included) and return the action's result (JSON data;
+        models come back as dicts).
+
+        :raises ExecutionError: the action raised (``error_type``, ``error_message`` and
+            ``remote_traceback`` describe it), the runtime env could not be set up, or the job
+            was stopped; ActorDiedError when the job's process died without a word;
+            ExecutionTimeoutError with ``reason`` ``"deadline exceeded"`` when it passed its
+            ``timeout_s``.
+        :raises ValidationError: the job could not validate the params.
+        :raises ActionImportError: the job could not import the action.
+        :raises JobNotFoundError: no job with this id.
+        :raises ExecutionTimeoutError: it did not end within ``timeout`` seconds.
+        """
+        return self._jobs.get_result(job_id, timeout)
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop a job that has not ended (SIGTERM, then SIGKILL after Ray's grace period), and
+        start no further attempt of it; its status becomes STOPPED shortly after. False when it
+        had already ended or is unknown, as on ``ray-job``."""
+        return self._jobs.cancel(job_id)
+
+    def stop(self, job_id: str) -> bool:
+        """The guide's name for :meth:`cancel`; raises JobNotFoundError for an unknown id.
+
+        The stop is recorded on the cluster (the attempt ends STOPPED, or a stop marker takes
+        the next attempt's id), so no other process starts another attempt either.
+        """
+        return self._jobs.stop(job_id)
+
+    def delete(self, job_id: str) -> bool:
+        """Delete an ended job: every attempt's outcome file on its driver's node, then its record.
+
+        The outcome file goes through a short clean-up job on that node (Ray has no API to delete
+        a file); Ray's own log files of the job stay on disk.
+
+        :raises RaydriveError: the job has not ended yet (stop it first).
+        :raises JobNotFoundError: no job with this id.
+        """
+        return self._jobs.delete(job_id)
+
+    def get_logs(self, job_id: str) -> str:
+        """All of the job's log so far, every attempt's, a header line before each retry (with
+        Ray's setup messages, and its error when an attempt never started).
+
+        :raises JobNotFoundError: no job with this id.
+        """
+        return self._jobs.get_logs(job_id)
+
+    def stream_logs(self, job_id: str, *, timeout: float = 3600.0) -> Iterator[str]:
+        """Follow the job's log: yield each line (with its newline) as it is written, every
+        attempt's in turn, a header line before each retry.
+
+        Ends when the job has ended for good and every line is out, or after ``timeout``
+        seconds. Safe to call from inside an event loop (the HTTP work runs on a private thread).
+
+        :raises JobNotFoundError: no job with this id.
+        """
+        return self._jobs.stream_logs(job_id, timeout=timeout)
+
+    async def stream_logs_async(self, job_id: str, *, timeout: float = 3600.0) -> AsyncIterator[str]:
+        """Like :meth:`stream_logs`, as an async iterator."""
+        async for line in self._jobs.stream_logs_async(job_id, timeout=timeout):
+            yield line

@@ -2,9 +2,9 @@
 
 Every call that looks at a job resolves its chain of attempts (:mod:`.attempts`) and advances it:
 when the current attempt ended in a way the job's retry policy retries, the next attempt is
-submitted there and then. :class:`AttemptTracking` is a mixin of
-:class:`~raydrive.drivers.ray_jobs_api.executor.RayJobsApiExecutor` (split out to keep each module
-small); it uses the executor's dashboard client and lifecycle methods.
+submitted there and then. :class:`JobTracker` is the executor's collaborator for all of it
+(:class:`~raydrive.drivers.ray_jobs_api.executor.RayJobsApiExecutor` submits, the tracker follows);
+it gets the dashboard client and the lifecycle callbacks it needs from the executor at construction.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from raydrive.core.errors import ExecutionError, ExecutionTimeoutError, RaydriveError
 from raydrive.core.retry import Attempt
 from raydrive.drivers.ray_jobs_api import attempts as chains
-from raydrive.drivers.ray_jobs_api.dashboard import AsyncDashboard, JobInfo
+from raydrive.drivers.ray_jobs_api.cleanup import delete_outcome
+from raydrive.drivers.ray_jobs_api.dashboard import AsyncDashboard, Dashboard, JobInfo
 from raydrive.drivers.ray_jobs_api.follow import DRIVER_LOG, follow, iterate_in_thread, poll_delay
 from raydrive.drivers.ray_jobs_api.outcome import read_outcome
 from raydrive.drivers.ray_jobs_api.wire import Outcome
@@ -27,10 +28,9 @@ from raydrive.drivers.ray_jobs_api.wire import Outcome
 if TYPE_CHECKING:
     from ray.job_submission import JobStatus
 
-    from raydrive.drivers.ray_jobs_api.dashboard import Dashboard
     from raydrive.drivers.ray_jobs_api.options import JobsApiOptions
 
-__all__ = ["AttemptTracking"]
+__all__ = ["JobTracker"]
 
 _PIN_EVERY_S = 60.0  # a pin lasts Ray's temporary-reference time (10 min by default)
 _PEEK_S = 10.0  # a wait this young also looks for the outcome at each poll (see _settled)
@@ -49,24 +49,37 @@ class _State:
     verdict: chains.Verdict | None = None
 
 
-class AttemptTracking:
-    """Status, results, attempts, stop, delete and logs of ``ray-jobs-api`` jobs (a mixin)."""
+class JobTracker:
+    """Status, results, attempts, stop, delete and logs of ``ray-jobs-api`` jobs.
 
-    name: str
-    options: JobsApiOptions
-    _pinned: dict[str, float]
+    :param name: the driver's name (in the jobs' metadata and the attempt records).
+    :param options: the executor's options.
+    :param dashboard: the executor's dashboard client (made on first use, so asked each time).
+    :param emit_finished: reports a job's ``job_finished`` event (once per job).
+    :param untrack: forgets a deleted job in the executor's lifecycle.
+    :param cleanup_env: the runtime env of :meth:`delete`'s clean-up job.
+    """
 
-    if TYPE_CHECKING:
+    def __init__(
+        self,
+        name: str,
+        options: JobsApiOptions,
+        dashboard: Callable[[], Dashboard],
+        *,
+        emit_finished: Callable[..., Any],
+        untrack: Callable[[str], None],
+        cleanup_env: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.name = name
+        self.options = options
+        self._dashboard = dashboard
+        self._emit_finished = emit_finished
+        self._untrack_job = untrack
+        self._cleanup_env = cleanup_env
+        self._pinned: dict[str, float] = {}  # job id -> when its packages were last pinned
 
-        def _dashboard(self) -> Dashboard: ...
-
-        def _run(self, coro: Any) -> Any: ...
-
-        def _emit_finished(
-            self, job_id: str, status: Any, error: str | None = None, *, attempt: int = 1
-        ) -> bool: ...
-
-        def _untrack_job(self, job_id: str) -> None: ...
+    def _run(self, coro: Any) -> Any:
+        return self._dashboard().run(coro)
 
     # --- resolving a job ----------------------------------------------------------------------
     async def _resolve(
@@ -209,22 +222,15 @@ class AttemptTracking:
         except Exception:  # only a shortcut failed: the verdict reads the file itself
             return now, None, False
 
-    # --- the public API -----------------------------------------------------------------------
+    # --- what the executor's public API does (documented there) ---------------------------------
     def get_status(self, job_id: str) -> JobStatus:
-        """The job's status: Ray's ``JobStatus`` (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)
-        of its latest attempt (starting the next attempt first, when one is due).
-
-        :raises JobNotFoundError: no job with this id.
-        """
+        """See :meth:`~raydrive.drivers.ray_jobs_api.executor.RayJobsApiExecutor.get_status`."""
         from ray.job_submission import JobStatus
 
         return JobStatus(self._run(self._resolve(job_id)).status)
 
     def get_attempts(self, job_id: str) -> list[Attempt]:
-        """The job's attempts, oldest first, each with its submission id, state and error.
-
-        :raises JobNotFoundError: no job with this id.
-        """
+        """See :meth:`~raydrive.drivers.ray_jobs_api.executor.RayJobsApiExecutor.get_attempts`."""
 
         async def records() -> list[Attempt]:
             api = self._dashboard().api
@@ -234,39 +240,19 @@ class AttemptTracking:
         return self._run(records())
 
     def wait(self, job_id: str, timeout_seconds: float = 300, poll_interval: float = 1.0) -> str:
-        """Wait for the job to end (its retries included); return ``'SUCCEEDED'``.
-
-        Polls quickly at first, then every ``poll_interval`` seconds.
-
-        :raises ExecutionError: the job failed or was stopped (same errors as :meth:`get_result`).
-        :raises ExecutionTimeoutError: it did not end within ``timeout_seconds``.
-        """
+        """See :meth:`~raydrive.drivers.ray_jobs_api.executor.RayJobsApiExecutor.wait`."""
         state = self._run(self._settled(job_id, timeout_seconds, poll_interval))
         if state.status != "SUCCEEDED":
             self._raise_or_result(job_id, state)
         return state.status
 
     def get_result(self, job_id: str, timeout: float | None = None) -> Any:
-        """Wait for the job (its retries included) and return the action's result (JSON data;
-        models come back as dicts).
-
-        :raises ExecutionError: the action raised (``error_type``, ``error_message`` and
-            ``remote_traceback`` describe it), the runtime env could not be set up, or the job
-            was stopped; ActorDiedError when the job's process died without a word;
-            ExecutionTimeoutError with ``reason`` ``"deadline exceeded"`` when it passed its
-            ``timeout_s``.
-        :raises ValidationError / ActionImportError: the job could not validate the params or
-            import the action.
-        :raises JobNotFoundError: no job with this id.
-        :raises ExecutionTimeoutError: it did not end within ``timeout`` seconds.
-        """
+        """See :meth:`~raydrive.drivers.ray_jobs_api.executor.RayJobsApiExecutor.get_result`."""
         state = self._run(self._settled(job_id, timeout, self.options.poll_interval))
         return self._raise_or_result(job_id, state)
 
     def cancel(self, job_id: str) -> bool:
-        """Stop a job that has not ended (SIGTERM, then SIGKILL after Ray's grace period), and
-        start no further attempt of it; its status becomes STOPPED shortly after. False when it
-        had already ended or is unknown, as on ``ray-job``."""
+        """See :meth:`~raydrive.drivers.ray_jobs_api.executor.RayJobsApiExecutor.cancel`."""
         from raydrive.core.errors import JobNotFoundError
 
         try:
@@ -275,24 +261,11 @@ class AttemptTracking:
             return False
 
     def stop(self, job_id: str) -> bool:
-        """The guide's name for :meth:`cancel`; raises JobNotFoundError for an unknown id.
-
-        The stop is recorded on the cluster (the attempt ends STOPPED, or a stop marker takes
-        the next attempt's id), so no other process starts another attempt either.
-        """
+        """See :meth:`~raydrive.drivers.ray_jobs_api.executor.RayJobsApiExecutor.stop`."""
         return self._run(chains.stop_chain(self._dashboard().api, job_id, self.name))
 
     def delete(self, job_id: str) -> bool:
-        """Delete an ended job: every attempt's outcome file on its driver's node, then its record.
-
-        The outcome file goes through a short clean-up job on that node (Ray has no API to delete
-        a file); Ray's own log files of the job stay on disk.
-
-        :raises RaydriveError: the job has not ended yet (stop it first).
-        :raises JobNotFoundError: no job with this id.
-        """
-        from raydrive.drivers.ray_jobs_api.cleanup import delete_outcome
-
+        """See :meth:`~raydrive.drivers.ray_jobs_api.executor.RayJobsApiExecutor.delete`."""
         api = self._dashboard().api
         state = self._run(self._resolve(job_id, api))
         if not state.final:
@@ -305,18 +278,21 @@ class AttemptTracking:
         deleted = False
         for step in reversed(state.chain.steps):  # the first attempt last: it names the job
             if step.info.driver_node_id:
-                delete_outcome(self, step.submission_id, step.info.driver_node_id)  # type: ignore[arg-type]
+                delete_outcome(
+                    self._dashboard(),
+                    step.submission_id,
+                    step.info.driver_node_id,
+                    python_executable=self.options.python_executable,
+                    env=self._cleanup_env(),
+                    driver=self.name,
+                )
             deleted = bool(self._run(api.job_action("DELETE", step.submission_id, "", "deleted")))
         self._untrack_job(job_id)
         return deleted
 
     # --- logs ---------------------------------------------------------------------------------
     def get_logs(self, job_id: str) -> str:
-        """All of the job's log so far, every attempt's, a header line before each retry (with
-        Ray's setup messages, and its error when an attempt never started).
-
-        :raises JobNotFoundError: no job with this id.
-        """
+        """See :meth:`~raydrive.drivers.ray_jobs_api.executor.RayJobsApiExecutor.get_logs`."""
 
         async def logs() -> str:
             api = self._dashboard().api
@@ -350,18 +326,11 @@ class AttemptTracking:
         return logs
 
     def stream_logs(self, job_id: str, *, timeout: float = 3600.0) -> Iterator[str]:
-        """Follow the job's log: yield each line (with its newline) as it is written, every
-        attempt's in turn, a header line before each retry.
-
-        Ends when the job has ended for good and every line is out, or after ``timeout``
-        seconds. Safe to call from inside an event loop (the HTTP work runs on a private thread).
-
-        :raises JobNotFoundError: no job with this id.
-        """
+        """See :meth:`~raydrive.drivers.ray_jobs_api.executor.RayJobsApiExecutor.stream_logs`."""
         return iterate_in_thread(lambda: self._follow(job_id, timeout))
 
     async def stream_logs_async(self, job_id: str, *, timeout: float = 3600.0) -> AsyncIterator[str]:
-        """Like :meth:`stream_logs`, as an async iterator."""
+        """See :meth:`~raydrive.drivers.ray_jobs_api.executor.RayJobsApiExecutor.stream_logs_async`."""
         async for line in self._follow(job_id, timeout):
             yield line
 

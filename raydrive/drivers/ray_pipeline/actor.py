@@ -63,7 +63,7 @@ class PipelineActor:
             todo = spec if attempt == 1 else continue_run(spec, client, attempt)
             if todo is not None:
                 watcher = CancelWatcher(
-                    client, spec.run_id, interval=spec.cancel_poll_interval, grace=spec.cancel_grace,
+                    client, spec.run_id, interval=spec.cancel_poll_interval, grace=spec.interrupt_grace,
                     on_stuck=_exit_process,
                 )  # fmt: skip
                 run_pipeline(todo, client, watcher=watcher, attempt=attempt)

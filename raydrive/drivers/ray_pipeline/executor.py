@@ -23,7 +23,6 @@ Retries and deadlines (enforced on the cluster, by the actor):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -34,6 +33,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from raydrive.core.action import validate_params
+from raydrive.core.calls import check_call
 from raydrive.core.errors import (
     ExecutionError,
     ExecutionTimeoutError,
@@ -59,6 +59,7 @@ from raydrive.drivers.ray_pipeline.wire import PipelineSpec, pipeline_actor_name
 __all__ = ["PipelineOptions", "RayPipelineExecutor"]
 
 _log = logging.getLogger("raydrive.pipeline")
+CONFLICT = 409  # the service's answer to a change of a finished run (see raydrive.service.rules)
 
 
 class PipelineOptions(RayOptions):
@@ -76,7 +77,8 @@ class PipelineOptions(RayOptions):
         default=5.0,
         ge=0,
         le=3600,
-        description="Seconds cancel() waits for the actor to stop before killing it.",
+        description="Seconds cancel() waits for the actor to stop before killing it through Ray (the "
+        "interrupted action itself gets wire.INTERRUPT_GRACE_S on the cluster).",
     )
     action_timeouts: dict[str, float] | None = Field(
         default=None,
@@ -158,6 +160,8 @@ class RayPipelineExecutor(BaseRayExecutor):
             order, params schemas), unless ``force``. The new run's ``resumed_from`` names it.
         :param force: resume although the definition differs.
         :param timeout_s: the run's deadline (overrides the ``timeout_s`` option).
+        :raises InvalidOptionsError: ``timeout_s`` is not a number of seconds > 0 (at most ten
+            years); a boolean or a string is refused (:mod:`raydrive.core.calls`).
         :raises ActionImportError: an action is a class that is not a BaseAction.
         :raises SubmissionError: a resume of a run that is not failed or cancelled, of another
             definition, or that misses secret params the service does not keep.
@@ -176,9 +180,8 @@ class RayPipelineExecutor(BaseRayExecutor):
         masker = SecretMasker(secret_fields([getattr(c, "params_model", None) for c in resolved]))
         policies = [RetryPolicy.resolve(self.options, c) for c in resolved]
         deadlines = self._action_timeouts(names, resolved)
-        run_timeout = timeout_s if timeout_s is not None else self.options.timeout_s
-        if run_timeout is not None and not run_timeout > 0:
-            raise SubmissionError(f"timeout_s must be a number of seconds above 0, not {run_timeout!r}")
+        given = check_call(self.name, timeout_s=timeout_s).timeout_s
+        run_timeout = given if given is not None else self.options.timeout_s
         definition = fingerprint(names, actions, self.options.working_dir)
 
         self._check_service()
@@ -244,8 +247,10 @@ class RayPipelineExecutor(BaseRayExecutor):
             self._watch(run.id, spec)
         except Exception as exc:
             error = masker.text(f"submission failed: {exc}")
-            with contextlib.suppress(ExecutionError):
+            try:
                 self.client.update_run(run.id, status=RunStatus.FAILED, error=error)
+            except ServiceError as marking:  # the service's trouble must not hide the real error
+                _log.warning("run %s: could not mark it failed on the service: %s", run.id, marking)
             raise self.map_error(exc, job_id=run.id) from exc
         self._emit_submitted(run.id, pipeline.name)
         return run.id
@@ -341,8 +346,12 @@ class RayPipelineExecutor(BaseRayExecutor):
         if progress.status.is_terminal() or self._actor_alive(progress.run_id):
             return progress
         error = dead_actor_error(progress.status.value, progress.attempt)
-        with contextlib.suppress(ExecutionError):  # it may have ended this very moment
+        try:
             self.client.update_run(progress.run_id, status=RunStatus.FAILED, error=error)
+        except ServiceError as exc:
+            if exc.status_code != CONFLICT:
+                raise
+            # 409: it ended this very moment (a finished run is immutable): its end stands.
         return self.client.get_progress(progress.run_id)
 
     def _actor_alive(self, run_id: str) -> bool:

@@ -323,7 +323,7 @@ def run_pipeline(
     """
     if watcher is None and (spec.timeout_s is not None or any(spec.action_timeouts)):
         watcher = CancelWatcher(
-            client, spec.run_id, interval=spec.cancel_poll_interval, grace=spec.cancel_grace
+            client, spec.run_id, interval=spec.cancel_poll_interval, grace=spec.interrupt_grace
         )
     return _Run(spec, client, watcher, attempt).run()
 

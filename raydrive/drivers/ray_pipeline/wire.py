@@ -8,7 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PipelineSpec", "pipeline_actor_name"]
+__all__ = ["INTERRUPT_GRACE_S", "PipelineSpec", "pipeline_actor_name"]
+
+INTERRUPT_GRACE_S = 0.75
+"""Seconds an interrupted action gets on the cluster (:attr:`PipelineSpec.interrupt_grace`)."""
 
 
 def pipeline_actor_name(run_id: str) -> str:
@@ -30,7 +33,11 @@ class PipelineSpec:
     - ``action_timeouts``: each action's deadline in seconds (None: none); ``timeout_s`` the whole
       run's, counted from the run's start on the service (so a restart does not reset it);
     - ``checkpoint_wait_s``: with restarts, how long the next action waits for the previous
-      one's checkpoint to be stored (so that a restart never repeats a completed action).
+      one's checkpoint to be stored (so that a restart never repeats a completed action);
+    - ``interrupt_grace``: on the cluster, the seconds an action interrupted by a cancel or its
+      deadline gets to stop before the actor gives up on it and exits. Not the executor's
+      ``cancel_grace`` option (how long ``cancel()`` waits for the actor before killing it
+      through Ray), which must be the longer of the two.
     """
 
     run_id: str
@@ -43,7 +50,7 @@ class PipelineSpec:
     progress_interval: float = 0.25
     token: str | None = None
     cancel_poll_interval: float = 0.5
-    cancel_grace: float = 0.75
+    interrupt_grace: float = INTERRUPT_GRACE_S
     retry: list[dict[str, Any] | None] = field(default_factory=list)
     max_restarts: int = 0
     restart_backoff: dict[str, Any] | None = None
