@@ -113,7 +113,14 @@ class PipelineWatcher:
                 if record["misses"] >= MISSES:
                     missing.append((run_id, dict(record)))
         for run_id, record in missing:
-            if self._settle(run_id, record):
+            # Each run on its own: one whose service is down (or gone for good) must not hold up
+            # the runs after it; it is looked at again on the next look.
+            try:
+                settled = self._settle(run_id, record)
+            except Exception as exc:
+                _log.warning("raydrive pipeline watcher: run %s: %s: %s", run_id, type(exc).__name__, exc)
+                continue
+            if settled:
                 self._forget(run_id)
 
     def _settle(self, run_id: str, record: dict[str, Any]) -> bool:
