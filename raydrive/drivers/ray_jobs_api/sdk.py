@@ -106,8 +106,9 @@ def submit_entry(
     metadata: dict[str, str],
     resources: ResourceRequest | None = None,
 ) -> None:
-    """Submit raydrive's job entry (``python -m raydrive.drivers.ray_jobs_api.entry <args>``, run by
-    ``python_executable``) as the Ray Job ``job_id``; Ray's errors are left to the caller to map."""
+    """Submit raydrive's job entry (``exec python -m raydrive.drivers.ray_jobs_api.entry <args>``,
+    run by ``python_executable``) as the Ray Job ``job_id``; Ray's errors are left to the caller to
+    map."""
     # `exec`: Ray's supervisor runs the entrypoint through `sh -c` and, on a stop, kills the
     # process tree it sees; a stop landing before the shell had started python left the entry
     # orphaned and running. Exec'd, the entry is the process Ray started. Variable assignments
