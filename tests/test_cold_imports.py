@@ -22,6 +22,7 @@ ENTRIES = [
     ("raydrive.drivers.ray_jobs_api.entry", "raydrive.drivers.ray_jobs_api"),
     ("raydrive.drivers.ray_pipeline.actor", "raydrive.drivers.ray_pipeline"),
     ("raydrive.drivers.ray_pipeline.runner", "raydrive.drivers.ray_pipeline"),
+    ("raydrive.drivers.ray_pipeline.watcher", "raydrive.drivers.ray_pipeline"),
 ]
 HEAVY = {
     "ray", "httpx", "httpx_sse", "pluggy", "stevedore", "typer", "rich", "fastapi", "starlette",

@@ -208,3 +208,28 @@ def test_a_pipeline_actor_learns_its_attempt_without_ray_deprecation_warnings(ra
         ray.kill(probe)
     assert number == 1
     assert not [w for w in seen if "Deprecat" in w], seen
+
+
+@pytest.mark.ray
+def test_internal_kv_put_get_list_delete(ray_cluster) -> None:
+    connect(ray_cluster.address)
+    namespace = f"raydrive-compat-{uuid.uuid4().hex[:8]}"
+    compat.kv_put(b"a/1", b"one", namespace)
+    compat.kv_put(b"a/2", b"two", namespace)
+    compat.kv_put(b"b/1", b"three", namespace)
+    assert compat.kv_get(b"a/1", namespace) == b"one" and compat.kv_get(b"none", namespace) is None
+    assert sorted(compat.kv_list(b"a/", namespace)) == [b"a/1", b"a/2"]
+    compat.kv_del(b"a/", namespace, by_prefix=True)
+    assert compat.kv_list(b"a/", namespace) == [] and compat.kv_get(b"b/1", namespace) == b"three"
+    compat.kv_del(b"b/1", namespace)
+    assert compat.kv_get(b"b/1", namespace) is None
+
+
+@pytest.mark.ray
+def test_pin_by_a_task_on_the_cluster(ray_cluster) -> None:
+    # What a Ray client (ray://) uses instead of pin_runtime_env_uri, which its server never answers.
+    connect(ray_cluster.address)
+    uri = f"gcs://_ray_pkg_raydrive_compat_{uuid.uuid4().hex}.zip"
+    compat.upload_package_to_gcs(uri, _zip({"hello.txt": "hi"}))
+    compat.pin_runtime_env_uri_on_cluster(uri, 5, timeout=120)
+    assert compat.package_exists(uri) is True

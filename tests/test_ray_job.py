@@ -133,8 +133,8 @@ class _RecordGoesAfterEachLook(RayJobExecutor):
 
     doomed: str | None = None
 
-    def _receive(self, ref, job_id=None):
-        answer = super()._receive(ref, job_id)
+    def _receive(self, ref, job_id=None, *bound):
+        answer = super()._receive(ref, job_id, *bound)
         if job_id is not None and job_id == self.doomed:
             RayJobExecutor(ray_address=self.address).delete(job_id)
         return answer

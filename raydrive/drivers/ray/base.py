@@ -32,11 +32,12 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
+from raydrive.core.errors import ClusterUnreachableError
 from raydrive.core.executor import BaseExecutor
 from raydrive.core.options import RayOptions
 from raydrive.core.plugins import PluginManager
@@ -141,7 +142,22 @@ class BaseRayExecutor(BaseExecutor):
         import ray
 
         with ray_errors(address=self.address):
-            return [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+            nodes = self.bounded("ray.nodes", ray.nodes)
+        return [node.get("Resources", {}) for node in nodes if node.get("Alive")]
+
+    def bounded(self, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``call(*args, **kwargs)``, bounded by ``connect_timeout`` over the Ray client.
+
+        A call through Ray's client (``ray://``) waits as long as the client server takes to
+        answer, forever for one it never answers or a half-dead server; here it runs on a helper
+        thread and the caller gets ClusterUnreachableError naming ``what`` at the bound. (The
+        thread cannot be stopped: it ends when Ray gives up on the call.) Direct connections call
+        straight through: their calls are bounded by Ray's own gRPC deadlines.
+        """
+        conn = self._connection
+        if conn is None or not conn.client_mode:
+            return call(*args, **kwargs)
+        return bounded_call(what, call, args, kwargs, self.options.connect_timeout, self.address)
 
     @property
     def code_paths(self) -> list[str]:
@@ -211,8 +227,15 @@ class BaseRayExecutor(BaseExecutor):
         """
         built = self.runtime_env(recheck_s=0)
         if detached and built.package is not None:
+            conn = self._connection
             with ray_errors(address=self.address):
-                compat.pin_runtime_env_uri(built.package.uri, expiration_s=ACTOR_START_PIN_S)
+                if conn is not None and conn.client_mode:
+                    # Ray's client server never answers a client's pin: a worker pins instead.
+                    compat.pin_runtime_env_uri_on_cluster(
+                        built.package.uri, ACTOR_START_PIN_S, self.options.connect_timeout
+                    )
+                else:
+                    compat.pin_runtime_env_uri(built.package.uri, expiration_s=ACTOR_START_PIN_S)
             self._ensure_uploaded(built, 0)
         return built
 
@@ -235,14 +258,14 @@ class BaseRayExecutor(BaseExecutor):
         if checked is not None and time.monotonic() - checked < recheck_s:
             return
         with self._upload_lock, ray_errors(address=self.address):
-            if not compat.package_exists(package.uri):
+            if not self.bounded("package_exists", compat.package_exists, package.uri):
                 _log.info(
                     "uploading working dir (%d files, %.1f KiB zipped) to the cluster as %s",
                     package.file_count,
                     len(package.data) / 1024,
                     package.uri,
                 )
-                compat.upload_package_to_gcs(package.uri, package.data)
+                self.bounded("upload_package_to_gcs", compat.upload_package_to_gcs, package.uri, package.data)
             self._uploaded[package.uri] = time.monotonic()
 
     def _upload_py_modules(self, runtime_env: dict[str, Any]) -> dict[str, Any]:
@@ -255,8 +278,12 @@ class BaseRayExecutor(BaseExecutor):
         import tempfile
 
         with self._upload_lock, ray_errors(address=self.address), tempfile.TemporaryDirectory() as scratch:
-            converted = compat.upload_py_modules_if_needed(
-                dict(runtime_env), include_gitignore=False, scratch_dir=scratch
+            converted = self.bounded(
+                "upload_py_modules",
+                compat.upload_py_modules_if_needed,
+                dict(runtime_env),
+                include_gitignore=False,
+                scratch_dir=scratch,
             )
         self._py_modules[key] = (time.monotonic(), list(converted["py_modules"]))
         return converted
@@ -311,6 +338,41 @@ class BaseRayExecutor(BaseExecutor):
 
 
 _remote_classes: dict[Any, Any] = {}
+
+T = TypeVar("T")
+
+
+def bounded_call(
+    what: str,
+    call: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float,
+    address: str,
+) -> T:
+    """``call(*args, **kwargs)`` on a helper thread; ClusterUnreachableError after ``timeout`` s."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call(*args, **kwargs)))
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=run, name=f"raydrive-{what}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise ClusterUnreachableError(
+            f"the Ray client call {what} to {address} did not answer within {timeout:g} s "
+            "(connect_timeout): the cluster's client server is silent or half-working",
+            address=address,
+        )
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
 
 ACTOR_START_PIN_S = 120
 """Seconds a working-dir package is pinned when a detached actor that uses it starts."""

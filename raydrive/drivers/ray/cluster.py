@@ -235,7 +235,8 @@ class LocalCluster:
         return cmd
 
     def start(self, timeout: float = 90.0) -> LocalCluster:
-        """Start the head and wait until its GCS, dashboard and client server answer."""
+        """Start the head and wait until its GCS, dashboard and client server answer and its raylet
+        has registered (the head node is ALIVE)."""
         if self.running:
             return self
         taken: set[int | None] = {self.gcs_port, self.dashboard_port, self.client_port}
@@ -277,8 +278,14 @@ class LocalCluster:
             return False
         try:
             with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
+                if resp.status != 200:
+                    return False
+            # The GCS and dashboard answer seconds before the head's raylet has registered; a
+            # first call made then finds no node to run on. Ready means the head node is ALIVE.
+            with urllib.request.urlopen(f"{self.dashboard_url}/api/v0/nodes", timeout=5) as resp:
+                nodes = json.load(resp)["data"]["result"]["result"]
+            return any(node.get("state") == "ALIVE" for node in nodes)
+        except (OSError, ValueError, KeyError, TypeError):
             return False
 
     def stop(self, timeout: float = 30.0) -> None:

@@ -34,6 +34,10 @@ Each private API, and why no public one does the job:
 ``ray._private.worker`` (its logger's name)
     ``ray.init`` from a helper thread logs "SIGTERM handler is not set" there; raydrive filters
     that line while it connects. Ray offers no public name for that logger.
+``ray.experimental.internal_kv`` (``_internal_kv_put`` / ``_get`` / ``_list`` / ``_del``)
+    ray-job's registry journal (:mod:`raydrive.drivers.ray_job.journal`) keeps its records in
+    the GCS's key-value store, where Ray keeps its own cluster state (Ray Serve and Ray's job
+    manager use these same functions). Ray has no public key-value API.
 ``ray._private.state.actors``
     Whether the GCS holds an actor's creation yet (state other than ``DEPENDENCIES_UNREADY``), read
     straight from the GCS. ``ray.util.state.get_actor`` goes through the dashboard, which may be
@@ -56,9 +60,14 @@ __all__ = [
     "find_gcs_addresses",
     "get_ray_address_file",
     "init_grpc_channel",
+    "kv_del",
+    "kv_get",
+    "kv_list",
+    "kv_put",
     "loaded_ray_constants",
     "package_exists",
     "pin_runtime_env_uri",
+    "pin_runtime_env_uri_on_cluster",
     "upload_package_to_gcs",
     "upload_py_modules_if_needed",
 ]
@@ -90,6 +99,31 @@ def pin_runtime_env_uri(uri: str, expiration_s: int) -> None:
     from ray._private.runtime_env.packaging import pin_runtime_env_uri as pin
 
     pin(uri, expiration_s=expiration_s)
+
+
+def pin_runtime_env_uri_on_cluster(uri: str, expiration_s: int, timeout: float) -> None:
+    """:func:`pin_runtime_env_uri` run by a task on the cluster, for a Ray client (``ray://``).
+
+    Ray's client server never answers the client's own ``PinRuntimeEnvURI`` call (Ray 2.60: the
+    call blocks forever), so a client asks a worker, which pins through its GCS connection. The
+    task is a nested function: pickled by value, it needs nothing of raydrive on the cluster.
+
+    :raises ray.exceptions.GetTimeoutError: the task did not answer within ``timeout`` s.
+    """
+    import ray
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def pin_on_worker(uri: str, expiration_s: int) -> None:
+        from ray._private.runtime_env.packaging import pin_runtime_env_uri as pin
+
+        pin(uri, expiration_s=expiration_s)
+
+    ref = pin_on_worker.remote(uri, expiration_s)
+    try:
+        ray.get(ref, timeout=timeout)
+    except BaseException:
+        ray.cancel(ref, force=True)
+        raise
 
 
 def upload_py_modules_if_needed(
@@ -132,3 +166,31 @@ def actor_info(actor_id: str) -> dict[str, Any]:
     import ray._private.state as ray_state
 
     return dict(ray_state.actors(actor_id=actor_id) or {})
+
+
+def kv_put(key: bytes, value: bytes, namespace: str) -> None:
+    """Store ``value`` under ``key`` in the GCS internal KV (overwriting). Needs a connection."""
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(key, value, overwrite=True, namespace=namespace)
+
+
+def kv_get(key: bytes, namespace: str) -> bytes | None:
+    """The value under ``key`` in the GCS internal KV, None if none. Needs a connection."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    return _internal_kv_get(key, namespace=namespace)
+
+
+def kv_list(prefix: bytes, namespace: str) -> list[bytes]:
+    """The keys of the GCS internal KV that start with ``prefix``. Needs a connection."""
+    from ray.experimental.internal_kv import _internal_kv_list
+
+    return list(_internal_kv_list(prefix, namespace=namespace))
+
+
+def kv_del(key: bytes, namespace: str, *, by_prefix: bool = False) -> None:
+    """Delete ``key`` (every key starting with it when ``by_prefix``) from the GCS internal KV."""
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    _internal_kv_del(key, del_by_prefix=by_prefix, namespace=namespace)

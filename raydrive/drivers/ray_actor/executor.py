@@ -24,8 +24,9 @@ finished once with the attempt that ended it; the error raised is the last attem
 gives the attempts of the recent calls.
 
 **Deadlines** (``timeout_s`` option, or ``execute(..., timeout_s=)`` for one call) bound each
-attempt of the action: from its submission to a running actor (a fresh actor's start, bounded by
-``setup_timeout_s``, is waited for first) to its result: at the deadline the caller
+attempt of the action: from its submission to a running actor (a fresh actor's start is waited
+for first, for at most ``timeout_s`` as well: an actor Ray cannot place raises
+ExecutionTimeoutError saying it did not start) to its result: at the deadline the caller
 stops waiting, the actor is killed (``ray.kill``, so the action really stops), and
 :class:`~raydrive.core.errors.ExecutionTimeoutError` is raised with reason ``"deadline exceeded"``;
 it is not retried unless ``retry_on`` names ``"ExecutionTimeoutError"``, and the next call gets a
@@ -44,8 +45,8 @@ from collections import OrderedDict
 from typing import Any
 
 from raydrive.core.calls import check_call
-from raydrive.core.errors import JobNotFoundError
-from raydrive.core.retry import Attempt, RetryPolicy, deadline_error
+from raydrive.core.errors import ExecutionTimeoutError, JobNotFoundError
+from raydrive.core.retry import DEADLINE_EXCEEDED, Attempt, RetryPolicy, deadline_error
 from raydrive.core.status import JobState
 from raydrive.drivers.ray.base import BaseRayExecutor
 from raydrive.drivers.ray.errors import is_actor_death, ray_errors, to_raydrive_error
@@ -108,13 +109,15 @@ class RayActorExecutor(BaseRayExecutor):
         with self._call_lock:
             job_id = kwargs.get("job_id") or self.options.job_id or f"{self._id_prefix}-{next(self._ids)}"
             attempts: list[Attempt] = []
-            policy: RetryPolicy | None = None
+            # Resolved before anything runs: a policy the action class declares wrongly (say
+            # retries=10**9) is refused here, as the other drivers refuse it at submission.
+            policy = self._policy(action_cls)
             while True:
                 number = len(attempts) + 1
                 started = time.time()
                 sent: list[str] = []
                 try:
-                    sub, result = self._attempt(action_cls, params, job_id, timeout_s, sent, number == 1)
+                    _, result = self._attempt(action_cls, params, job_id, timeout_s, sent, number == 1)
                 except Exception as error:
                     if not sent and not attempts:
                         raise  # nothing reached the cluster: no job, no attempt
@@ -129,7 +132,6 @@ class RayActorExecutor(BaseRayExecutor):
                             error=message,
                         )
                     )
-                    policy = policy or self._policy(action_cls)
                     if policy.should_retry(error, number):
                         time.sleep(policy.backoff.delay(number))
                         continue
@@ -138,7 +140,7 @@ class RayActorExecutor(BaseRayExecutor):
                     with contextlib.suppress(AttributeError):  # a type with __slots__
                         error.attempts = list(attempts)  # type: ignore[attr-defined]
                     raise
-                if attempts or self._policy(action_cls, sub).retries:
+                if attempts or policy.retries:
                     # Attempts are recorded only where retries are possible: the warm path of a
                     # plain call costs no record.
                     attempts.append(
@@ -184,10 +186,22 @@ class RayActorExecutor(BaseRayExecutor):
             actor = self._start_actor(sub)
         try:
             if fresh and timeout_s is not None:
-                # The deadline bounds the action, not the actor's start (setup_timeout_s bounds
-                # its runtime env): wait for the actor to be up before the clock starts.
+                # The deadline bounds the action, not the actor's start: wait for the actor to be
+                # up before the clock starts, for at most timeout_s too (Ray may never place it).
                 self._sent(sent, sub, first)
-                self._ray.get(actor.pid.remote())
+                try:
+                    self._ray.get(actor.pid.remote(), timeout=timeout_s)
+                except self._ray.exceptions.GetTimeoutError:
+                    self._forget(actor)
+                    raise ExecutionTimeoutError(
+                        f"the actor for action {sub.name!r} (job {job_id!r}) did not start within "
+                        f"{timeout_s:g} s (timeout_s): Ray could not place it (its resources are "
+                        "held by other work?) or its runtime env is still being set up",
+                        job_id=job_id,
+                        reason=DEADLINE_EXCEEDED,
+                        error_type="ExecutionTimeoutError",
+                        error_message=DEADLINE_EXCEEDED,
+                    ) from None
             ref = actor.run.remote(ActionCall(sub.target, sub.params, job_id).pack())
             self._sent(sent, sub, first)  # while the call is in flight: costs the caller nothing
             return sub, unpack_result(self._ray.get(ref, timeout=timeout_s))
@@ -243,7 +257,8 @@ class RayActorExecutor(BaseRayExecutor):
         if sub.runtime.runtime_env:
             options["runtime_env"] = sub.runtime.runtime_env
         with ray_errors(action=sub.name, address=self.address):
-            actor = remote_action_actor().options(**options).remote(sub.runtime.env)
+            launcher = remote_action_actor().options(**options)
+            actor = self.bounded("actor creation", launcher.remote, sub.runtime.env)
         with self._state_lock:
             self._actor, self._actor_name = actor, options["name"]
         return actor

@@ -9,7 +9,7 @@ Submitter side:
 Cluster side (importing these imports no Ray and not the executor):
 
 - :mod:`.registry`: the detached job registry; :mod:`.queue`: its queues;
-  :mod:`.completions`: its wait on many jobs' results;
+  :mod:`.completions`: its wait on many jobs' results; :mod:`.journal`: its records in the GCS;
 - :mod:`.worker`: the pooled task and the fresh actor per job.
 
 Both: :mod:`.wire`, what travels between them.

@@ -27,7 +27,9 @@ anywhere on the cluster is refused with DuplicateJobError.
 
 Retention: a finished job's status and result are kept for ``result_ttl`` seconds (default one
 hour) after it finishes, however often they are read, or until ``delete(job_id)``; the id is
-reserved meanwhile. The registry keeps them in memory: they do not survive a cluster restart.
+reserved meanwhile. The registry journals them in the GCS: they survive the registry's death
+(see :mod:`~raydrive.drivers.ray_job.registry`), not a cluster restart (unless the GCS is fault
+tolerant, backed by Redis).
 
 Cost of a burst: jobs with generated ids are sent to the registry in batches by a helper thread
 (whatever was submitted while the previous batch was on its way), and each executor fetches the
@@ -64,6 +66,7 @@ from pydantic import Field
 
 from raydrive.core.calls import check_call
 from raydrive.core.errors import (
+    ClusterUnreachableError,
     ExecutionError,
     ExecutionTimeoutError,
     JobNotFoundError,
@@ -92,6 +95,7 @@ _PREFETCH = 1_000  # other jobs' outcomes asked for per round trip
 # none of them has ended for 5 ms; a job alone in flight waits for nothing, and a read whose wait
 # brought none back makes the next read not wait (see _read).
 _GATHER = (64, 0.02, 0.005)  # (count, wait_s, quiet_s) of JobRegistry.outcome
+REGISTRY_ANSWER_S = 60.0  # see RayJobExecutor.answer_bound
 
 
 class RayJobOptions(RayOptions):
@@ -155,13 +159,26 @@ class RayJobExecutor(BaseRayExecutor):
             if sdk:
                 options["runtime_env"] = {"py_modules": sdk}
         with self._errors():
-            self._registry = remote_job_registry().options(**options).remote()
+            launcher = remote_job_registry().options(**options)
+            self._registry = self.bounded("job registry creation", launcher.remote)
         return self._registry
 
-    def _call(self, method: str, *args: Any, job_id: str | None = None) -> Any:
+    def _call(self, method: str, *args: Any, job_id: str | None = None, wait: float | None = 0.0) -> Any:
+        """A registry call, answered within :meth:`answer_bound` s plus ``wait`` (the registry's
+        own wait in the call; None: no bound, a ``get_result`` without timeout)."""
         if job_id is not None:
             self._outbox.settle(job_id)
-        return self._receive(self._send(method, *args, job_id=job_id), job_id)
+        return self._receive(self._send(method, *args, job_id=job_id), job_id, self._bound(wait))
+
+    def _bound(self, wait: float | None) -> float | None:
+        """How long to wait for the answer of a call in which the registry waits ``wait`` s
+        (None: no bound)."""
+        return None if wait is None else self.answer_bound() + max(float(wait), 0.0)
+
+    def answer_bound(self) -> float:
+        """The longest a registry call waits for its answer beyond the registry's own wait:
+        ``connect_timeout``, at least 60 s (the first call may wait for the registry's start)."""
+        return max(self.options.connect_timeout, REGISTRY_ANSWER_S)
 
     def _send(self, method: str, *args: Any, job_id: str | None = None) -> Any:
         """Start a registry call (it does not wait); :meth:`_receive` waits for its answer."""
@@ -177,11 +194,21 @@ class RayJobExecutor(BaseRayExecutor):
                 job_id=job_id,
             ) from None
 
-    def _receive(self, ref: Any, job_id: str | None = None) -> Any:
+    def _receive(self, ref: Any, job_id: str | None = None, bound: float | None = -1.0) -> Any:
+        """The answer of a registry call; ``bound``: seconds to wait (-1: :meth:`answer_bound`)."""
         import ray
 
+        if bound is not None and bound < 0:
+            bound = self.answer_bound()
         try:
-            return ray.get(ref)
+            return ray.get(ref, timeout=bound)
+        except ray.exceptions.GetTimeoutError:
+            raise ClusterUnreachableError(
+                f"the raydrive job registry {REGISTRY_NAME!r} on {self.address} did not answer "
+                f"within {bound:g} s (the cluster's head is overloaded or half-working)",
+                job_id=job_id,
+                address=self.address,
+            ) from None
         except Exception as exc:
             self._raise_mapped(exc, job_id)
 
@@ -190,8 +217,9 @@ class RayJobExecutor(BaseRayExecutor):
         if is_actor_death(error):
             self._registry = None
             error = ExecutionError(
-                f"the raydrive job registry {REGISTRY_NAME!r} on the cluster died; the records of "
-                "its jobs are lost and its running jobs were stopped. Submit again.",
+                f"the raydrive job registry {REGISTRY_NAME!r} on the cluster died during this call; "
+                "it comes back with its records (finished outcomes kept, queued jobs run, a job "
+                "that was running ends FAILED or is retried by its policy): call again.",
                 error_type=getattr(error, "error_type", None),
                 error_message=str(error),
                 job_id=job_id,
@@ -432,11 +460,11 @@ class RayJobExecutor(BaseRayExecutor):
         if self._outbox.on_its_way(job_id):
             # Its batch is on its way: this read goes out beside it (the registry waits for the
             # job to arrive) rather than after its answer, one round trip instead of two.
-            found = self._receive(self._send(*args, True, job_id=job_id), job_id)
+            found = self._receive(self._send(*args, True, job_id=job_id), job_id, self._bound(timeout))
             if found[job_id][0] == JobState.UNKNOWN:  # the batch never arrived: say why, or ask again
-                found = self._call(*args, job_id=job_id)
+                found = self._call(*args, job_id=job_id, wait=timeout)
         else:
-            found = self._call(*args, job_id=job_id)
+            found = self._call(*args, job_id=job_id, wait=timeout)
         if also:
             # A wait that brought no other job back is not made again until a read brings some.
             self._gather_pays = len(found) > 1

@@ -84,6 +84,20 @@ class JobQueues:
         queue.push(job, priority, next(self._seq))
         return queue
 
+    def occupy(self, name: str, limit: int) -> JobQueue:
+        """Queue ``name`` with one more slot held (a restored job that was running or waiting out
+        a retry's backoff when the registry died); its limit set to ``limit``."""
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = JobQueue(name, limit)
+        queue.limit = limit
+        queue.running += 1
+        return queue
+
+    def all(self) -> list[JobQueue]:
+        """Every queue."""
+        return list(self._queues.values())
+
     def info(self) -> dict[str, dict[str, int]]:
         """Each queue's limit and how many of its jobs hold a slot or wait (monitoring, tests)."""
         return {name: queue.info() for name, queue in self._queues.items()}

@@ -17,6 +17,15 @@ killed, and the attempt fails with :func:`~raydrive.core.retry.deadline_error`. 
 from the attempt's launch by the registry (after any wait in the queue), Ray's scheduling and
 the runtime env's setup included, as Kubernetes' ``activeDeadlineSeconds`` counts from the pod's
 start, image pulls included.
+
+Durability: every job the registry accepts is journaled in the GCS (:mod:`.journal`) before
+``submit`` answers, and each attempt's launch before it starts, so the registry's death loses
+nothing it accepted. Ray restarts it (``max_restarts=-1``), or the next client call makes a fresh
+one after a ``ray.kill``; either way the new registry replays the journal (:meth:`JobRegistry.recover`):
+finished jobs keep their outcome until their TTL, queued jobs wait and run in their order, a
+retry's backoff is waited out, and an attempt that was running (Ray stopped it with its owner,
+the registry) ends as failed with ``OwnerDiedError``, retried where the job's retry policy allows,
+as Temporal fails an activity whose worker died and retries it by its policy.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from raydrive.core.status import TERMINAL_STATES, JobState
 from raydrive.drivers.ray.wire import unpack_result
 from raydrive.drivers.ray.worker import kill_actor
 from raydrive.drivers.ray_job.completions import Completions
+from raydrive.drivers.ray_job.journal import Event, JobJournal
 from raydrive.drivers.ray_job.queue import JobQueue, JobQueues
 from raydrive.drivers.ray_job.wire import REGISTRY_NAME, REGISTRY_PROTOCOL, JobSpec
 from raydrive.drivers.ray_job.worker import remote_job_actor, remote_job_task
@@ -72,10 +82,13 @@ class _Job:
         "attempts",
         "cancelled",
         "done",
+        "due",
         "error",
         "expires",
         "finished_at",
         "job_id",
+        "journaled",
+        "mark",
         "queue",
         "queued",
         "ref",
@@ -111,6 +124,9 @@ class _Job:
         self.task: asyncio.Task[None] | None = None  # kept: the loop holds tasks only weakly
         self.timed_out = False
         self.wake: asyncio.Event | None = None  # set while a retry waits out its backoff
+        self.due = 0.0  # when the retry waiting out its backoff is made (time.time())
+        self.journaled = False  # the journal holds this job's next launch already (its accept)
+        self.mark = 0  # the journal mark of its latest accept or launch (see JobJournal.commit)
 
     def outcome(self) -> Outcome:
         return (self.state, self.result, self.error, self.attempt)
@@ -138,9 +154,9 @@ class JobRegistry:
     Retention: a finished job's record (state, result or error, attempts) is kept ``ttl`` seconds
     after it finished (the executor's ``result_ttl``), however often it is read, or until
     ``delete``; at most :data:`MAX_FINISHED_RECORDS` finished records are kept, the oldest dropped
-    first. A job id is reserved while its record is kept. Records live in this actor's memory: if
-    the registry dies (or the cluster stops), they are lost, and jobs still running under it are
-    stopped by Ray.
+    first. A job id is reserved while its record is kept. Records live in this actor's memory and
+    in its journal in the GCS (see the module doc): they outlive the registry, not the cluster
+    (unless the GCS is fault tolerant, backed by Redis).
     """
 
     def __init__(self) -> None:
@@ -152,16 +168,22 @@ class JobRegistry:
         self._completions = Completions()
         self._gathering: set[_Gathering] = set()  # outcome calls waiting for a batch to end
         self._arrivals = asyncio.Event()  # set (then replaced) whenever jobs are registered
+        self._journal = JobJournal(self.snapshot)
+        self.recover()
 
     async def protocol(self) -> int:
         return REGISTRY_PROTOCOL
 
     async def submit(self, job_id: str, packed: dict[str, Any]) -> None:
         """Register a job and start it, or queue it when its queue is full; raise
-        DuplicateJobError when the id is held.
+        DuplicateJobError when the id is held. Answers once the job is journaled.
 
         ``packed``: a :class:`~raydrive.drivers.ray_job.wire.JobSpec`, packed.
         """
+        await self._journal.commit(self._accept(job_id, packed))
+
+    def _accept(self, job_id: str, packed: dict[str, Any]) -> int:
+        """Register and start (or queue) the job; returns its accept's journal mark."""
         self._sweep()
         spec = JobSpec.unpack(packed)
         if job_id in self._jobs:
@@ -171,23 +193,33 @@ class JobRegistry:
                 job_id=job_id,
             )
         job = self._jobs[job_id] = _Job(job_id, spec)
-        if spec.max_concurrent:
+        queued = bool(spec.max_concurrent)
+        job.journaled = not queued
+        job.mark = self._journal.record(("accept", job_id, packed, job.submitted_at, queued))
+        if queued:
             job.queue = self._queues.enqueue(job, spec.queue, int(spec.max_concurrent), int(spec.priority))
             self._pump(job.queue)
         else:
             self._launch(job)
+        return job.mark
 
     async def submit_many(self, jobs: list[tuple[str, dict[str, Any]]]) -> list[str]:
-        """:meth:`submit` for a batch (one message for many jobs); returns the ids refused as taken."""
-        refused = []
+        """:meth:`submit` for a batch (one message and one journal write for many jobs); returns
+        the ids refused as taken, once the batch is journaled."""
+        refused, mark = [], 0
         try:
             for job_id, spec in jobs:
                 try:
-                    await self.submit(job_id, spec)
+                    mark = self._accept(job_id, spec)
                 except DuplicateJobError:
                     refused.append(job_id)
         finally:
+            # Wake the reads sent beside this batch (``expect``) as soon as its jobs are
+            # registered, not after the journal write: a job's launch, hence its outcome, waits
+            # for that write anyway (see _journal_launch), and a read that came after the batch
+            # sees the registered jobs at once too.
             self._arrived()
+        await self._journal.commit(mark)
         return refused
 
     def _arrived(self) -> None:
@@ -199,8 +231,8 @@ class JobRegistry:
         for job in queue.startable():
             self._launch(job)
 
-    def _launch(self, job: _Job) -> None:
-        job.task = asyncio.get_running_loop().create_task(self._run(job))
+    def _launch(self, job: _Job, delay: float | None = None) -> None:
+        job.task = asyncio.get_running_loop().create_task(self._run(job, delay))
 
     def _launcher(self, spec: JobSpec) -> Any:
         # `.options()` validates and serializes the runtime env each time: once per distinct set.
@@ -222,12 +254,18 @@ class JobRegistry:
             job.ref = launcher.remote(spec.pooled(job.job_id).pack())
 
     # --- one job, from its launch to its end: attempts, backoff, deadline ----------------------
-    async def _run(self, job: _Job) -> None:
+    async def _run(self, job: _Job, delay: float | None = None) -> None:
+        """Run the job's attempts; ``delay``: a restored job waits this backoff first."""
         try:
+            if delay is not None and not await self._backoff(job, delay):
+                self._finish(job, STOPPED, error=_cancelled(job))
+                return
             while True:
+                if not await self._journal_launch(job):
+                    return
                 state, result, error = await self._attempt(job)
                 if state == FAILED and not job.cancelled and self._retried(job, error):
-                    if await self._backoff(job):
+                    if await self._backoff(job, self._delay(job)):
                         continue
                     state, error = STOPPED, _cancelled(job)
                 self._finish(job, state, result=result, error=error)
@@ -238,6 +276,30 @@ class JobRegistry:
                 job.queue = None
                 queue.release()
                 self._pump(queue)
+
+    async def _journal_launch(self, job: _Job) -> bool:
+        """Journal the next attempt's launch and wait until it is written (so that a restarted
+        registry knows it ran); False when the journal cannot be written (the job then failed)."""
+        if job.journaled:
+            job.journaled = False  # its accept said it launches
+        else:
+            attempts = [list(a) for a in job.attempts]
+            job.mark = self._journal.record(("launch", job.job_id, job.attempt + 1, attempts, time.time()))
+        try:
+            await self._journal.commit(job.mark)  # at once if written; later events do not hold it up
+        except Exception as exc:  # the GCS refused: the job cannot be run safely
+            self._finish(
+                job,
+                FAILED,
+                error=ExecutionError(
+                    f"job {job.job_id!r} was not started: the job registry could not journal its "
+                    f"launch in the GCS ({type(exc).__name__})",
+                    error_type="JournalWriteError",
+                    job_id=job.job_id,
+                ),
+            )
+            return False
+        return True
 
     async def _attempt(self, job: _Job) -> tuple[str, Any, BaseException | None]:
         spec = job.spec
@@ -291,11 +353,15 @@ class JobRegistry:
             return False
         return RetryPolicy.from_wire(retry).should_retry(error, job.attempt)
 
-    async def _backoff(self, job: _Job) -> bool:
-        """Wait out the delay before the next attempt (PENDING meanwhile); False if cancelled."""
+    def _delay(self, job: _Job) -> float:
         assert job.spec is not None
-        delay = RetryPolicy.from_wire(job.spec.retry).backoff.delay(job.attempt)
+        return RetryPolicy.from_wire(job.spec.retry).backoff.delay(job.attempt)
+
+    async def _backoff(self, job: _Job, delay: float) -> bool:
+        """Wait out the delay before the next attempt (PENDING meanwhile); False if cancelled."""
         job.state = PENDING
+        job.due = time.time() + delay
+        self._journal.record(("retry", job.job_id, [list(a) for a in job.attempts], job.due))
         job.wake = asyncio.Event()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(job.wake.wait(), delay)
@@ -321,7 +387,11 @@ class JobRegistry:
         job.state, job.result, job.error = state, result, error
         job.spec = None
         job.finished_at = time.time()
-        job.expires = time.monotonic() + job.ttl
+        self._journal.record(_finished_event(job))
+        self._expire_after(job, job.ttl)
+
+    def _expire_after(self, job: _Job, ttl: float) -> None:
+        job.expires = time.monotonic() + ttl
         heapq.heappush(self._expiry, (job.expires, job.job_id))
         self._finished += 1
         job.done.set()
@@ -473,6 +543,7 @@ class JobRegistry:
             return False
         del self._jobs[job_id]
         self._finished -= 1
+        self._journal.record(("delete", job_id))
         return True
 
     async def counts(self) -> dict[str, int]:
@@ -485,6 +556,157 @@ class JobRegistry:
     async def queues(self) -> dict[str, dict[str, int]]:
         """Each queue's limit, jobs holding a slot and jobs waiting (for monitoring and tests)."""
         return self._queues.info()
+
+    # --- the journal: what a restarted registry reads back --------------------------------------
+    def snapshot(self) -> list[Event]:
+        """The journal events that rebuild every live record as it is now (queue order kept)."""
+        events: list[Event] = []
+        for job in self._jobs.values():
+            if job.state in _TERMINAL:
+                events.append(_finished_event(job))
+                continue
+            if job.spec is None:
+                continue
+            queued = job.queued
+            events.append(("accept", job.job_id, job.spec.pack(), job.submitted_at, queued))
+            if queued or (job.attempt == 0 and job.journaled):
+                continue
+            done = [list(a) for a in job.attempts]
+            if job.wake is not None:
+                events.append(("retry", job.job_id, done, job.due))
+            else:  # an attempt launched (or about to be): its record is the running one
+                events.append(("launch", job.job_id, job.attempt, done[:-1], time.time()))
+        return events
+
+    def recover(self) -> None:
+        """Rebuild the records the journal holds (at start; a first registry finds none).
+
+        Finished jobs keep their outcome until their TTL; queued jobs wait again in their order;
+        a retry's backoff is waited out; an attempt that was running when the registry died (Ray
+        stopped it with the registry, its owner) fails with ``OwnerDiedError``, and the job is
+        retried where its policy allows, else it ends FAILED with that cause.
+        """
+        records = _replay(self._journal.load())
+        now = time.time()
+        resumed: list[tuple[_Job, float]] = []
+        for job_id, rec in records.items():
+            if rec["phase"] == "finished":
+                left = rec["finished_at"] + rec["ttl"] - now
+                if left > 0:
+                    self._restore_finished(job_id, rec, left)
+                continue
+            try:
+                spec = JobSpec.unpack(rec["packed"])
+            except TypeError:
+                continue  # not this protocol's spec: nothing to run it with
+            job = self._jobs[job_id] = _Job(job_id, spec)
+            job.submitted_at = rec["submitted_at"]
+            job.attempts = [list(a) for a in rec["attempts"]]
+            job.attempt = len(job.attempts)
+            if rec["phase"] == "queued":
+                limit = int(spec.max_concurrent or 1)
+                job.queue = self._queues.enqueue(job, spec.queue, limit, int(spec.priority))
+                continue
+            if spec.max_concurrent:
+                job.queue = self._queues.occupy(spec.queue, int(spec.max_concurrent))
+            if rec["phase"] == "backoff":
+                resumed.append((job, max(0.0, rec["due"] - now)))
+                continue
+            # Launched: its attempt was running when the registry died.
+            job.attempt += 1
+            error = ExecutionError(
+                f"job {job_id!r} (action {job.action!r}): the raydrive job registry restarted while "
+                f"attempt {job.attempt} was running; Ray stopped the attempt with it",
+                error_type="OwnerDiedError",
+                error_message="the job registry, the attempt's owner, died",
+                job_id=job_id,
+            )
+            started = rec.get("started_at")
+            job.attempts.append([job.attempt, FAILED, started, now, "OwnerDiedError", error.message])
+            if self._retried(job, error):
+                resumed.append((job, self._delay(job)))
+            else:
+                self._finish(job, FAILED, error=error)
+                if job.queue is not None:
+                    job.queue.release()
+                    job.queue = None
+        self._journal.rewrite(self.snapshot())  # one generation again, without what expired
+        for job, delay in resumed:
+            self._launch(job, delay)
+        for queue in self._queues.all():
+            self._pump(queue)
+
+    def _restore_finished(self, job_id: str, rec: dict[str, Any], left: float) -> None:
+        job = _Job.__new__(_Job)
+        for slot in _Job.__slots__:
+            setattr(job, slot, None)
+        job.job_id, job.action, job.ttl = job_id, rec["action"], rec["ttl"]
+        job.state, job.result, job.error = rec["state"], rec["result"], rec["error"]
+        job.attempt, job.attempts = rec["attempt"], [list(a) for a in rec["attempts"]]
+        job.submitted_at, job.finished_at = rec["submitted_at"], rec["finished_at"]
+        job.cancelled = job.queued = job.timed_out = job.journaled = False
+        job.due, job.mark = 0.0, 0
+        job.done = asyncio.Event()
+        job.done.set()
+        self._jobs[job_id] = job
+        self._finished += 1
+        self._expire_after(job, left)
+
+
+def _finished_event(job: _Job) -> Event:
+    return (
+        "finish",
+        job.job_id,
+        job.state,
+        job.result,
+        job.error,
+        job.attempt,
+        [list(a) for a in job.attempts],
+        job.finished_at,
+        job.ttl,
+        job.action,
+        job.submitted_at,
+    )
+
+
+def _replay(events: list[Event]) -> dict[str, dict[str, Any]]:
+    """The journal's events folded into one record per job id, in first-accepted order."""
+    records: dict[str, dict[str, Any]] = {}
+    for event in events:
+        kind, job_id = event[0], event[1]
+        rec = records.get(job_id)
+        if kind == "accept":
+            _, _, packed, submitted_at, queued = event
+            records.pop(job_id, None)  # a deleted id taken again: the later job
+            records[job_id] = {
+                "phase": "queued" if queued else "launched",
+                "packed": packed,
+                "submitted_at": submitted_at,
+                "attempts": [],
+            }
+        elif kind == "launch" and rec is not None and rec["phase"] != "finished":
+            _, _, _number, attempts, started_at = event
+            rec.update(phase="launched", attempts=attempts, started_at=started_at)
+        elif kind == "retry" and rec is not None and rec["phase"] != "finished":
+            _, _, attempts, due = event
+            rec.update(phase="backoff", attempts=attempts, due=due)
+        elif kind == "finish":
+            _, _, state, result, error, attempt, attempts, finished_at, ttl, action, submitted_at = event
+            records[job_id] = {
+                "phase": "finished",
+                "state": state,
+                "result": result,
+                "error": error,
+                "attempt": attempt,
+                "attempts": attempts,
+                "finished_at": finished_at,
+                "ttl": ttl,
+                "action": action,
+                "submitted_at": submitted_at,
+            }
+        elif kind == "delete":
+            records.pop(job_id, None)
+    return records
 
 
 def _cancelled(job: _Job) -> ExecutionError:
@@ -507,12 +729,18 @@ def _describe(exc: BaseException, job: _Job) -> BaseException:
 
 
 def remote_job_registry() -> Any:
-    """``ray.remote(JobRegistry)`` as an async actor that holds no CPU."""
+    """``ray.remote(JobRegistry)`` as an async actor that holds no CPU, restarted when it dies."""
     global _remote_registry
     if _remote_registry is None:
         import ray
 
-        _remote_registry = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=10_000)(JobRegistry)
+        _remote_registry = ray.remote(
+            num_cpus=0,
+            # Its records are journaled: a registry that dies comes back with them (module doc).
+            max_restarts=-1,
+            max_task_retries=0,  # a call in flight when it died fails at once, with a clear error
+            max_concurrency=10_000,
+        )(JobRegistry)
     return _remote_registry
 
 

@@ -24,9 +24,10 @@ from raydrive.drivers.ray.wire import ActionCall, pack_values, unpack_values
 __all__ = ["REGISTRY_NAME", "REGISTRY_PROTOCOL", "JobSpec", "PooledJob"]
 
 # 2: typed JobSpec; 3: queue, priority, retries, deadline, attempts; 4: packed results;
-# 5: outcome(gather=...); 6: ActionCall without notify (the job actor always reports RUNNING),
-# outcome(expect=...)
-REGISTRY_PROTOCOL = 6
+# 5: outcome(gather=...); 6: ActionCall without notify (the job actor always reports RUNNING);
+# 7: records journaled in the GCS KV, the registry restarted by Ray (faults, issue 26);
+# 8: outcome(expect=...) arrivals (issue 25's small-batch fast path) on top of 7's journal
+REGISTRY_PROTOCOL = 8
 REGISTRY_NAME = f"raydrive-job-registry-v{REGISTRY_PROTOCOL}"
 """Name of ray-job's detached job registry; versioned, so an old registry never serves a newer client."""
 

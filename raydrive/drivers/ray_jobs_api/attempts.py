@@ -28,13 +28,14 @@ STOPPED; when it falls between two attempts, a stop marker (a trivial job with m
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raydrive.core.errors import JobNotFoundError
+from raydrive.core.errors import JobNotFoundError, RaydriveError, SubmissionError
 from raydrive.core.retry import Attempt, RetryPolicy
 from raydrive.drivers.ray_jobs_api.dashboard import AsyncDashboard, JobInfo
 from raydrive.drivers.ray_jobs_api.outcome import read_outcome, result_of
@@ -130,7 +131,7 @@ async def load_chain(api: AsyncDashboard, job_id: str) -> Chain:
             break  # a later attempt starts only after this one ended
         submission_id = attempt_submission_id(job_id, number)
         found = await api.job(submission_id)
-        if found is None or found.metadata.get(META_JOB) != job_id:
+        if found is None or not _is_attempt(found, job_id, number):
             break
         chain.steps.append(Step(number, submission_id, found))
     return chain
@@ -191,16 +192,30 @@ async def next_attempt(api: AsyncDashboard, chain: Chain) -> Step:
         **info.resources,
     }
     await keep_packages(api, info.runtime_env)
-    await api.submit(request)  # False: another process started it first, which is as good
+    await api.submit(request)  # False: another process started it first, which is as good...
     found = await api.job(submission_id)
     if found is None:
         raise JobNotFoundError(
             f"attempt {number} of job {chain.job_id!r} ({submission_id}) vanished right after its submission",
             job_id=chain.job_id,
         )
+    if not _is_attempt(found, chain.job_id, number):
+        # ...if it is one: a job someone else submitted under this id is not adopted.
+        raise SubmissionError(
+            f"job {chain.job_id!r}: the cluster holds a job {submission_id!r} that is not attempt "
+            f"{number} of it (its metadata names no such attempt), so the retry cannot be made; "
+            f"delete that job or submit under another id",
+            job_id=chain.job_id,
+        )
     step = Step(number, submission_id, found)
     chain.steps.append(step)
     return step
+
+
+def _is_attempt(info: JobInfo, job_id: str, number: int) -> bool:
+    """Whether the job ``info`` is attempt ``number`` of ``job_id`` (by the metadata raydrive
+    gives each attempt), not a job that someone else submitted under that id."""
+    return info.metadata.get(META_JOB) == job_id and info.metadata.get(META_ATTEMPT) == str(number)
 
 
 async def keep_packages(api: AsyncDashboard, runtime_env: Mapping[str, Any]) -> None:
@@ -225,6 +240,7 @@ async def stop_chain(api: AsyncDashboard, job_id: str, driver: str) -> bool:
         step = chain.current
         if not step.info.terminal:
             if await api.job_action("POST", step.submission_id, "/stop", "stopped"):
+                await _stopped(api, step.submission_id)
                 return True
             continue
         if not (await verdict(api, chain, driver)).retry:
@@ -241,6 +257,30 @@ async def stop_chain(api: AsyncDashboard, job_id: str, driver: str) -> bool:
             await api.job_action("POST", marker_id, "/stop", "stopped")
             return True
     return False
+
+
+STOP_CONFIRM_S = 30.0
+"""The longest ``stop()`` waits for Ray to report the stopped attempt ended (Ray sends SIGTERM,
+then SIGKILL after ``RAY_JOB_STOP_WAIT_TIME_S``, 3 s by default, and only then says STOPPED)."""
+
+
+async def _stopped(api: AsyncDashboard, submission_id: str) -> None:
+    """Return once Ray reports the attempt ended: its supervisor has killed the entry's process
+    tree by then (the entry ``exec``s itself, so the tree Ray sees holds it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STOP_CONFIRM_S
+    while True:
+        info = await api.job(submission_id)
+        if info is None or info.terminal:
+            return
+        if loop.time() > deadline:
+            raise RaydriveError(
+                f"job {submission_id!r} was asked to stop but Ray still reports it {info.status} after "
+                f"{STOP_CONFIRM_S:g} s; its process may still run",
+                job_id=submission_id,
+                status=info.status,
+            )
+        await asyncio.sleep(0.1)
 
 
 def attempt_header(step: Step, chain: Chain) -> str:

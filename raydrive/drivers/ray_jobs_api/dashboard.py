@@ -305,7 +305,9 @@ class AsyncDashboard:
         response = await self.request("POST", "/api/jobs/", json=dict(request))
         if response.status_code == 200:
             return True
-        if response.status_code == 400 and "already exists" in response.text:
+        # Ray's job agent refuses a taken id with 400; the dashboard head passes that on as a 500
+        # (Ray 2.60), the agent's text kept.
+        if response.status_code in (400, 500) and "already exists" in response.text:
             return False
         raise SubmissionError(
             f"{what} on {self.shown} failed ({response.status_code}) for job "

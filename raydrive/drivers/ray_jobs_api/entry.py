@@ -58,6 +58,8 @@ from raydrive.drivers.ray_jobs_api.wire import (
 
 __all__ = ["PrintSink", "main"]
 
+_SUPERVISOR = os.getppid()  # Ray's job supervisor, which started this process
+
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # Ray: the job's runtime env, for ray.init()
 
 
@@ -341,6 +343,11 @@ def _main(args: argparse.Namespace, keep: list[bool]) -> int:
     if args.delay > 0:
         print(f"raydrive: attempt {args.attempt} starts in {args.delay:.3g} s (retry backoff)", flush=True)
         time.sleep(args.delay)
+    if os.getppid() != _SUPERVISOR:
+        # Ray's job supervisor (this process's parent: the entrypoint exec's itself) ends once
+        # it has stopped the job; an entry that outlived it was stopped and must not start.
+        print("raydrive: the job was stopped before its action started; not running it", flush=True)
+        return 2
     deadline_keeps = keep[0] and _retry_kept(payload, args.attempt, _deadline_remote(payload, args.job_id))
     watchdog = _Watchdog(payload.timeout_s, args.job_id, payload.action, out, deadline_keeps)
     watchdog.start(args.payload)

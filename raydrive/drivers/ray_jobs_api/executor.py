@@ -5,8 +5,9 @@ dashboard's HTTP address (:mod:`.dashboard`), often the only port of a cluster u
 
 How a job is put together
 -------------------------
-- **Entrypoint**: ``python -m raydrive.drivers.ray_jobs_api.entry --job-id <id> --payload <dir>``
-  (:mod:`.entry`). Ray's submission id is the job id.
+- **Entrypoint**: ``exec python -m raydrive.drivers.ray_jobs_api.entry --job-id <id> --payload <dir>``
+  (:mod:`.entry`; exec'd so that a stop kills it, see :func:`.sdk.submit_entry`). Ray's submission
+  id is the job id.
 - **Params and secrets** travel in a one-off ``py_modules`` package (:class:`.wire.Payload`):
   a zip holding ``<dir>/payload.json``, uploaded to the GCS through the dashboard under a
   content-addressed ``gcs://_raydrive_payload_<sha256>.zip`` URI. Nothing of it is in the

@@ -9,6 +9,7 @@ Ray is imported here, at the first submission (never when drivers are listed).
 from __future__ import annotations
 
 import functools
+import re
 import shlex
 from typing import Any
 
@@ -18,6 +19,9 @@ from raydrive.drivers.ray_jobs_api.dashboard import Dashboard
 from raydrive.drivers.ray_jobs_api.outcome import ENTRY_MODULE
 
 __all__ = ["submit_entry", "submit_job"]
+
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+"""A shell variable assignment (``NAME=value``) leading a command."""
 
 
 @functools.cache
@@ -102,12 +106,19 @@ def submit_entry(
     metadata: dict[str, str],
     resources: ResourceRequest | None = None,
 ) -> None:
-    """Submit raydrive's job entry (``python -m raydrive.drivers.ray_jobs_api.entry <args>``, run by
-    ``python_executable``) as the Ray Job ``job_id``; Ray's errors are left to the caller to map."""
-    python = shlex.join(shlex.split(python_executable))
+    """Submit raydrive's job entry (``exec python -m raydrive.drivers.ray_jobs_api.entry <args>``,
+    run by ``python_executable``) as the Ray Job ``job_id``; Ray's errors are left to the caller to
+    map."""
+    # `exec`: Ray's supervisor runs the entrypoint through `sh -c` and, on a stop, kills the
+    # process tree it sees; a stop landing before the shell had started python left the entry
+    # orphaned and running. Exec'd, the entry is the process Ray started. Variable assignments
+    # leading python_executable (`X=1 python`) go before the `exec`, where the shell takes them.
+    words = shlex.split(python_executable)
+    lead = next((i for i, w in enumerate(words) if not _ASSIGNMENT.match(w)), len(words))
+    command = shlex.join([*words[lead:], "-m", ENTRY_MODULE, *args])
     submit_job(
         dashboard,
-        entrypoint=f"{python} {shlex.join(['-m', ENTRY_MODULE, *args])}",
+        entrypoint=" ".join(filter(None, [shlex.join(words[:lead]), "exec", command])),
         submission_id=job_id,
         runtime_env=runtime_env,
         metadata=metadata,

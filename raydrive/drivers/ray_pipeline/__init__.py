@@ -9,7 +9,8 @@ Submitter side:
 Cluster side (importing these imports no Ray and not the executor):
 
 - :mod:`.actor`: the detached pipeline actor; :mod:`.runner`: what it runs;
-- :mod:`.reporter`: progress to the service; :mod:`.cancel`: how a run stops on a cancel.
+- :mod:`.reporter`: progress to the service; :mod:`.cancel`: how a run stops on a cancel;
+- :mod:`.watcher`: the cluster's run watcher, which marks a run whose actor died failed.
 
 Both: :mod:`.wire`, the run's spec.
 """

@@ -53,6 +53,7 @@ from raydrive.drivers.ray_pipeline.actor import PipelineActor
 from raydrive.drivers.ray_pipeline.payload import SecretMasker, secret_fields
 from raydrive.drivers.ray_pipeline.resume import fingerprint, resume_point
 from raydrive.drivers.ray_pipeline.runner import unique_names
+from raydrive.drivers.ray_pipeline.watcher import WATCHER_NAME, dead_actor_error, remote_watcher
 from raydrive.drivers.ray_pipeline.wire import PipelineSpec, pipeline_actor_name
 
 __all__ = ["PipelineOptions", "RayPipelineExecutor"]
@@ -181,7 +182,7 @@ class RayPipelineExecutor(BaseRayExecutor):
         deadlines = self._action_timeouts(names, resolved)
         given = check_call(self.name, timeout_s=timeout_s).timeout_s
         run_timeout = given if given is not None else self.options.timeout_s
-        definition = fingerprint(names, actions)
+        definition = fingerprint(names, actions, self.options.working_dir)
 
         self._check_service()
         start, run_params = 0, dict(params)
@@ -232,20 +233,18 @@ class RayPipelineExecutor(BaseRayExecutor):
             checkpoint_wait_s=self.options.checkpoint_wait_s,
         )
         try:
-            actor = (
-                self.remote_class(PipelineActor)
-                .options(
-                    name=pipeline_actor_name(run.id),
-                    namespace=NAMESPACE,
-                    lifetime="detached",
-                    runtime_env=built.runtime_env,
-                    # Ray's restarts are the retries in place: the constructor continues the run.
-                    max_restarts=restarts,
-                    **request.as_ray_options(),
-                )
-                .remote(built.secrets, spec)
+            launcher = self.remote_class(PipelineActor).options(
+                name=pipeline_actor_name(run.id),
+                namespace=NAMESPACE,
+                lifetime="detached",
+                runtime_env=built.runtime_env,
+                # Ray's restarts are the retries in place: the constructor continues the run.
+                max_restarts=restarts,
+                **request.as_ray_options(),
             )
+            actor = self.bounded("actor creation", launcher.remote, built.secrets, spec)
             self._wait_creation_submitted(actor, run.id)
+            self._watch(run.id, spec)
         except Exception as exc:
             error = masker.text(f"submission failed: {exc}")
             try:
@@ -255,6 +254,31 @@ class RayPipelineExecutor(BaseRayExecutor):
             raise self.map_error(exc, job_id=run.id) from exc
         self._emit_submitted(run.id, pipeline.name)
         return run.id
+
+    def _watch(self, run_id: str, spec: PipelineSpec) -> None:
+        """Register the run with the cluster's run watcher (:mod:`.watcher`), which marks it
+        failed on the service if its actor dies, whoever asks. Bounded by ``connect_timeout``;
+        a watcher that cannot be reached is logged, and the run goes on (a client reading its
+        status through an executor still notices a dead actor)."""
+        import ray
+
+        options: dict[str, Any] = {
+            "name": WATCHER_NAME,
+            "namespace": NAMESPACE,
+            "lifetime": "detached",
+            "get_if_exists": True,  # atomic in the GCS: concurrent first users share one watcher
+            "resources": {"node:__internal_head__": 0.001},  # the head lives as long as the cluster
+        }
+        if self.options.include_sdk:
+            sdk = self.runtime_env().runtime_env.get("py_modules")
+            if sdk:
+                options["runtime_env"] = {"py_modules": sdk}
+        try:
+            watcher = self.bounded("watcher creation", remote_watcher().options(**options).remote)
+            ref = watcher.watch.remote(run_id, pipeline_actor_name(run_id), spec.service_url, spec.token)
+            ray.get(ref, timeout=self.options.connect_timeout)
+        except Exception as exc:
+            _log.warning("run %s: the cluster's run watcher could not be reached (%s)", run_id, exc)
 
     def _wait_creation_submitted(self, actor: Any, run_id: str) -> None:
         """Return once the GCS holds the actor's creation, so the submitter may exit at once.
@@ -321,13 +345,7 @@ class RayPipelineExecutor(BaseRayExecutor):
         progress = self.client.get_progress(progress.run_id)
         if progress.status.is_terminal() or self._actor_alive(progress.run_id):
             return progress
-        error = (
-            "the pipeline actor died before the run ended"
-            + (f" (attempt {progress.attempt}, no restart left)" if progress.attempt > 1 else "")
-            if progress.status is RunStatus.RUNNING
-            else "the pipeline actor is gone and the run never started (its runtime env may have "
-            "failed to set up: see the Ray dashboard's actor page for the cause)"
-        )
+        error = dead_actor_error(progress.status.value, progress.attempt)
         try:
             self.client.update_run(progress.run_id, status=RunStatus.FAILED, error=error)
         except ServiceError as exc:

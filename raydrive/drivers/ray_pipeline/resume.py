@@ -10,10 +10,14 @@ that completed, is never resumed. Only pydantic and the standard library are imp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import json
 import logging
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from raydrive.core.errors import SubmissionError
@@ -21,7 +25,7 @@ from raydrive.core.pipeline import ActionFingerprint, RunStatus
 from raydrive.core.redaction import MASK
 from raydrive.drivers.ray_pipeline.payload import restore_secrets
 
-__all__ = ["fingerprint", "first_difference", "resume_point", "schema_hash"]
+__all__ = ["fingerprint", "first_difference", "resume_point", "schema_hash", "schema_in_dir"]
 
 _log = logging.getLogger("raydrive.pipeline")
 
@@ -38,16 +42,58 @@ def schema_hash(model: Any) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def fingerprint(names: Sequence[str], actions: Sequence[Any]) -> list[ActionFingerprint]:
-    """The definition's fingerprint: ``actions`` are prepared actions (``cls``, ``entrypoint``)."""
-    return [
-        ActionFingerprint(
-            name=name,
-            entrypoint=action.entrypoint,
-            params_schema=schema_hash(getattr(action.cls, "params_model", None)),
-        )
-        for name, action in zip(names, actions, strict=True)
-    ]
+def fingerprint(
+    names: Sequence[str], actions: Sequence[Any], working_dir: Path | None = None
+) -> list[ActionFingerprint]:
+    """The definition's fingerprint: ``actions`` are prepared actions (``cls``, ``entrypoint``).
+
+    An action given as a ``'module.Class'`` string that does not import here (its module is in
+    the working dir that travels to the cluster) is imported from ``working_dir`` for its
+    schema (:func:`schema_in_dir`), so that a resume compares schemas for both forms alike.
+    """
+    out = []
+    for name, action in zip(names, actions, strict=True):
+        cls = action.cls
+        if cls is not None:
+            schema = schema_hash(getattr(cls, "params_model", None))
+        elif working_dir is not None:
+            schema = schema_in_dir(action.entrypoint, working_dir)
+        else:
+            schema = None
+        out.append(ActionFingerprint(name=name, entrypoint=action.entrypoint, params_schema=schema))
+    return out
+
+
+def schema_in_dir(entrypoint: str, directory: Path) -> str | None:
+    """:func:`schema_hash` of ``module.Class``'s params model, its module imported from
+    ``directory`` as the actor will (None when it does not import here, e.g. it needs packages
+    only the cluster has).
+
+    The import leaves no trace: the modules it loaded from ``directory`` are dropped from
+    ``sys.modules`` again (the next submission reads the files afresh, as its actor will), and
+    no bytecode is written into the directory (which would change the package that travels).
+    """
+    module_name, _, class_name = entrypoint.rpartition(".")
+    root = Path(directory).expanduser().resolve()
+    before = set(sys.modules)
+    writes = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, str(root))
+    try:
+        importlib.invalidate_caches()
+        module = importlib.import_module(module_name)
+        return schema_hash(getattr(getattr(module, class_name, None), "params_model", None))
+    except Exception as exc:  # any failure of the user's module: no schema, as before
+        _log.info("params schema of %s not known here (%s: %s)", entrypoint, type(exc).__name__, exc)
+        return None
+    finally:
+        sys.dont_write_bytecode = writes
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(root))
+        for loaded in set(sys.modules) - before:
+            path = getattr(sys.modules.get(loaded), "__file__", None)
+            if path and Path(path).resolve().is_relative_to(root):
+                sys.modules.pop(loaded, None)
 
 
 def first_difference(
