@@ -74,8 +74,12 @@ def test_reader_threads_that_end_leave_no_file_descriptors_behind(tmp_path: Path
         before = _open_fds(tmp_path)
         for _ in range(3):
             burst()
-        # The old store kept two fds (database and WAL) per retired thread: +18 per burst.
-        assert _open_fds(tmp_path) - before <= 2
+        # The old store kept two fds (database and WAL) per retired thread: +18 per burst, without
+        # bound. Now what stays open is the pools' connections: at most 8 readers and 1 writer, each
+        # with the database, its WAL and its shared memory (a loaded machine may fill the reader pool
+        # only in a later burst than the first).
+        pooled = 3 * (8 + 1)
+        assert _open_fds(tmp_path) <= max(before + 2, pooled)
     finally:
         store.close()
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from raydrive import PipelineDefinition
 from tests.web.conftest import actions
@@ -128,7 +129,7 @@ def test_three_metrics_over_500_steps_draw_three_series_of_500_points(
     assert "loss: 500 points" in figure.locator(".chart-summary").inner_text()
     # The table view holds every point.
     figure.locator("summary", has_text="Table of the data").click()
-    assert figure.locator("table.data tbody tr").count() == 500
+    expect(figure.locator("table.data tbody tr")).to_have_count(500)  # filled as it opens
     assert figure.locator("table.data thead th").all_inner_texts() == ["step", "loss"]
     # Keyboard: the plot takes focus; End, Home and the arrows walk the points and say them.
     figure.locator(".chart-plot").focus()

@@ -42,6 +42,11 @@ MISSES = 2
 """Looks in a row a run's actor must be missing from before the run is checked on the service
 (a single look may race an actor just created, or one Ray is restarting)."""
 
+MAX_BACKOFF_S = 300.0
+"""The longest wait between two tries to mark a run whose service does not answer. The run stays
+watched (a service back from maintenance still learns the run failed), but it is tried less and
+less often, and said less and less often in the log: at the 1st, 2nd, 4th, 8th... failed try."""
+
 
 def dead_actor_error(status: str, attempt: int) -> str:
     """The error a run gets when its actor is gone before the run ended (``status``: the run's
@@ -103,6 +108,7 @@ class PipelineWatcher:
 
         named = ray.util.list_named_actors(all_namespaces=True)
         live = {a["name"] for a in named if a.get("namespace") == NAMESPACE}
+        now = time.monotonic()
         with self._lock:
             missing = []
             for run_id, record in self._runs.items():
@@ -110,18 +116,34 @@ class PipelineWatcher:
                     record["misses"] = 0
                     continue
                 record["misses"] += 1
-                if record["misses"] >= MISSES:
+                if record["misses"] >= MISSES and record.get("retry_at", 0.0) <= now:
                     missing.append((run_id, dict(record)))
         for run_id, record in missing:
             # Each run on its own: one whose service is down (or gone for good) must not hold up
-            # the runs after it; it is looked at again on the next look.
+            # the runs after it; it is tried again later, backing off (MAX_BACKOFF_S).
             try:
                 settled = self._settle(run_id, record)
             except Exception as exc:
-                _log.warning("raydrive pipeline watcher: run %s: %s: %s", run_id, type(exc).__name__, exc)
+                self._failed(run_id, now, exc)
                 continue
             if settled:
                 self._forget(run_id)
+
+    def _failed(self, run_id: str, now: float, exc: Exception) -> None:
+        with self._lock:
+            record = self._runs.get(run_id)
+            if record is None:
+                return
+            failures = record["failures"] = record.get("failures", 0) + 1
+            record["retry_at"] = now + min(MAX_BACKOFF_S, WATCH_S * 2 ** (failures - 1))
+        if failures & (failures - 1) == 0:  # 1, 2, 4, 8...: a service gone for good is not a flood
+            _log.warning(
+                "raydrive pipeline watcher: run %s (failed try %d): %s: %s",
+                run_id,
+                failures,
+                type(exc).__name__,
+                exc,
+            )
 
     def _settle(self, run_id: str, record: dict[str, Any]) -> bool:
         """Mark the run failed unless it ended; True once the service knows it ended."""
