@@ -288,7 +288,7 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2")
     args = parser.parse_args()
 
-    from tests.pg import PostgresServer, _bin_dir
+    from tests.pg import PostgresServer, postgres_bin_dir
 
     pg = None
     try:
@@ -296,7 +296,7 @@ def main() -> None:
             for count in (int(n) for n in args.processes.split(",")):
                 if backend == "postgresql":
                     if pg is None:
-                        pg = PostgresServer(_bin_dir()).start()
+                        pg = PostgresServer(postgres_bin_dir()).start()
                         time.sleep(0.5)
                     db = pg.create_database()
                 else:

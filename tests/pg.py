@@ -28,7 +28,8 @@ import pytest
 __all__ = ["PostgresServer", "pg_server", "pg_url"]
 
 
-def _bin_dir() -> Path | None:
+def postgres_bin_dir() -> Path | None:
+    """The newest installed PostgreSQL's ``bin`` folder (Debian's layout first), or None."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
     if found:
         return Path(found[0]).parent
@@ -94,7 +95,7 @@ class PostgresServer:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
     """The session's private PostgreSQL server (skips where PostgreSQL is not installed)."""
-    bin_dir = _bin_dir()
+    bin_dir = postgres_bin_dir()
     reason = None
     if bin_dir is None:
         reason = "PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or PATH"
