@@ -48,6 +48,7 @@ from raydrive.drivers.ray.connection import RayConnection, connect
 from raydrive.drivers.ray.errors import ray_errors, to_raydrive_error
 from raydrive.drivers.ray.submission import PreparedAction, Submission, Submitter
 from raydrive.drivers.ray.wire import NAMESPACE
+from raydrive.drivers.ray.worker import ray_remote
 
 __all__ = ["BaseRayExecutor"]
 
@@ -299,14 +300,9 @@ class BaseRayExecutor(BaseExecutor):
     # --- small Ray helpers for drivers ----------------------------------------------------------
     @staticmethod
     def remote_class(cls: type, **defaults: Any) -> Any:
-        """``ray.remote(**defaults)(cls)``, made once per class and defaults (Ray imported here)."""
-        key = (cls, repr(sorted(defaults.items())))
-        remote = _remote_classes.get(key)
-        if remote is None:
-            import ray
-
-            remote = _remote_classes[key] = ray.remote(**defaults)(cls) if defaults else ray.remote(cls)
-        return remote
+        """``ray.remote(**defaults)(cls)``, made once per class and defaults (see
+        :func:`~raydrive.drivers.ray.worker.ray_remote`)."""
+        return ray_remote(cls, **defaults)
 
     def map_error(
         self, exc: BaseException, *, action: str | None = None, job_id: str | None = None
@@ -336,8 +332,6 @@ class BaseRayExecutor(BaseExecutor):
             return False
         return True
 
-
-_remote_classes: dict[Any, Any] = {}
 
 T = TypeVar("T")
 

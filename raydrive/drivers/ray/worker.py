@@ -22,7 +22,7 @@ from typing import Any
 from raydrive.core.action import resolve_action, run_action
 from raydrive.drivers.ray.wire import ActionCall, pack_result
 
-__all__ = ["ActionActor", "kill_actor", "remote_action_actor", "resolve_cached"]
+__all__ = ["ActionActor", "kill_actor", "ray_remote", "remote_action_actor", "resolve_cached"]
 
 _classes: dict[str, type] = {}
 
@@ -71,13 +71,21 @@ def kill_actor(actor: Any) -> None:
         ray.kill(actor, no_restart=True)
 
 
-_remote: dict[str, Any] = {}  # made on first use, so that importing this module imports no Ray
+_remote: dict[Any, Any] = {}  # made on first use, so that importing a module imports no Ray
+
+
+def ray_remote(target: Any, **defaults: Any) -> Any:
+    """``ray.remote(**defaults)(target)`` (a class or function), made once per target and defaults
+    (Ray imported here): every Ray wrapper of raydrive is made through this."""
+    key = (target, repr(sorted(defaults.items())))
+    remote = _remote.get(key)
+    if remote is None:
+        import ray
+
+        remote = _remote[key] = ray.remote(**defaults)(target) if defaults else ray.remote(target)
+    return remote
 
 
 def remote_action_actor() -> Any:
     """``ray.remote(ActionActor)``; callers add ``.options(...)`` (resources, runtime env, name)."""
-    if "actor" not in _remote:
-        import ray
-
-        _remote["actor"] = ray.remote(max_restarts=0, max_task_retries=0)(ActionActor)
-    return _remote["actor"]
+    return ray_remote(ActionActor, max_restarts=0, max_task_retries=0)

@@ -42,7 +42,7 @@ from raydrive.core.errors import DuplicateJobError, ExecutionError, RaydriveErro
 from raydrive.core.retry import RetryPolicy, deadline_error
 from raydrive.core.status import TERMINAL_STATES, JobState
 from raydrive.drivers.ray.wire import unpack_result
-from raydrive.drivers.ray.worker import kill_actor
+from raydrive.drivers.ray.worker import kill_actor, ray_remote
 from raydrive.drivers.ray_job.completions import Completions
 from raydrive.drivers.ray_job.journal import Event, JobJournal
 from raydrive.drivers.ray_job.queue import JobQueue, JobQueues
@@ -730,18 +730,11 @@ def _describe(exc: BaseException, job: _Job) -> BaseException:
 
 def remote_job_registry() -> Any:
     """``ray.remote(JobRegistry)`` as an async actor that holds no CPU, restarted when it dies."""
-    global _remote_registry
-    if _remote_registry is None:
-        import ray
-
-        _remote_registry = ray.remote(
-            num_cpus=0,
-            # Its records are journaled: a registry that dies comes back with them (module doc).
-            max_restarts=-1,
-            max_task_retries=0,  # a call in flight when it died fails at once, with a clear error
-            max_concurrency=10_000,
-        )(JobRegistry)
-    return _remote_registry
-
-
-_remote_registry: Any = None  # made on first use, so that importing this module imports no Ray
+    return ray_remote(
+        JobRegistry,
+        num_cpus=0,
+        # Its records are journaled: a registry that dies comes back with them (module doc).
+        max_restarts=-1,
+        max_task_retries=0,  # a call in flight when it died fails at once, with a clear error
+        max_concurrency=10_000,
+    )

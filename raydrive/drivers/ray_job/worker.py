@@ -27,7 +27,7 @@ from typing import Any
 
 from raydrive.core.action import run_action
 from raydrive.drivers.ray.wire import NAMESPACE, ActionCall, pack_result
-from raydrive.drivers.ray.worker import ActionActor, resolve_cached
+from raydrive.drivers.ray.worker import ActionActor, ray_remote, resolve_cached
 from raydrive.drivers.ray_job.wire import REGISTRY_NAME, PooledJob
 
 __all__ = [
@@ -167,22 +167,11 @@ def run_job(packed: bytes | list[Any]) -> bytes | list[Any]:
 
 
 # --- Ray wrappers, made on first use so that importing this module imports no Ray ----------------
-_remote: dict[str, Any] = {}
-
-
 def remote_job_actor() -> Any:
     """``ray.remote(JobActor)``: ray-job's fresh actor per job, never restarted."""
-    if "job_actor" not in _remote:
-        import ray
-
-        _remote["job_actor"] = ray.remote(max_restarts=0, max_task_retries=0)(JobActor)
-    return _remote["job_actor"]
+    return ray_remote(JobActor, max_restarts=0, max_task_retries=0)
 
 
 def remote_job_task() -> Any:
     """``ray.remote(run_job)``: never retried, since an action may have side effects."""
-    if "task" not in _remote:
-        import ray
-
-        _remote["task"] = ray.remote(max_retries=0, retry_exceptions=False)(run_job)
-    return _remote["task"]
+    return ray_remote(run_job, max_retries=0, retry_exceptions=False)

@@ -174,14 +174,8 @@ class PipelineWatcher:
         kv_del(run_id.encode(), KV_NAMESPACE)
 
 
-_remote_watcher: Any = None
-
-
 def remote_watcher() -> Any:
     """``ray.remote(PipelineWatcher)``: holds no CPU, restarted by Ray when it dies."""
-    global _remote_watcher
-    if _remote_watcher is None:
-        import ray
+    from raydrive.drivers.ray.worker import ray_remote
 
-        _remote_watcher = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(PipelineWatcher)
-    return _remote_watcher
+    return ray_remote(PipelineWatcher, num_cpus=0, max_restarts=-1, max_task_retries=-1)
