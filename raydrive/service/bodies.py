@@ -19,16 +19,14 @@ import difflib
 import json
 from typing import Any, TypeVar
 
-from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool as in_thread
 
 from raydrive.service.limits import Limits, check_json_depth
 from raydrive.service.models import MAX_REPORTS, Report, ReportBatch
 from raydrive.service.text import BAD_TEXT_MSG, find_bad_text
 
-__all__ = ["decode", "decode_batch", "decode_json", "read_body", "validate"]
+__all__ = ["decode", "decode_batch", "decode_json", "validate"]
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -124,11 +122,3 @@ def decode_batch(raw: bytes, limits: Limits) -> list[Report | RequestValidationE
         except RequestValidationError as exc:
             items.append(exc)
     return items
-
-
-async def read_body(
-    request: Request, model: type[_M], limits: Limits, *, optional: bool = False
-) -> _M | None:
-    """The request's body as ``model``: read on the loop, parsed in the thread pool."""
-    raw = await request.body()
-    return await in_thread(decode, raw, model, limits, optional=optional)

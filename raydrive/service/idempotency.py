@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import uuid
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool as in_thread
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from raydrive.service.text import is_bad_text
@@ -45,15 +45,6 @@ LEASE_S = 120.0
 #: Seconds a repeat waits for its first request before answering 409.
 WAIT_S = 60.0
 _POLL_S = (0.01, 0.5)  # first and longest pause between two looks at another process's request
-
-
-def _json(status: int, text: str) -> list[Message]:
-    body = json.dumps({"detail": text}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    return [
-        {"type": "http.response.start", "status": status, "headers": headers},
-        {"type": "http.response.body", "body": body},
-    ]
 
 
 class IdempotencyKeys:
@@ -86,8 +77,9 @@ class IdempotencyMiddleware:
             return
         text = key.decode("latin-1")
         if not key or len(key) > _MAX_KEY or is_bad_text(text):
-            for message in _json(422, f"{HEADER} must be 1 to {_MAX_KEY} characters, without NUL"):
-                await send(message)
+            await JSONResponse(
+                {"detail": f"{HEADER} must be 1 to {_MAX_KEY} characters, without NUL"}, status_code=422
+            )(scope, receive, send)
             return
         chunks = []
         while True:
@@ -112,8 +104,9 @@ class IdempotencyMiddleware:
             if record is None:
                 break  # claimed: this request runs
             if record.digest != digest:
-                for message in _json(422, f"this {HEADER} was used for a request with another body"):
-                    await send(message)
+                await JSONResponse(
+                    {"detail": f"this {HEADER} was used for a request with another body"}, status_code=422
+                )(scope, receive, send)
                 return
             if record.state == "done":
                 keys.replayed += 1
@@ -122,8 +115,9 @@ class IdempotencyMiddleware:
                 await send({"type": "http.response.body", "body": record.body})
                 return
             if loop.time() > deadline:
-                for message in _json(409, f"a request with this {HEADER} is still running; retry later"):
-                    await send(message)
+                await JSONResponse(
+                    {"detail": f"a request with this {HEADER} is still running; retry later"}, status_code=409
+                )(scope, receive, send)
                 return
             keys.waiting += 1
             try:

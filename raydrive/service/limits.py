@@ -18,11 +18,11 @@ Every refusal is JSON ``{"detail": ..., "limit": <name>, "max": <value>}``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from raydrive.core.errors import RaydriveError
@@ -136,8 +136,9 @@ def check_log_entries(count: int, limits: Limits) -> None:
         raise TooManyLogEntriesError(count, limits.max_log_entries)
 
 
-def _refusal(status: int, detail: str, limit: str, maximum: int) -> tuple[int, bytes]:
-    return status, json.dumps({"detail": detail, "limit": limit, "max": maximum}).encode()
+def _too_big(maximum: int) -> JSONResponse:
+    detail = f"request body is larger than the service's limit of {maximum} bytes"
+    return JSONResponse({"detail": detail, "limit": "max_body_bytes", "max": maximum}, 413)
 
 
 class BodyLimitMiddleware:
@@ -154,15 +155,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         maximum = self.limits.max_body_bytes
-        too_big = _refusal(
-            413,
-            f"request body is larger than the service's limit of {maximum} bytes",
-            "max_body_bytes",
-            maximum,
-        )
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > maximum:
-                await _answer(send, *too_big)
+                await _too_big(maximum)(scope, receive, send)
                 return
         chunks: list[bytes] = []
         size = 0
@@ -174,7 +169,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > maximum:
-                await _answer(send, *too_big)
+                await _too_big(maximum)(scope, receive, send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -189,14 +184,3 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
-
-
-async def _answer(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -6,11 +6,11 @@ where they are, in a body, a path or a query, on every backend alike, instead of
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import parse_qsl
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["BAD_TEXT_MSG", "TextGuardMiddleware", "find_bad_text", "is_bad_text"]
@@ -46,8 +46,8 @@ def find_bad_text(value: Any, loc: tuple[Any, ...] = ()) -> tuple[Any, ...] | No
     return None
 
 
-def _refusal(loc: list[Any]) -> bytes:
-    return json.dumps({"detail": [{"loc": loc, "msg": BAD_TEXT_MSG, "type": "string_invalid"}]}).encode()
+def _refusal(loc: list[Any]) -> JSONResponse:
+    return JSONResponse({"detail": [{"loc": loc, "msg": BAD_TEXT_MSG, "type": "string_invalid"}]}, 422)
 
 
 class TextGuardMiddleware:
@@ -69,11 +69,6 @@ class TextGuardMiddleware:
                             refusal = _refusal(["query", name.encode("utf-8", "replace").decode()])
                             break
             if refusal is not None:
-                headers = [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(refusal)).encode()),
-                ]
-                await send({"type": "http.response.start", "status": 422, "headers": headers})
-                await send({"type": "http.response.body", "body": refusal})
+                await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)

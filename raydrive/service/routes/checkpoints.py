@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
-from raydrive.service.bodies import read_body
+from raydrive.service.bodies import decode
 from raydrive.service.masking import mask_text
 from raydrive.service.models import Checkpoint, CheckpointCreate
 from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_list, json_response
@@ -23,8 +23,13 @@ def router(service: ServiceContext) -> APIRouter:
     @route("POST", "/api/v1/runs/{run_id}/checkpoints/", response_model=Checkpoint)
     async def create_checkpoint(run_id: str, request: Request) -> Response:
         """Store a checkpoint of the run (409 for a finished run)."""
-        body = await read_body(request, CheckpointCreate, service.limits)
-        return await in_thread(lambda: json_response(service.reports.checkpoint(run_id, body)))
+        raw = await request.body()
+
+        def create() -> Response:  # parse, store and answer in one trip to the thread pool
+            body = decode(raw, CheckpointCreate, service.limits)
+            return json_response(service.reports.checkpoint(run_id, body))
+
+        return await in_thread(create)
 
     @route("GET", "/api/v1/runs/{run_id}/checkpoints/", response_model=list[Checkpoint])
     async def list_checkpoints(run_id: str) -> Response:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from raydrive.service.routes.common import SlashRoutes
+
 __all__ = ["router"]
 
 
@@ -11,10 +13,9 @@ def router() -> APIRouter:
     """The liveness route."""
     routes = APIRouter()
 
+    @SlashRoutes(routes)("GET", "/health")
     async def health() -> dict[str, str]:
         """Liveness check; never needs a token."""
         return {"status": "ok"}
 
-    routes.add_api_route("/health", health, methods=["GET"])
-    routes.add_api_route("/health/", health, methods=["GET"], include_in_schema=False)
     return routes

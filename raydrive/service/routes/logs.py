@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
-from raydrive.service.bodies import read_body
+from raydrive.service.bodies import decode
 from raydrive.service.guards import utc_or_422
 from raydrive.service.masking import mask_text
 from raydrive.service.models import LogEntry, LogLevel, LogsAppend
@@ -26,8 +26,12 @@ def router(service: ServiceContext) -> APIRouter:
     @route("POST", "/api/v1/runs/{run_id}/logs/", response_model=list[LogEntry])
     async def append_logs(run_id: str, request: Request) -> Response:
         """Store log entries; each gets an ``id`` and a ``timestamp`` (409 for a finished run)."""
-        body = await read_body(request, LogsAppend, service.limits)
-        return await in_thread(lambda: json_list(LogEntry, service.reports.logs(run_id, body)))
+        raw = await request.body()
+
+        def append() -> Response:  # parse, store and answer in one trip to the thread pool
+            return json_list(LogEntry, service.reports.logs(run_id, decode(raw, LogsAppend, service.limits)))
+
+        return await in_thread(append)
 
     @route("GET", "/api/v1/runs/{run_id}/logs/", response_model=list[LogEntry])
     async def list_logs(

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
-from raydrive.service.bodies import read_body
+from raydrive.service.bodies import decode
 from raydrive.service.masking import mask_pipeline
 from raydrive.service.models import MAX_INT, Pipeline, PipelineCreate
 from raydrive.service.routes.common import ServiceContext, SlashRoutes, json_list, json_response
@@ -23,8 +23,13 @@ def router(service: ServiceContext) -> APIRouter:
     @route("POST", "/api/v1/pipelines/", response_model=Pipeline)
     async def create_pipeline(request: Request) -> Response:
         """Store a pipeline definition (body: :class:`PipelineCreate`)."""
-        body = await read_body(request, PipelineCreate, service.limits)
-        return await in_thread(lambda: json_response(store.create_pipeline(mask_pipeline(body))))
+        raw = await request.body()
+
+        def create() -> Response:  # parse, mask, store and answer in one trip to the thread pool
+            body = decode(raw, PipelineCreate, service.limits)
+            return json_response(store.create_pipeline(mask_pipeline(body)))
+
+        return await in_thread(create)
 
     @route("GET", "/api/v1/pipelines/", response_model=list[Pipeline])
     async def list_pipelines(

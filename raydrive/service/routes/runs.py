@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as in_thread
 
 from raydrive.core.pipeline import PipelineProgress, RunStatus
-from raydrive.service.bodies import decode, decode_batch, read_body
+from raydrive.service.bodies import decode, decode_batch
 from raydrive.service.guards import status_of
 from raydrive.service.masking import mask_run_create
 from raydrive.service.models import (
@@ -73,8 +73,12 @@ def router(service: ServiceContext) -> APIRouter:
     @route("PATCH", "/api/v1/runs/{run_id}", response_model=Run)
     async def update_run(run_id: str, request: Request) -> Response:
         """Change a run's status, result or error (409 for any change of a finished run)."""
-        body = await read_body(request, RunUpdate, service.limits)
-        answer = await in_thread(lambda: json_response(reports.update(run_id, body)))
+        raw = await request.body()
+
+        def update() -> Response:  # parse, apply and answer in one trip to the thread pool
+            return json_response(reports.update(run_id, decode(raw, RunUpdate, service.limits)))
+
+        answer = await in_thread(update)
         broker.notify(run_id)
         return answer
 
