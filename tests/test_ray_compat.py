@@ -173,6 +173,7 @@ def test_actor_info_reads_the_gcs(ray_cluster) -> None:
 
     probe = Probe.remote()
     actor_id = ray.get(probe.actor_id.remote(), timeout=120)
+    assert compat.actor_id_of(probe) == actor_id  # the handle's id is the one the actor sees
     assert compat.actor_info(actor_id)["State"] == "ALIVE"
     ray.kill(probe)
     wait_for(

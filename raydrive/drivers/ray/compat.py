@@ -56,6 +56,7 @@ from typing import Any
 __all__ = [
     "CHECKED_RAY_VERSIONS",
     "WORKER_LOGGER_NAME",
+    "actor_id_of",
     "actor_info",
     "find_gcs_addresses",
     "get_ray_address_file",
@@ -166,6 +167,12 @@ def actor_info(actor_id: str) -> dict[str, Any]:
     import ray._private.state as ray_state
 
     return dict(ray_state.actors(actor_id=actor_id) or {})
+
+
+def actor_id_of(handle: Any) -> str:
+    """The hex id of the actor behind ``handle`` (Ray 2.60 keeps it on the handle's private
+    ``_actor_id``; reading it here keeps that reach inside this module)."""
+    return handle._actor_id.hex()
 
 
 def kv_put(key: bytes, value: bytes, namespace: str) -> None:

@@ -293,7 +293,7 @@ class RayPipelineExecutor(BaseRayExecutor):
             return
         deadline = time.monotonic() + max(self.options.connect_timeout, 5.0)
         while time.monotonic() < deadline:
-            info = compat.actor_info(actor._actor_id.hex())
+            info = compat.actor_info(compat.actor_id_of(actor))
             if info and info.get("State") != "DEPENDENCIES_UNREADY":
                 return
             time.sleep(0.005)
