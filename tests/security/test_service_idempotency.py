@@ -112,11 +112,13 @@ def test_a_create_repeated_with_its_idempotency_key_stores_one_row(http: httpx.C
     assert len(http.get(f"{logs}/").json()) == 1
 
 
-class _SlowFirstCreate:
-    """A real store whose first ``create_run`` waits until the client has retried."""
+class _HeldFirstCreate:
+    """A real store whose first ``create_run`` waits for ``release`` (until the client has
+    retried), then goes on, or with ``fail`` raises (a 500)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, *, fail: bool = False) -> None:
         self._store = store
+        self._fail = fail
         self.release = threading.Event()
         self.calls = 0
 
@@ -126,13 +128,15 @@ class _SlowFirstCreate:
     def create_run(self, *args: Any) -> Any:
         self.calls += 1
         if self.calls == 1:
-            assert self.release.wait(30), "the client never retried"
+            assert self.release.wait(30), "never released"
+            if self._fail:
+                raise RuntimeError("the database went away")
         return self._store.create_run(*args)
 
 
 def test_a_create_retried_after_a_read_timeout_stores_one_run(tmp_path: Path) -> None:
     store = open_store(tmp_path / "s.db")
-    slow = _SlowFirstCreate(store)
+    slow = _HeldFirstCreate(store)
     try:
         with ServiceServer(store=slow).start() as svc:
             keys = svc.app.state.idempotency
@@ -206,29 +210,10 @@ def test_one_key_sent_to_two_processes_and_across_a_restart_creates_one_run(db_u
         assert _runs_of(restarted.url, pipeline["id"]) == [answers[0].json()["id"]]
 
 
-class _FailingFirstCreate:
-    """A real store whose first ``create_run`` waits for a release, then fails (a 500)."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self.release = threading.Event()
-        self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def create_run(self, *args: Any) -> Any:
-        self.calls += 1
-        if self.calls == 1:
-            assert self.release.wait(30), "never released"
-            raise RuntimeError("the database went away")
-        return self._store.create_run(*args)
-
-
 def test_repeats_waiting_on_a_failing_first_request_execute_once(db_url: str) -> None:
     # Before: two repeats waiting on a first request that failed with a 5xx both executed.
     store = open_store(db_url)
-    failing = _FailingFirstCreate(store)
+    failing = _HeldFirstCreate(store, fail=True)
     try:
         with ServiceServer(store=failing) as svc:
             keys = svc.app.state.idempotency
