@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,10 +26,7 @@ def plugin_dir(tmp_path_factory):
 
 
 def test_dead_pipeline_actor_marks_its_run_failed_unasked(ray_cluster, plugin_dir, tmp_path):
-    import ray
 
-    from raydrive.drivers.ray.wire import NAMESPACE
-    from raydrive.drivers.ray_pipeline.wire import pipeline_actor_name
     from raydrive.service.client import PipelineServiceClient
 
     with (
@@ -39,16 +37,8 @@ def test_dead_pipeline_actor_marks_its_run_failed_unasked(ray_cluster, plugin_di
         ) as ex,
         PipelineServiceClient(service.url) as reader,  # the service only, as the page reads it
     ):  # fmt: skip
-        run = ex.submit([f"{MODULE}.SlowAction"], {"seconds": 300}, name="doomed")
-        wait_for(lambda: reader.get_progress(run).status is RunStatus.RUNNING, 120, "the run to start")
-        ray.kill(ray.get_actor(pipeline_actor_name(run), namespace=NAMESPACE), no_restart=True)
         # Nobody calls the executor from here on: the service alone must come to say failed.
-        progress = wait_for(
-            lambda: (p := reader.get_progress(run)).status is RunStatus.FAILED and p,
-            30,
-            "the service to mark the run failed",
-        )
-        assert "pipeline actor" in (progress.error or "")
+        _killed_run_is_marked_failed(ex, reader)
 
 
 def test_a_run_whose_service_is_gone_does_not_hold_up_the_others(ray_cluster, plugin_dir, tmp_path):
@@ -75,12 +65,23 @@ def test_a_run_whose_service_is_gone_does_not_hold_up_the_others(ray_cluster, pl
         raydrive.get_executor("ray-pipeline", pipeline_service_url=service.url, retries=0, **options) as ex,
         PipelineServiceClient(service.url) as reader,
     ):
-        run = ex.submit([f"{MODULE}.SlowAction"], {"seconds": 300}, name="doomed")
-        wait_for(lambda: reader.get_progress(run).status is RunStatus.RUNNING, 120, "the run to start")
-        ray.kill(ray.get_actor(pipeline_actor_name(run), namespace=NAMESPACE), no_restart=True)
-        progress = wait_for(
-            lambda: (p := reader.get_progress(run)).status is RunStatus.FAILED and p,
-            30,
-            "the service to mark the run failed",
-        )
-        assert "pipeline actor" in (progress.error or "")
+        _killed_run_is_marked_failed(ex, reader)
+
+
+def _killed_run_is_marked_failed(ex: Any, reader: Any) -> None:
+    """Start a slow run, kill its pipeline actor for good, and wait for the service (read only
+    through ``reader``, as the page does) to say the run failed because its actor died."""
+    import ray
+
+    from raydrive.drivers.ray.wire import NAMESPACE
+    from raydrive.drivers.ray_pipeline.wire import pipeline_actor_name
+
+    run = ex.submit([f"{MODULE}.SlowAction"], {"seconds": 300}, name="doomed")
+    wait_for(lambda: reader.get_progress(run).status is RunStatus.RUNNING, 120, "the run to start")
+    ray.kill(ray.get_actor(pipeline_actor_name(run), namespace=NAMESPACE), no_restart=True)
+    progress = wait_for(
+        lambda: (p := reader.get_progress(run)).status is RunStatus.FAILED and p,
+        30,
+        "the service to mark the run failed",
+    )
+    assert "pipeline actor" in (progress.error or "")
